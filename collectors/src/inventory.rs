@@ -1,0 +1,489 @@
+//! The inventory-file collector: hand-maintained YAML or JSON files (chosen by
+//! extension) that declare resources and relations.
+//!
+//! Each file is one scope (`inventory:<path>`), complete when it parses. A file
+//! that is malformed, repeats an id with a different kind or relates a
+//! resource to itself is rejected with `FILE:LINE: message` and nothing from
+//! the run is returned. References to ids the file does not declare are
+//! checked by the store, which also knows other sources' resources.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+use crate::{CollectError, Collection, ConfigError, ObservedRelation, ObservedResource, ScopeBatch};
+
+/// Configuration of the inventory collector.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryConfig {
+    /// Inventory files to load, `.yaml`/`.yml` or `.json`. Each is one scope.
+    pub paths: Vec<PathBuf>,
+}
+
+impl InventoryConfig {
+    /// Checks that at least one path is given and each has a known extension.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.paths.is_empty() {
+            return Err(ConfigError {
+                collector: "inventory",
+                field: "paths",
+                message: "at least one inventory file is required".into(),
+            });
+        }
+        for p in &self.paths {
+            Format::of(p).map_err(|message| ConfigError {
+                collector: "inventory",
+                field: "paths",
+                message,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The run's scope: the files, comma-separated.
+    pub fn scope(&self) -> String {
+        self.paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Yaml,
+    Json,
+}
+
+impl Format {
+    fn of(path: &Path) -> Result<Format, String> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => Ok(Format::Yaml),
+            Some("json") => Ok(Format::Json),
+            _ => Err(format!(
+                "{}: unknown inventory format (expected .yaml, .yml or .json)",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// Reads every configured file. One bad file fails the whole collection.
+#[tracing::instrument(skip_all, fields(files = config.paths.len()))]
+pub async fn collect(config: &InventoryConfig) -> Result<Collection, CollectError> {
+    config.validate().map_err(|e| CollectError::Invalid(e.to_string()))?;
+    let mut batches = Vec::with_capacity(config.paths.len());
+    for path in &config.paths {
+        let text = tokio::fs::read_to_string(path).await.map_err(|source| CollectError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let scope = path.display().to_string();
+        let batch = parse(&scope, &text, Format::of(path).map_err(CollectError::Invalid)?)?;
+        tracing::info!(
+            file = %scope,
+            resources = batch.resources.len(),
+            relations = batch.relations.len(),
+            "inventory file parsed"
+        );
+        batches.push(batch);
+    }
+    Ok(Collection {
+        batches,
+        warnings: Vec::new(),
+    })
+}
+
+/// Parses one inventory document. `name` is used in error messages and as
+/// the scope; `path`'s extension picks the format.
+pub fn parse_file(name: &str, path: &Path, text: &str) -> Result<ScopeBatch, CollectError> {
+    parse(name, text, Format::of(path).map_err(CollectError::Invalid)?)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    resources: Vec<RawResource>,
+    #[serde(default)]
+    relations: Vec<RawRelation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResource {
+    id: String,
+    kind: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    attributes: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelation {
+    from: String,
+    to: String,
+    kind: String,
+    #[serde(default)]
+    attributes: serde_json::Value,
+}
+
+fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectError> {
+    let invalid = |line: Option<usize>, msg: String| match line {
+        Some(l) => CollectError::Invalid(format!("{name}:{l}: {msg}")),
+        None => CollectError::Invalid(format!("{name}: {msg}")),
+    };
+    if text.trim().is_empty() {
+        return Ok(ScopeBatch {
+            scope: name.to_string(),
+            complete: true,
+            ..Default::default()
+        });
+    }
+    let raw: RawFile = match format {
+        Format::Yaml => serde_yaml_ng::from_str(text).map_err(|e| {
+            let line = e.location().map(|l| l.line());
+            invalid(line, strip_location(&e.to_string()))
+        })?,
+        Format::Json => serde_json::from_str(text).map_err(|e| {
+            invalid(Some(e.line()), strip_location(&e.to_string()))
+        })?,
+    };
+    // JSON is YAML too, so one event walk finds the line of every item.
+    let lines = item_lines(text);
+    let res_line = |i: usize| lines.resources.get(i).copied();
+    let rel_line = |i: usize| lines.relations.get(i).copied();
+    let origin = |line: Option<usize>| match line {
+        Some(l) => format!("{name}:{l}"),
+        None => name.to_string(),
+    };
+
+    let mut resources: Vec<ObservedResource> = Vec::with_capacity(raw.resources.len());
+    let mut by_id: HashMap<String, usize> = HashMap::with_capacity(raw.resources.len());
+    for (i, r) in raw.resources.into_iter().enumerate() {
+        let line = res_line(i);
+        let id = r.id.trim().to_string();
+        if id.is_empty() {
+            return Err(invalid(line, "resource has an empty 'id'".into()));
+        }
+        if !crate::is_kind(&r.kind) {
+            return Err(invalid(
+                line,
+                format!(
+                    "resource '{id}': invalid kind '{}' (expected a lowercase identifier such as 'service' or 'load_balancer')",
+                    r.kind
+                ),
+            ));
+        }
+        let mut labels = BTreeMap::new();
+        for (k, v) in r.labels {
+            let value = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                other => {
+                    return Err(invalid(
+                        line,
+                        format!("resource '{id}': label '{k}' must be a string, not {other}"),
+                    ));
+                }
+            };
+            if k.is_empty() || k.contains(['=', '!', ',']) {
+                return Err(invalid(
+                    line,
+                    format!("resource '{id}': label key '{k}' is empty or contains '=', '!' or ','"),
+                ));
+            }
+            labels.insert(k, value);
+        }
+        if !(r.attributes.is_null() || r.attributes.is_object()) {
+            return Err(invalid(
+                line,
+                format!("resource '{id}': 'attributes' must be a map"),
+            ));
+        }
+        if let Some(&first) = by_id.get(&id) {
+            let prev = &mut resources[first];
+            if prev.kind != r.kind {
+                return Err(invalid(
+                    line,
+                    format!(
+                        "resource '{id}' repeated with kind '{}' but {} declares it as '{}'",
+                        r.kind,
+                        prev.origin.as_deref().unwrap_or(name),
+                        prev.kind
+                    ),
+                ));
+            }
+            // Same id, same kind: later entries add to the earlier one.
+            if r.name.is_some() {
+                prev.name = r.name;
+            }
+            prev.labels.extend(labels);
+            merge_attributes(&mut prev.attributes, r.attributes);
+            continue;
+        }
+        by_id.insert(id.clone(), resources.len());
+        resources.push(ObservedResource {
+            id,
+            kind: r.kind,
+            name: r.name.filter(|n| !n.trim().is_empty()),
+            labels,
+            attributes: r.attributes,
+            origin: Some(origin(line)),
+        });
+    }
+
+    let mut relations = Vec::with_capacity(raw.relations.len());
+    let mut seen = HashMap::new();
+    for (i, r) in raw.relations.into_iter().enumerate() {
+        let line = rel_line(i);
+        let (from, to) = (r.from.trim().to_string(), r.to.trim().to_string());
+        if from.is_empty() || to.is_empty() {
+            return Err(invalid(line, "relation has an empty 'from' or 'to'".into()));
+        }
+        if !crate::is_kind(&r.kind) {
+            return Err(invalid(
+                line,
+                format!("relation from '{from}' to '{to}': invalid kind '{}'", r.kind),
+            ));
+        }
+        if from == to {
+            return Err(invalid(
+                line,
+                format!("relation '{}' from '{from}' to itself", r.kind),
+            ));
+        }
+        if !(r.attributes.is_null() || r.attributes.is_object()) {
+            return Err(invalid(line, "relation 'attributes' must be a map".into()));
+        }
+        let key = (from.clone(), to.clone(), r.kind.clone());
+        if let Some(&idx) = seen.get(&key) {
+            let prev: &mut ObservedRelation = &mut relations[idx];
+            merge_attributes(&mut prev.attributes, r.attributes);
+            continue;
+        }
+        seen.insert(key, relations.len());
+        relations.push(ObservedRelation {
+            from,
+            to,
+            kind: r.kind,
+            attributes: r.attributes,
+            origin: Some(origin(line)),
+        });
+    }
+
+    Ok(ScopeBatch {
+        scope: name.to_string(),
+        complete: true,
+        resources,
+        relations,
+    })
+}
+
+fn merge_attributes(into: &mut serde_json::Value, from: serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => a.extend(b),
+        (_, serde_json::Value::Null) => {}
+        (slot, other) => *slot = other,
+    }
+}
+
+/// serde's messages end with " at line X column Y"; we put the line first.
+fn strip_location(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(pos) => msg[..pos].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+#[derive(Default)]
+struct ItemLines {
+    resources: Vec<usize>,
+    relations: Vec<usize>,
+}
+
+enum Frame {
+    Map { expect_key: bool, key: Option<String> },
+    Seq { collect: Option<bool> }, // Some(true) = resources, Some(false) = relations
+}
+
+#[derive(Default)]
+struct LineWalker {
+    stack: Vec<Frame>,
+    lines: ItemLines,
+}
+
+impl LineWalker {
+    /// Called before a node (scalar, alias, map or sequence start) at the
+    /// current level; returns the top-level key this node is the value of.
+    fn node(&mut self, line: usize, scalar: Option<&str>) -> Option<String> {
+        let depth = self.stack.len();
+        match self.stack.last_mut() {
+            Some(Frame::Seq { collect: Some(res) }) => {
+                if *res {
+                    self.lines.resources.push(line);
+                } else {
+                    self.lines.relations.push(line);
+                }
+                None
+            }
+            Some(Frame::Map { expect_key, key }) => {
+                if *expect_key {
+                    *key = scalar.map(str::to_string);
+                    *expect_key = false;
+                    None
+                } else {
+                    *expect_key = true;
+                    if depth == 1 { key.clone() } else { None }
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+impl MarkedEventReceiver for LineWalker {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        match ev {
+            Event::Scalar(ref s, ..) => {
+                self.node(mark.line(), Some(s));
+            }
+            Event::Alias(_) => {
+                self.node(mark.line(), None);
+            }
+            Event::MappingStart(..) => {
+                self.node(mark.line(), None);
+                self.stack.push(Frame::Map { expect_key: true, key: None });
+            }
+            Event::SequenceStart(..) => {
+                let key = self.node(mark.line(), None);
+                let collect = match key.as_deref() {
+                    Some("resources") => Some(true),
+                    Some("relations") => Some(false),
+                    _ => None,
+                };
+                self.stack.push(Frame::Seq { collect });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+fn item_lines(text: &str) -> ItemLines {
+    let mut walker = LineWalker::default();
+    let mut parser = Parser::new_from_str(text);
+    // A scan error here was already reported by serde; lines are best effort.
+    let _ = parser.load(&mut walker, false);
+    walker.lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml(text: &str) -> Result<ScopeBatch, CollectError> {
+        parse("inv.yaml", text, Format::Yaml)
+    }
+
+    #[test]
+    fn parses_the_documented_example_with_lines() {
+        let b = yaml(
+            "resources:\n  - id: svc:checkout\n    kind: service\n    name: checkout\n    labels: {team: payments, tier: \"1\", env: prod}\n    attributes: {language: rust}\n  - {id: svc:payments-db, kind: database, labels: {tier: 1}}\nrelations:\n  - {from: svc:checkout, to: svc:payments-db, kind: depends_on}\n",
+        )
+        .unwrap();
+        assert_eq!(b.resources.len(), 2);
+        assert_eq!(b.resources[0].origin.as_deref(), Some("inv.yaml:2"));
+        assert_eq!(b.resources[1].origin.as_deref(), Some("inv.yaml:7"));
+        assert_eq!(b.resources[1].labels["tier"], "1");
+        assert_eq!(b.resources[0].labels["team"], "payments");
+        assert_eq!(b.resources[0].attributes["language"], "rust");
+        assert_eq!(b.relations[0].origin.as_deref(), Some("inv.yaml:9"));
+        assert!(b.complete);
+        crate::check_contract(&Collection { batches: vec![b], warnings: vec![] }).unwrap();
+    }
+
+    #[test]
+    fn json_items_get_lines_too() {
+        let b = parse(
+            "inv.json",
+            "{\"resources\": [\n {\"id\": \"a\", \"kind\": \"host\"},\n {\"id\": \"b\", \"kind\": \"service\"}\n],\n\"relations\": [\n {\"from\": \"b\", \"to\": \"a\", \"kind\": \"runs_on\"}]}\n",
+            Format::Json,
+        )
+        .unwrap();
+        assert_eq!(b.resources[1].origin.as_deref(), Some("inv.json:3"));
+        assert_eq!(b.relations[0].origin.as_deref(), Some("inv.json:6"));
+    }
+
+    #[test]
+    fn repeated_id_with_other_kind_names_both_lines() {
+        let err = yaml("resources:\n  - {id: a, kind: host}\n  - {id: a, kind: service}\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "inv.yaml:3: resource 'a' repeated with kind 'service' but inv.yaml:2 declares it as 'host'"
+        );
+    }
+
+    #[test]
+    fn malformed_files_name_the_line() {
+        let err = yaml("resources:\n  - id: a\n    kind: host\n  - id: b\n").unwrap_err().to_string();
+        assert!(err.starts_with("inv.yaml:4: "), "{err}");
+        assert!(err.contains("missing field `kind`"), "{err}");
+        let err = yaml("resources:\n  - {id: a, kind: host, colour: red}\n").unwrap_err().to_string();
+        assert!(err.starts_with("inv.yaml:2: ") && err.contains("colour"), "{err}");
+        let err = parse("x.json", "{\"resources\": [\n{\"id\": 1,}]}", Format::Json)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("x.json:2: "), "{err}");
+    }
+
+    #[test]
+    fn rejects_self_relations_bad_kinds_and_nested_labels() {
+        let err = yaml("resources:\n  - {id: a, kind: host}\nrelations:\n  - {from: a, to: a, kind: depends_on}\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "inv.yaml:4: relation 'depends_on' from 'a' to itself");
+        let err = yaml("resources:\n  - {id: a, kind: Host}\n").unwrap_err().to_string();
+        assert!(err.starts_with("inv.yaml:2: resource 'a': invalid kind 'Host'"), "{err}");
+        let err = yaml("resources:\n  - {id: a, kind: host, labels: {x: [1]}}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("label 'x' must be a string"), "{err}");
+    }
+
+    #[test]
+    fn empty_file_is_an_empty_complete_batch() {
+        let b = yaml("\n").unwrap();
+        assert!(b.complete && b.resources.is_empty());
+    }
+
+    #[tokio::test]
+    async fn collect_reads_files_and_reports_missing_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.yaml");
+        std::fs::write(&p, "resources:\n  - {id: a, kind: host}\n").unwrap();
+        let c = collect(&InventoryConfig { paths: vec![p.clone()] }).await.unwrap();
+        assert_eq!(c.batches[0].resources[0].id, "a");
+        assert!(c.is_complete());
+        crate::check_contract(&c).unwrap();
+        let missing = dir.path().join("missing.yaml");
+        let err = collect(&InventoryConfig { paths: vec![p, missing] }).await.unwrap_err();
+        assert!(err.to_string().contains("missing.yaml"), "{err}");
+        let bad = InventoryConfig { paths: vec!["inv.txt".into()] }.validate().unwrap_err();
+        assert!(bad.to_string().contains("inv.txt: unknown inventory format"), "{bad}");
+    }
+}

@@ -1,0 +1,190 @@
+//! infragraph collectors: the contract every collector follows, the observation
+//! types they return, and one module per collector.
+//!
+//! A collector discovers and returns observations. It never writes to the
+//! store, never sees a database, an HTTP server or the graph, and never decides
+//! identity across sources: the `infragraph` crate reconciles what collectors
+//! return. The contract is written down in `collectors/README.md`.
+
+use std::collections::BTreeMap;
+
+pub mod inventory;
+
+/// Relation kinds that carry failure semantics (see the README's table).
+/// Collectors may emit other kinds too; those are stored but carry no impact.
+pub mod kinds {
+    /// `from` needs `to`: a failure of `to` reaches `from`.
+    pub const DEPENDS_ON: &str = "depends_on";
+    /// `from` runs on host `to`: a failure of `to` reaches `from`.
+    pub const RUNS_ON: &str = "runs_on";
+    /// `from` is inside container `to`: a failure of `to` reaches `from`.
+    pub const CONTAINED_IN: &str = "contained_in";
+    /// volume/device `from` is attached to `to`: a failure of `from` reaches `to`.
+    pub const ATTACHED_TO: &str = "attached_to";
+    /// `from` is one redundant instance of service `to`.
+    pub const INSTANCE_OF: &str = "instance_of";
+    /// load balancer `from` sends traffic to target `to`.
+    pub const ROUTES_TO: &str = "routes_to";
+}
+
+/// One resource as a collector saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedResource {
+    /// Globally unique, stable id (e.g. `svc:checkout`, an ARN).
+    pub id: String,
+    /// Resource kind: `host`, `service`, `database`, `load_balancer`, ...
+    pub kind: String,
+    /// Display name; `None` lets the store fall back to the id.
+    pub name: Option<String>,
+    /// String labels (`team=payments`).
+    pub labels: BTreeMap<String, String>,
+    /// Free-form attributes; `Null` when the collector has none.
+    pub attributes: serde_json::Value,
+    /// Where this observation came from, for error messages (`demo.yaml:14`).
+    pub origin: Option<String>,
+}
+
+impl ObservedResource {
+    /// A resource with just an id and a kind.
+    pub fn new(id: impl Into<String>, kind: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            kind: kind.into(),
+            name: None,
+            labels: BTreeMap::new(),
+            attributes: serde_json::Value::Null,
+            origin: None,
+        }
+    }
+}
+
+/// One relation as a collector saw it: `from -[kind]-> to`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedRelation {
+    /// Id of the resource the relation starts at.
+    pub from: String,
+    /// Id of the resource the relation points to.
+    pub to: String,
+    /// Relation kind (see [`kinds`]).
+    pub kind: String,
+    /// Free-form attributes (ports, evidence); `Null` when none.
+    pub attributes: serde_json::Value,
+    /// Where this observation came from, for error messages.
+    pub origin: Option<String>,
+}
+
+impl ObservedRelation {
+    /// A relation with no attributes.
+    pub fn new(from: impl Into<String>, to: impl Into<String>, kind: impl Into<String>) -> Self {
+        Self {
+            from: from.into(),
+            to: to.into(),
+            kind: kind.into(),
+            attributes: serde_json::Value::Null,
+            origin: None,
+        }
+    }
+}
+
+/// Everything one scope of a collector reported in a run. A scope is the unit
+/// of completeness: one inventory file, one AWS account and region, one host.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScopeBatch {
+    /// The scope, e.g. `examples/demo.yaml`; the source is `collector:scope`.
+    pub scope: String,
+    /// True only when this scope was enumerated completely. The store retires
+    /// what a scope no longer reports only when its batch is complete.
+    pub complete: bool,
+    /// Resources seen in this scope.
+    pub resources: Vec<ObservedResource>,
+    /// Relations seen in this scope.
+    pub relations: Vec<ObservedRelation>,
+}
+
+/// The result of one collection run. Partial results are values: a run that
+/// half-worked returns what it has, with incomplete batches and warnings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Collection {
+    /// One batch per scope.
+    pub batches: Vec<ScopeBatch>,
+    /// What went wrong without stopping the run (a region that failed, ...).
+    pub warnings: Vec<String>,
+}
+
+impl Collection {
+    /// True when every batch is complete and nothing was warned about.
+    pub fn is_complete(&self) -> bool {
+        self.warnings.is_empty() && self.batches.iter().all(|b| b.complete)
+    }
+}
+
+/// A collector that could not produce anything usable.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    /// The input is wrong; the message names the file, line and field.
+    #[error("{0}")]
+    Invalid(String),
+    /// Reading the input failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file that could not be read.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// A collector configuration that does not make sense.
+#[derive(Debug, thiserror::Error)]
+#[error("collector '{collector}': {field}: {message}")]
+pub struct ConfigError {
+    /// Collector type, e.g. `inventory`.
+    pub collector: &'static str,
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Checks a [`Collection`] against the contract in `collectors/README.md`:
+/// non-empty ids and kinds, unique scopes, no self-relations, origins set.
+/// Every collector's tests call this on what it returns.
+pub fn check_contract(collection: &Collection) -> Result<(), String> {
+    let mut scopes = std::collections::HashSet::new();
+    for batch in &collection.batches {
+        if batch.scope.is_empty() {
+            return Err("a batch has an empty scope".into());
+        }
+        if !scopes.insert(batch.scope.as_str()) {
+            return Err(format!("scope '{}' appears in two batches", batch.scope));
+        }
+        for r in &batch.resources {
+            if r.id.trim().is_empty() || r.id != r.id.trim() {
+                return Err(format!("resource id '{}' is empty or padded", r.id));
+            }
+            if !is_kind(&r.kind) {
+                return Err(format!("resource '{}' has invalid kind '{}'", r.id, r.kind));
+            }
+            if !(r.attributes.is_null() || r.attributes.is_object()) {
+                return Err(format!("resource '{}' attributes are not an object", r.id));
+            }
+        }
+        for rel in &batch.relations {
+            if rel.from == rel.to {
+                return Err(format!("relation '{}' from '{}' to itself", rel.kind, rel.from));
+            }
+            if !is_kind(&rel.kind) {
+                return Err(format!("relation has invalid kind '{}'", rel.kind));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A kind is a lowercase identifier: `[a-z][a-z0-9_]*`, at most 64 bytes.
+pub fn is_kind(kind: &str) -> bool {
+    let mut chars = kind.chars();
+    matches!(chars.next(), Some('a'..='z'))
+        && kind.len() <= 64
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+}
