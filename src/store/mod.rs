@@ -1,0 +1,366 @@
+//! The store: the only module that talks to the database. It owns the schema
+//! (migrations for SQLite and PostgreSQL), reconciles collection runs into
+//! resources, relations, provenance and the change log in ONE transaction,
+//! and loads everything back for the in-memory graph.
+//!
+//! Both databases run the same SQL through `sqlx::Any`; see ARCHITECTURE.md
+//! for why.
+
+mod reconcile;
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+
+use anyhow::Context;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
+
+use crate::model::{
+    Change, ChangeOp, Millis, Provenance, Relation, Resource, Run, RunStatus, Status,
+};
+
+pub use reconcile::{RunInput, RunSummary};
+
+/// Which database the store is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// A handle on the inventory database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// Rows per multi-row statement stay under this many bind parameters
+/// (SQLite allows 32,766, PostgreSQL 65,535).
+const MAX_PARAMS: usize = 16_000;
+
+impl Store {
+    /// Connects to `url` (`sqlite://path` or `postgres://...`), creating a
+    /// SQLite file if needed, and runs the embedded migrations.
+    #[tracing::instrument(skip_all, fields(backend))]
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = normalize_url(url)?;
+        tracing::Span::current().record("backend", format!("{backend:?}"));
+        let max = if backend == Backend::Sqlite { 4 } else { 8 };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await
+            .with_context(|| format!("cannot open database {}", redact(&url)))?;
+        if backend == Backend::Sqlite {
+            // WAL lets readers (the API) go on while a run writes.
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        }
+        let migrator = match backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("migrations/postgres"),
+        };
+        migrator
+            .run(&pool)
+            .await
+            .with_context(|| format!("cannot migrate database {}", redact(&url)))?;
+        Ok(Store { pool, backend })
+    }
+
+    /// The database kind.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool (waits for connections to be returned).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Every resource and relation, present and gone, with provenance.
+    #[tracing::instrument(skip_all)]
+    pub async fn load_all(&self) -> anyhow::Result<(Vec<Resource>, Vec<Relation>)> {
+        let mut conn = self.pool.acquire().await?;
+        let mut res_sources: HashMap<String, Vec<Provenance>> = HashMap::new();
+        let rows = sqlx::query(
+            "SELECT resource_id, source, status, first_seen, last_seen, gone_at FROM resource_sources",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            let id: String = row.try_get(0)?;
+            res_sources.entry(id).or_default().push(provenance(&row, 1)?);
+        }
+        let rows = sqlx::query(
+            "SELECT id, kind, name, labels, attributes, status, first_seen, last_seen, gone_at FROM resources",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut resources = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.try_get(0)?;
+            let mut sources = res_sources.remove(&id).unwrap_or_default();
+            sources.sort_by(|a, b| a.source.cmp(&b.source));
+            resources.push(Resource {
+                kind: row.try_get(1)?,
+                name: row.try_get(2)?,
+                labels: parse_labels(&row.try_get::<String, _>(3)?)?,
+                attributes: parse_json(&row.try_get::<String, _>(4)?)?,
+                status: status(&row, 5)?,
+                first_seen: row.try_get(6)?,
+                last_seen: row.try_get(7)?,
+                gone_at: row.try_get(8)?,
+                sources,
+                id,
+            });
+        }
+        let mut rel_sources: HashMap<(String, String, String), Vec<Provenance>> = HashMap::new();
+        let rows = sqlx::query(
+            "SELECT from_id, to_id, kind, source, status, first_seen, last_seen, gone_at FROM relation_sources",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            let key = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            rel_sources.entry(key).or_default().push(provenance(&row, 3)?);
+        }
+        let rows = sqlx::query(
+            "SELECT from_id, to_id, kind, attributes, status, first_seen, last_seen, gone_at FROM relations",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut relations = Vec::with_capacity(rows.len());
+        for row in rows {
+            let key: (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            let mut sources = rel_sources.remove(&key).unwrap_or_default();
+            sources.sort_by(|a, b| a.source.cmp(&b.source));
+            relations.push(Relation {
+                from: key.0,
+                to: key.1,
+                kind: key.2,
+                attributes: parse_json(&row.try_get::<String, _>(3)?)?,
+                status: status(&row, 4)?,
+                first_seen: row.try_get(5)?,
+                last_seen: row.try_get(6)?,
+                gone_at: row.try_get(7)?,
+                sources,
+            });
+        }
+        Ok((resources, relations))
+    }
+
+    /// The most recent `last` runs, newest first.
+    pub async fn runs(&self, last: i64) -> anyhow::Result<Vec<Run>> {
+        let rows = sqlx::query(
+            "SELECT id, collector, scope, started_at, finished_at, status, resources_seen, relations_seen, \
+             created, updated, retired, error, warnings FROM runs ORDER BY id DESC LIMIT $1",
+        )
+        .bind(last.max(0))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// One run by id.
+    pub async fn run(&self, id: i64) -> anyhow::Result<Option<Run>> {
+        let row = sqlx::query(
+            "SELECT id, collector, scope, started_at, finished_at, status, resources_seen, relations_seen, \
+             created, updated, retired, error, warnings FROM runs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// The change log of a resource (and of relations starting or ending at
+    /// it) since `since`, newest first.
+    pub async fn history(&self, id: &str, since: Option<Millis>) -> anyhow::Result<Vec<Change>> {
+        let rows = sqlx::query(
+            "SELECT at, run_id, source, entity, resource_id, to_id, kind, op, diff FROM changes \
+             WHERE (resource_id = $1 OR to_id = $1) AND at >= $2 ORDER BY at DESC, id DESC",
+        )
+        .bind(id.to_string())
+        .bind(since.unwrap_or(i64::MIN))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(change_from_row).collect()
+    }
+
+    /// Every change at or after `since`, oldest first.
+    pub async fn changes_since(&self, since: Millis) -> anyhow::Result<Vec<Change>> {
+        let rows = sqlx::query(
+            "SELECT at, run_id, source, entity, resource_id, to_id, kind, op, diff FROM changes \
+             WHERE at >= $1 ORDER BY at, id",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(change_from_row).collect()
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// Resolves the URL forms we accept into one sqlx understands.
+fn normalize_url(url: &str) -> anyhow::Result<(Backend, String)> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((Backend::Postgres, url.to_string()));
+    }
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        if rest.is_empty() || rest == "//" {
+            anyhow::bail!("database url '{url}' names no file (try sqlite://infragraph.db)");
+        }
+        if rest.contains(":memory:") {
+            anyhow::bail!("in-memory SQLite is not supported: each connection would see its own database");
+        }
+        let mut url = url.to_string();
+        if !url.contains("mode=") {
+            url.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+        }
+        return Ok((Backend::Sqlite, url));
+    }
+    anyhow::bail!(
+        "unsupported database url '{}': use sqlite://PATH or postgres://USER@HOST/DB",
+        redact(url)
+    )
+}
+
+/// Hides a password in a URL before it reaches a log or an error.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _password)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_string()
+}
+
+fn provenance(row: &AnyRow, at: usize) -> anyhow::Result<Provenance> {
+    Ok(Provenance {
+        source: row.try_get(at)?,
+        status: status(row, at + 1)?,
+        first_seen: row.try_get(at + 2)?,
+        last_seen: row.try_get(at + 3)?,
+        gone_at: row.try_get(at + 4)?,
+    })
+}
+
+fn status(row: &AnyRow, at: usize) -> anyhow::Result<Status> {
+    let s: String = row.try_get(at)?;
+    Status::parse(&s).with_context(|| format!("unknown status '{s}' in database"))
+}
+
+pub(crate) fn parse_labels(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    serde_json::from_str(s).with_context(|| format!("corrupt labels in database: {s}"))
+}
+
+pub(crate) fn parse_json(s: &str) -> anyhow::Result<serde_json::Value> {
+    serde_json::Value::from_str(s).with_context(|| format!("corrupt JSON in database: {s}"))
+}
+
+fn run_from_row(row: &AnyRow) -> anyhow::Result<Run> {
+    let status: String = row.try_get(5)?;
+    let warnings: String = row.try_get(12)?;
+    Ok(Run {
+        id: row.try_get(0)?,
+        collector: row.try_get(1)?,
+        scope: row.try_get(2)?,
+        started_at: row.try_get(3)?,
+        finished_at: row.try_get(4)?,
+        status: RunStatus::parse(&status).with_context(|| format!("unknown run status '{status}'"))?,
+        resources_seen: row.try_get(6)?,
+        relations_seen: row.try_get(7)?,
+        created: row.try_get(8)?,
+        updated: row.try_get(9)?,
+        retired: row.try_get(10)?,
+        error: row.try_get(11)?,
+        warnings: serde_json::from_str(&warnings).unwrap_or_default(),
+    })
+}
+
+fn change_from_row(row: &AnyRow) -> anyhow::Result<Change> {
+    let entity: String = row.try_get(3)?;
+    let op: String = row.try_get(7)?;
+    let to: Option<String> = row.try_get(5)?;
+    let kind: Option<String> = row.try_get(6)?;
+    Ok(Change {
+        at: row.try_get(0)?,
+        run_id: row.try_get(1)?,
+        source: row.try_get(2)?,
+        resource_id: row.try_get(4)?,
+        relation: match (entity.as_str(), to, kind) {
+            ("relation", Some(to), Some(kind)) => Some((to, kind)),
+            _ => None,
+        },
+        op: ChangeOp::parse(&op).with_context(|| format!("unknown change op '{op}'"))?,
+        diff: parse_json(&row.try_get::<String, _>(8)?)?,
+    })
+}
+
+/// `($1,$2,$3),($4,$5,$6)` for `rows` rows of `cols` columns.
+fn values_clause(rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    let mut n = 1;
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push(',');
+            }
+            s.push('$');
+            s.push_str(&n.to_string());
+            n += 1;
+        }
+        s.push(')');
+    }
+    s
+}
+
+/// `$1,$2,...,$n`
+fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(",")
+}
+
+/// A statement whose text we built from fixed fragments and placeholders only.
+fn dynamic(sql: String) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(AssertSqlSafe(sql))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_normalized_and_redacted() {
+        assert_eq!(
+            normalize_url("sqlite://infragraph.db").unwrap(),
+            (Backend::Sqlite, "sqlite://infragraph.db?mode=rwc".into())
+        );
+        assert_eq!(normalize_url("postgres://u@h/db").unwrap().0, Backend::Postgres);
+        let err = normalize_url("mysql://root:hunter2@h/db").unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(values_clause(2, 2), "($1,$2),($3,$4)");
+        assert_eq!(placeholders(3), "$1,$2,$3");
+    }
+}

@@ -1,0 +1,975 @@
+//! Reconciliation: turning one collection run into rows, in one transaction.
+//!
+//! For each scope batch the source is `collector:scope`. Every observed
+//! resource and relation gets its provenance row upserted; the merged view
+//! over all present sources becomes the resource or relation row; creates,
+//! updates (with a diff), retirements and revivals go to the change log. Only
+//! a complete batch retires what its source reported before and no longer
+//! does. Any error rolls the whole run back and records a failed run instead.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use collectors::{Collection, ObservedRelation, ObservedResource};
+use serde_json::{Value, json};
+use sqlx::{Any, Row, Transaction};
+
+use super::{MAX_PARAMS, Store, dynamic, parse_json, parse_labels, placeholders, values_clause};
+use crate::model::{ChangeOp, Millis, Run, RunStatus, Status, now_ms};
+
+/// One collection run to record.
+#[derive(Debug, Clone)]
+pub struct RunInput {
+    /// Collector type, e.g. `inventory`, `manual`.
+    pub collector: String,
+    /// What the run covered (file list, account and regions).
+    pub scope: String,
+    /// When the collector started.
+    pub started_at: Millis,
+    /// What the collector returned, or why it produced nothing usable.
+    pub outcome: Result<Collection, String>,
+    /// Explicit retractions: `(scope, key)` pairs whose provenance by that
+    /// source ends now, whatever the batch completeness (manual retracts).
+    pub retract: Vec<(String, Key)>,
+}
+
+/// A resource id, or a relation's `(from, to, kind)`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    /// A resource.
+    Resource(String),
+    /// A relation.
+    Relation(String, String, String),
+}
+
+/// What a recorded run did.
+pub type RunSummary = Run;
+
+/// The source name for a collector and scope.
+pub fn source_name(collector: &str, scope: &str) -> String {
+    if scope.is_empty() {
+        collector.to_string()
+    } else {
+        format!("{collector}:{scope}")
+    }
+}
+
+enum Failure {
+    Invalid(String),
+    Db(anyhow::Error),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(e: sqlx::Error) -> Self {
+        Failure::Db(e.into())
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Db(e)
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Counts {
+    resources_seen: i64,
+    relations_seen: i64,
+    created: i64,
+    updated: i64,
+    retired: i64,
+}
+
+impl Store {
+    /// Records one run: reconciles its observations in one transaction, or,
+    /// when the collector failed or its output is invalid, records a failed
+    /// run and changes nothing else. Errors only when the database fails.
+    #[tracing::instrument(skip_all, fields(collector = %input.collector, scope = %input.scope))]
+    pub async fn apply(&self, input: RunInput) -> anyhow::Result<Run> {
+        let collection = match &input.outcome {
+            Ok(c) => c,
+            Err(e) => return self.record_failed(&input, e.clone()).await,
+        };
+        let mut status = if collection.is_complete() {
+            RunStatus::Ok
+        } else {
+            RunStatus::Partial
+        };
+        if collection.batches.is_empty() && input.retract.is_empty() && !collection.warnings.is_empty() {
+            status = RunStatus::Failed;
+        }
+        let mut tx = self.pool().begin().await?;
+        match reconcile(&mut tx, &input, collection, status).await {
+            Ok((run_id, counts)) => {
+                tx.commit().await?;
+                tracing::info!(
+                    run_id,
+                    status = status.as_str(),
+                    resources = counts.resources_seen,
+                    relations = counts.relations_seen,
+                    created = counts.created,
+                    updated = counts.updated,
+                    retired = counts.retired,
+                    "run recorded"
+                );
+                self.run(run_id)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished after commit"))
+            }
+            Err(Failure::Invalid(msg)) => {
+                tx.rollback().await?;
+                self.record_failed(&input, msg).await
+            }
+            Err(Failure::Db(err)) => {
+                tx.rollback().await.ok();
+                let msg = format!("database error: {err:#}");
+                // Try to leave a trace of the failure; the original error wins.
+                if let Err(e) = self.record_failed(&input, msg).await {
+                    tracing::warn!(error = %e, "could not record the failed run");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn record_failed(&self, input: &RunInput, error: String) -> anyhow::Result<Run> {
+        tracing::warn!(error = %error, "run failed; nothing written");
+        let warnings = match &input.outcome {
+            Ok(c) => c.warnings.clone(),
+            Err(_) => Vec::new(),
+        };
+        let row = sqlx::query(
+            "INSERT INTO runs (collector, scope, started_at, finished_at, status, error, warnings) \
+             VALUES ($1, $2, $3, $4, 'failed', $5, $6) RETURNING id",
+        )
+        .bind(input.collector.clone())
+        .bind(input.scope.clone())
+        .bind(input.started_at)
+        .bind(now_ms())
+        .bind(error)
+        .bind(serde_json::to_string(&warnings)?)
+        .fetch_one(self.pool())
+        .await?;
+        let id: i64 = row.try_get(0)?;
+        self.run(id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("run {id} vanished after insert"))
+    }
+}
+
+/// Per-source observation of a resource, as stored in `resource_sources`.
+#[derive(Debug, Clone)]
+struct ResSource {
+    name: Option<String>,
+    labels: BTreeMap<String, String>,
+    attributes: Value,
+    status: Status,
+    first_seen: Millis,
+    last_seen: Millis,
+    gone_at: Option<Millis>,
+    run_id: Option<i64>,
+    dirty: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct ResRow {
+    kind: String,
+    name: String,
+    labels: BTreeMap<String, String>,
+    attributes: Value,
+    status: Status,
+    first_seen: Millis,
+    last_seen: Millis,
+    gone_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone)]
+struct RelSource {
+    attributes: Value,
+    status: Status,
+    first_seen: Millis,
+    last_seen: Millis,
+    gone_at: Option<Millis>,
+    run_id: Option<i64>,
+    dirty: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct RelRow {
+    attributes: Value,
+    status: Status,
+    first_seen: Millis,
+    last_seen: Millis,
+    gone_at: Option<Millis>,
+}
+
+type RelKey = (String, String, String);
+
+/// A bind value for the generic multi-row writer.
+enum V {
+    T(String),
+    OT(Option<String>),
+    I(i64),
+    OI(Option<i64>),
+}
+
+struct ChangeRow {
+    source: String,
+    resource_id: String,
+    relation: Option<(String, String)>,
+    op: ChangeOp,
+    diff: Value,
+}
+
+async fn reconcile(
+    tx: &mut Transaction<'static, Any>,
+    input: &RunInput,
+    collection: &Collection,
+    status: RunStatus,
+) -> Result<(i64, Counts), Failure> {
+    let now = now_ms();
+    let row = sqlx::query(
+        "INSERT INTO runs (collector, scope, started_at, finished_at, status) \
+         VALUES ($1, $2, $3, $4, 'failed') RETURNING id",
+    )
+    .bind(input.collector.clone())
+    .bind(input.scope.clone())
+    .bind(input.started_at)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await?;
+    let run_id: i64 = row.try_get(0)?;
+    let mut counts = Counts::default();
+
+    // --- What this run reports, per source -------------------------------
+    let mut observed_res: Vec<(String, &ObservedResource)> = Vec::new();
+    let mut observed_rel: Vec<(String, &ObservedRelation)> = Vec::new();
+    let mut kinds: HashMap<&str, (&str, String)> = HashMap::new();
+    let mut complete_sources: Vec<String> = Vec::new();
+    let mut seen_by_source: HashSet<(String, Key)> = HashSet::new();
+    for batch in &collection.batches {
+        let source = source_name(&input.collector, &batch.scope);
+        if batch.complete {
+            complete_sources.push(source.clone());
+        }
+        for r in &batch.resources {
+            let origin = r.origin.clone().unwrap_or_else(|| source.clone());
+            if !collectors::is_kind(&r.kind) || r.id.trim().is_empty() {
+                return Err(Failure::Invalid(format!(
+                    "{origin}: resource '{}' has an empty id or an invalid kind '{}'",
+                    r.id, r.kind
+                )));
+            }
+            match kinds.get(r.id.as_str()) {
+                Some((kind, first)) if *kind != r.kind => {
+                    return Err(Failure::Invalid(format!(
+                        "{origin}: resource '{}' reported as kind '{}' but {first} reports it as '{kind}'",
+                        r.id, r.kind
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    kinds.insert(&r.id, (&r.kind, origin));
+                }
+            }
+            seen_by_source.insert((source.clone(), Key::Resource(r.id.clone())));
+            observed_res.push((source.clone(), r));
+        }
+        for rel in &batch.relations {
+            seen_by_source.insert((
+                source.clone(),
+                Key::Relation(rel.from.clone(), rel.to.clone(), rel.kind.clone()),
+            ));
+            observed_rel.push((source.clone(), rel));
+        }
+    }
+    counts.resources_seen = observed_res.len() as i64;
+    counts.relations_seen = observed_rel.len() as i64;
+
+    // --- Load what the store knows about everything touched ---------------
+    let mut res_ids: BTreeSet<String> = observed_res.iter().map(|(_, r)| r.id.clone()).collect();
+    for (_, rel) in &observed_rel {
+        res_ids.insert(rel.from.clone());
+        res_ids.insert(rel.to.clone());
+    }
+    let mut retire: Vec<(String, Key)> = input
+        .retract
+        .iter()
+        .map(|(scope, key)| (source_name(&input.collector, scope), key.clone()))
+        .collect();
+    for source in &complete_sources {
+        let rows = sqlx::query(
+            "SELECT resource_id FROM resource_sources WHERE source = $1 AND status = 'present'",
+        )
+        .bind(source.clone())
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            let key = Key::Resource(row.try_get(0)?);
+            if !seen_by_source.contains(&(source.clone(), key.clone())) {
+                retire.push((source.clone(), key));
+            }
+        }
+        let rows = sqlx::query(
+            "SELECT from_id, to_id, kind FROM relation_sources WHERE source = $1 AND status = 'present'",
+        )
+        .bind(source.clone())
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            let key = Key::Relation(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            if !seen_by_source.contains(&(source.clone(), key.clone())) {
+                retire.push((source.clone(), key));
+            }
+        }
+    }
+    let mut rel_from_ids: BTreeSet<String> = observed_rel.iter().map(|(_, r)| r.from.clone()).collect();
+    for (_, key) in &retire {
+        match key {
+            Key::Resource(id) => {
+                res_ids.insert(id.clone());
+            }
+            Key::Relation(from, _, _) => {
+                rel_from_ids.insert(from.clone());
+            }
+        }
+    }
+    let ids: Vec<String> = res_ids.into_iter().collect();
+    let mut existing = load_resources(tx, &ids).await?;
+    let mut res_sources = load_resource_sources(tx, &ids).await?;
+    let from_ids: Vec<String> = rel_from_ids.into_iter().collect();
+    let mut existing_rel = load_relations(tx, &from_ids).await?;
+    let mut rel_sources = load_relation_sources(tx, &from_ids).await?;
+
+    // --- Validate against the store --------------------------------------
+    for (source, rel) in &observed_rel {
+        for (end, role) in [(&rel.to, "points to"), (&rel.from, "starts at")] {
+            let known = kinds.contains_key(end.as_str())
+                || existing.get(end).is_some_and(|r| r.status == Status::Present);
+            if !known {
+                let origin = rel.origin.clone().unwrap_or_else(|| source.clone());
+                return Err(Failure::Invalid(format!(
+                    "{origin}: relation '{}' {role} unknown resource '{end}'",
+                    rel.kind
+                )));
+            }
+        }
+    }
+    for (id, (kind, origin)) in &kinds {
+        let Some(row) = existing.get(*id) else { continue };
+        if row.status != Status::Present || row.kind == *kind {
+            continue;
+        }
+        // A different kind is fine when only the sources of this very run
+        // reported it (the file was edited); otherwise two sources disagree.
+        let others: Vec<&String> = res_sources
+            .get(*id)
+            .map(|m| {
+                m.iter()
+                    .filter(|(s, r)| {
+                        r.status == Status::Present
+                            && !seen_by_source.contains(&((*s).clone(), Key::Resource(id.to_string())))
+                    })
+                    .map(|(s, _)| s)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !others.is_empty() {
+            return Err(Failure::Invalid(format!(
+                "{origin}: resource '{id}' is reported as kind '{kind}' but is already a '{}' (reported by {})",
+                row.kind,
+                others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+
+    // --- Provenance rows --------------------------------------------------
+    let mut touched: BTreeSet<String> = BTreeSet::new();
+    let mut reporter: HashMap<String, String> = HashMap::new();
+    for (source, r) in &observed_res {
+        let entry = res_sources.entry(r.id.clone()).or_default();
+        let first_seen = entry
+            .get(source)
+            .filter(|s| s.status == Status::Present)
+            .map_or(now, |s| s.first_seen);
+        entry.insert(
+            source.clone(),
+            ResSource {
+                name: r.name.clone(),
+                labels: r.labels.clone(),
+                attributes: r.attributes.clone(),
+                status: Status::Present,
+                first_seen,
+                last_seen: now,
+                gone_at: None,
+                run_id: Some(run_id),
+                dirty: true,
+            },
+        );
+        touched.insert(r.id.clone());
+        reporter.entry(r.id.clone()).or_insert_with(|| source.clone());
+    }
+    let mut rel_touched: BTreeSet<RelKey> = BTreeSet::new();
+    let mut rel_reporter: HashMap<RelKey, String> = HashMap::new();
+    for (source, rel) in &observed_rel {
+        let key = (rel.from.clone(), rel.to.clone(), rel.kind.clone());
+        let entry = rel_sources.entry(key.clone()).or_default();
+        let first_seen = entry
+            .get(source)
+            .filter(|s| s.status == Status::Present)
+            .map_or(now, |s| s.first_seen);
+        entry.insert(
+            source.clone(),
+            RelSource {
+                attributes: rel.attributes.clone(),
+                status: Status::Present,
+                first_seen,
+                last_seen: now,
+                gone_at: None,
+                run_id: Some(run_id),
+                dirty: true,
+            },
+        );
+        rel_reporter.entry(key.clone()).or_insert_with(|| source.clone());
+        rel_touched.insert(key);
+    }
+    for (source, key) in &retire {
+        match key {
+            Key::Resource(id) => {
+                if let Some(row) = res_sources.get_mut(id).and_then(|m| m.get_mut(source))
+                    && row.status == Status::Present
+                {
+                    row.status = Status::Gone;
+                    row.gone_at = Some(now);
+                    row.run_id = Some(run_id);
+                    row.dirty = true;
+                    touched.insert(id.clone());
+                    reporter.entry(id.clone()).or_insert_with(|| source.clone());
+                }
+            }
+            Key::Relation(from, to, kind) => {
+                let k = (from.clone(), to.clone(), kind.clone());
+                if let Some(row) = rel_sources.get_mut(&k).and_then(|m| m.get_mut(source))
+                    && row.status == Status::Present
+                {
+                    row.status = Status::Gone;
+                    row.gone_at = Some(now);
+                    row.run_id = Some(run_id);
+                    row.dirty = true;
+                    rel_reporter.entry(k.clone()).or_insert_with(|| source.clone());
+                    rel_touched.insert(k);
+                }
+            }
+        }
+    }
+
+    // --- Merged views and the change log ---------------------------------
+    let mut changes: Vec<ChangeRow> = Vec::new();
+    let mut res_writes: Vec<Vec<V>> = Vec::new();
+    for id in &touched {
+        let sources = &res_sources[id];
+        let old = existing.remove(id);
+        let kind = kinds
+            .get(id.as_str())
+            .map(|(k, _)| k.to_string())
+            .or_else(|| old.as_ref().map(|o| o.kind.clone()))
+            .unwrap_or_default();
+        let new = merge_resource(id, kind, sources, old.as_ref(), now);
+        let source = reporter.get(id).cloned().unwrap_or_default();
+        let op = classify(old.as_ref().map(|o| o.status), new.status);
+        let diff = match &old {
+            Some(o) => resource_diff(o, &new),
+            None => Value::Null,
+        };
+        let op = match op {
+            Some(op) => Some(op),
+            None if !diff.is_null() => Some(ChangeOp::Update),
+            None => None,
+        };
+        if let Some(op) = op {
+            match op {
+                ChangeOp::Create | ChangeOp::Revive => counts.created += 1,
+                ChangeOp::Update => counts.updated += 1,
+                ChangeOp::Retire => counts.retired += 1,
+            }
+            changes.push(ChangeRow {
+                source,
+                resource_id: id.clone(),
+                relation: None,
+                op,
+                diff,
+            });
+        }
+        let updated_at = if op.is_some() || old.is_none() { now } else { old.as_ref().map_or(now, |o| o.last_seen) };
+        res_writes.push(vec![
+            V::T(id.clone()),
+            V::T(new.kind),
+            V::T(new.name),
+            V::T(serde_json::to_string(&new.labels).map_err(anyhow::Error::from)?),
+            V::T(new.attributes.to_string()),
+            V::T(new.status.as_str().into()),
+            V::I(new.first_seen),
+            V::I(new.last_seen),
+            V::OI(new.gone_at),
+            V::I(updated_at),
+        ]);
+    }
+    let mut src_writes: Vec<Vec<V>> = Vec::new();
+    for id in &touched {
+        for (source, s) in &res_sources[id] {
+            if !s.dirty {
+                continue;
+            }
+            src_writes.push(vec![
+                V::T(id.clone()),
+                V::T(source.clone()),
+                V::OT(s.name.clone()),
+                V::T(serde_json::to_string(&s.labels).map_err(anyhow::Error::from)?),
+                V::T(s.attributes.to_string()),
+                V::T(s.status.as_str().into()),
+                V::I(s.first_seen),
+                V::I(s.last_seen),
+                V::OI(s.gone_at),
+                V::OI(s.run_id),
+            ]);
+        }
+    }
+
+    let mut rel_writes: Vec<Vec<V>> = Vec::new();
+    let mut rel_src_writes: Vec<Vec<V>> = Vec::new();
+    for key in &rel_touched {
+        let sources = &rel_sources[key];
+        let old = existing_rel.remove(key);
+        let new = merge_relation(sources, old.as_ref(), now);
+        let op = classify(old.as_ref().map(|o| o.status), new.status);
+        let diff = match &old {
+            Some(o) if o.attributes != new.attributes => {
+                json!({"attributes": {"old": o.attributes, "new": new.attributes}})
+            }
+            _ => Value::Null,
+        };
+        let op = op.or(if diff.is_null() { None } else { Some(ChangeOp::Update) });
+        if let Some(op) = op {
+            match op {
+                ChangeOp::Create | ChangeOp::Revive => counts.created += 1,
+                ChangeOp::Update => counts.updated += 1,
+                ChangeOp::Retire => counts.retired += 1,
+            }
+            changes.push(ChangeRow {
+                source: rel_reporter.get(key).cloned().unwrap_or_default(),
+                resource_id: key.0.clone(),
+                relation: Some((key.1.clone(), key.2.clone())),
+                op,
+                diff,
+            });
+        }
+        let updated_at = if op.is_some() || old.is_none() { now } else { old.as_ref().map_or(now, |o| o.last_seen) };
+        rel_writes.push(vec![
+            V::T(key.0.clone()),
+            V::T(key.1.clone()),
+            V::T(key.2.clone()),
+            V::T(new.attributes.to_string()),
+            V::T(new.status.as_str().into()),
+            V::I(new.first_seen),
+            V::I(new.last_seen),
+            V::OI(new.gone_at),
+            V::I(updated_at),
+        ]);
+        for (source, s) in sources {
+            if !s.dirty {
+                continue;
+            }
+            rel_src_writes.push(vec![
+                V::T(key.0.clone()),
+                V::T(key.1.clone()),
+                V::T(key.2.clone()),
+                V::T(source.clone()),
+                V::T(s.attributes.to_string()),
+                V::T(s.status.as_str().into()),
+                V::I(s.first_seen),
+                V::I(s.last_seen),
+                V::OI(s.gone_at),
+                V::OI(s.run_id),
+            ]);
+        }
+    }
+
+    // --- Write, batched ---------------------------------------------------
+    write_rows(
+        tx,
+        "INSERT INTO resources (id, kind, name, labels, attributes, status, first_seen, last_seen, gone_at, updated_at) VALUES ",
+        " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name, labels = excluded.labels, \
+         attributes = excluded.attributes, status = excluded.status, first_seen = excluded.first_seen, \
+         last_seen = excluded.last_seen, gone_at = excluded.gone_at, updated_at = excluded.updated_at",
+        10,
+        res_writes,
+    )
+    .await?;
+    write_rows(
+        tx,
+        "INSERT INTO resource_sources (resource_id, source, name, labels, attributes, status, first_seen, last_seen, gone_at, run_id) VALUES ",
+        " ON CONFLICT (resource_id, source) DO UPDATE SET name = excluded.name, labels = excluded.labels, \
+         attributes = excluded.attributes, status = excluded.status, first_seen = excluded.first_seen, \
+         last_seen = excluded.last_seen, gone_at = excluded.gone_at, run_id = excluded.run_id",
+        10,
+        src_writes,
+    )
+    .await?;
+    write_rows(
+        tx,
+        "INSERT INTO relations (from_id, to_id, kind, attributes, status, first_seen, last_seen, gone_at, updated_at) VALUES ",
+        " ON CONFLICT (from_id, to_id, kind) DO UPDATE SET attributes = excluded.attributes, status = excluded.status, \
+         first_seen = excluded.first_seen, last_seen = excluded.last_seen, gone_at = excluded.gone_at, \
+         updated_at = excluded.updated_at",
+        9,
+        rel_writes,
+    )
+    .await?;
+    write_rows(
+        tx,
+        "INSERT INTO relation_sources (from_id, to_id, kind, source, attributes, status, first_seen, last_seen, gone_at, run_id) VALUES ",
+        " ON CONFLICT (from_id, to_id, kind, source) DO UPDATE SET attributes = excluded.attributes, \
+         status = excluded.status, first_seen = excluded.first_seen, last_seen = excluded.last_seen, \
+         gone_at = excluded.gone_at, run_id = excluded.run_id",
+        10,
+        rel_src_writes,
+    )
+    .await?;
+    let change_rows = changes
+        .into_iter()
+        .map(|c| {
+            let (to, kind) = match c.relation {
+                Some((to, kind)) => (Some(to), Some(kind)),
+                None => (None, None),
+            };
+            vec![
+                V::I(now),
+                V::I(run_id),
+                V::T(c.source),
+                V::T(if to.is_some() { "relation" } else { "resource" }.into()),
+                V::T(c.resource_id),
+                V::OT(to),
+                V::OT(kind),
+                V::T(c.op.as_str().into()),
+                V::T(c.diff.to_string()),
+            ]
+        })
+        .collect();
+    write_rows(
+        tx,
+        "INSERT INTO changes (at, run_id, source, entity, resource_id, to_id, kind, op, diff) VALUES ",
+        "",
+        9,
+        change_rows,
+    )
+    .await?;
+
+    sqlx::query(
+        "UPDATE runs SET finished_at = $1, status = $2, resources_seen = $3, relations_seen = $4, \
+         created = $5, updated = $6, retired = $7, warnings = $8 WHERE id = $9",
+    )
+    .bind(now_ms())
+    .bind(status.as_str())
+    .bind(counts.resources_seen)
+    .bind(counts.relations_seen)
+    .bind(counts.created)
+    .bind(counts.updated)
+    .bind(counts.retired)
+    .bind(serde_json::to_string(&collection.warnings).map_err(anyhow::Error::from)?)
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok((run_id, counts))
+}
+
+/// The change a status transition means, if any (updates are decided by diff).
+fn classify(old: Option<Status>, new: Status) -> Option<ChangeOp> {
+    match (old, new) {
+        (None, Status::Present) => Some(ChangeOp::Create),
+        (Some(Status::Gone), Status::Present) => Some(ChangeOp::Revive),
+        (Some(Status::Present), Status::Gone) => Some(ChangeOp::Retire),
+        _ => None,
+    }
+}
+
+/// The merged view: present sources in report order, the latest wins for the
+/// name, labels and attributes are merged key by key.
+fn merge_resource(
+    id: &str,
+    kind: String,
+    sources: &BTreeMap<String, ResSource>,
+    old: Option<&ResRow>,
+    now: Millis,
+) -> ResRow {
+    let mut present: Vec<(&String, &ResSource)> =
+        sources.iter().filter(|(_, s)| s.status == Status::Present).collect();
+    let first_seen = sources.values().map(|s| s.first_seen).min().unwrap_or(now);
+    let first_seen = old.map_or(first_seen, |o| o.first_seen.min(first_seen));
+    if present.is_empty() {
+        let mut row = old.cloned().unwrap_or(ResRow {
+            kind,
+            name: id.to_string(),
+            labels: BTreeMap::new(),
+            attributes: Value::Null,
+            status: Status::Gone,
+            first_seen,
+            last_seen: now,
+            gone_at: None,
+        });
+        if row.status == Status::Present || row.gone_at.is_none() {
+            row.gone_at = Some(now);
+        }
+        row.status = Status::Gone;
+        return row;
+    }
+    present.sort_by(|a, b| a.1.last_seen.cmp(&b.1.last_seen).then(a.0.cmp(b.0)));
+    let mut name = None;
+    let mut labels = BTreeMap::new();
+    let mut attributes = Value::Null;
+    for (_, s) in &present {
+        if s.name.is_some() {
+            name = s.name.clone();
+        }
+        labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        merge_json(&mut attributes, &s.attributes);
+    }
+    ResRow {
+        kind,
+        name: name.unwrap_or_else(|| id.to_string()),
+        labels,
+        attributes,
+        status: Status::Present,
+        first_seen,
+        last_seen: present.iter().map(|(_, s)| s.last_seen).max().unwrap_or(now),
+        gone_at: None,
+    }
+}
+
+fn merge_relation(sources: &BTreeMap<String, RelSource>, old: Option<&RelRow>, now: Millis) -> RelRow {
+    let mut present: Vec<(&String, &RelSource)> =
+        sources.iter().filter(|(_, s)| s.status == Status::Present).collect();
+    let first_seen = sources.values().map(|s| s.first_seen).min().unwrap_or(now);
+    let first_seen = old.map_or(first_seen, |o| o.first_seen.min(first_seen));
+    if present.is_empty() {
+        let mut row = old.cloned().unwrap_or(RelRow {
+            attributes: Value::Null,
+            status: Status::Gone,
+            first_seen,
+            last_seen: now,
+            gone_at: None,
+        });
+        if row.status == Status::Present || row.gone_at.is_none() {
+            row.gone_at = Some(now);
+        }
+        row.status = Status::Gone;
+        return row;
+    }
+    present.sort_by(|a, b| a.1.last_seen.cmp(&b.1.last_seen).then(a.0.cmp(b.0)));
+    let mut attributes = Value::Null;
+    for (_, s) in &present {
+        merge_json(&mut attributes, &s.attributes);
+    }
+    RelRow {
+        attributes,
+        status: Status::Present,
+        first_seen,
+        last_seen: present.iter().map(|(_, s)| s.last_seen).max().unwrap_or(now),
+        gone_at: None,
+    }
+}
+
+fn merge_json(into: &mut Value, from: &Value) {
+    match (into, from) {
+        (_, Value::Null) => {}
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                a.insert(k.clone(), v.clone());
+            }
+        }
+        (slot, other) => *slot = other.clone(),
+    }
+}
+
+/// `{field: {"old": .., "new": ..}}` for each changed field, or null.
+fn resource_diff(old: &ResRow, new: &ResRow) -> Value {
+    let mut diff = serde_json::Map::new();
+    if old.kind != new.kind {
+        diff.insert("kind".into(), json!({"old": old.kind, "new": new.kind}));
+    }
+    if old.name != new.name {
+        diff.insert("name".into(), json!({"old": old.name, "new": new.name}));
+    }
+    if old.labels != new.labels {
+        diff.insert("labels".into(), json!({"old": old.labels, "new": new.labels}));
+    }
+    if old.attributes != new.attributes {
+        diff.insert("attributes".into(), json!({"old": old.attributes, "new": new.attributes}));
+    }
+    if diff.is_empty() { Value::Null } else { Value::Object(diff) }
+}
+
+async fn write_rows(
+    tx: &mut Transaction<'static, Any>,
+    head: &str,
+    tail: &str,
+    cols: usize,
+    rows: Vec<Vec<V>>,
+) -> Result<(), Failure> {
+    let per = (MAX_PARAMS / cols).max(1);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<V>> = rows.by_ref().take(per).collect();
+        let sql = format!("{head}{}{tail}", values_clause(chunk.len(), cols));
+        let mut q = dynamic(sql);
+        for row in chunk {
+            for v in row {
+                q = match v {
+                    V::T(s) => q.bind(s),
+                    V::OT(s) => q.bind(s),
+                    V::I(i) => q.bind(i),
+                    V::OI(i) => q.bind(i),
+                };
+            }
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Runs `sql_head IN (...)` over `ids` in chunks.
+async fn fetch_in(
+    tx: &mut Transaction<'static, Any>,
+    head: &str,
+    ids: &[String],
+) -> Result<Vec<sqlx::any::AnyRow>, Failure> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(MAX_PARAMS / 2) {
+        let mut q = dynamic(format!("{head} IN ({})", placeholders(chunk.len())));
+        for id in chunk {
+            q = q.bind(id.clone());
+        }
+        out.extend(q.fetch_all(&mut **tx).await?);
+    }
+    Ok(out)
+}
+
+fn st(row: &sqlx::any::AnyRow, at: usize) -> Result<Status, Failure> {
+    let s: String = row.try_get(at)?;
+    Status::parse(&s).ok_or_else(|| Failure::Db(anyhow::anyhow!("unknown status '{s}' in database")))
+}
+
+async fn load_resources(
+    tx: &mut Transaction<'static, Any>,
+    ids: &[String],
+) -> Result<HashMap<String, ResRow>, Failure> {
+    let rows = fetch_in(
+        tx,
+        "SELECT id, kind, name, labels, attributes, status, first_seen, last_seen, gone_at FROM resources WHERE id",
+        ids,
+    )
+    .await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        out.insert(
+            row.try_get(0)?,
+            ResRow {
+                kind: row.try_get(1)?,
+                name: row.try_get(2)?,
+                labels: parse_labels(&row.try_get::<String, _>(3)?)?,
+                attributes: parse_json(&row.try_get::<String, _>(4)?)?,
+                status: st(&row, 5)?,
+                first_seen: row.try_get(6)?,
+                last_seen: row.try_get(7)?,
+                gone_at: row.try_get(8)?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+async fn load_resource_sources(
+    tx: &mut Transaction<'static, Any>,
+    ids: &[String],
+) -> Result<HashMap<String, BTreeMap<String, ResSource>>, Failure> {
+    let rows = fetch_in(
+        tx,
+        "SELECT resource_id, source, name, labels, attributes, status, first_seen, last_seen, gone_at, run_id \
+         FROM resource_sources WHERE resource_id",
+        ids,
+    )
+    .await?;
+    let mut out: HashMap<String, BTreeMap<String, ResSource>> = HashMap::new();
+    for row in rows {
+        out.entry(row.try_get(0)?).or_default().insert(
+            row.try_get(1)?,
+            ResSource {
+                name: row.try_get(2)?,
+                labels: parse_labels(&row.try_get::<String, _>(3)?)?,
+                attributes: parse_json(&row.try_get::<String, _>(4)?)?,
+                status: st(&row, 5)?,
+                first_seen: row.try_get(6)?,
+                last_seen: row.try_get(7)?,
+                gone_at: row.try_get(8)?,
+                run_id: row.try_get(9)?,
+                dirty: false,
+            },
+        );
+    }
+    Ok(out)
+}
+
+async fn load_relations(
+    tx: &mut Transaction<'static, Any>,
+    from_ids: &[String],
+) -> Result<HashMap<RelKey, RelRow>, Failure> {
+    let rows = fetch_in(
+        tx,
+        "SELECT from_id, to_id, kind, attributes, status, first_seen, last_seen, gone_at FROM relations WHERE from_id",
+        from_ids,
+    )
+    .await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        out.insert(
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
+            RelRow {
+                attributes: parse_json(&row.try_get::<String, _>(3)?)?,
+                status: st(&row, 4)?,
+                first_seen: row.try_get(5)?,
+                last_seen: row.try_get(6)?,
+                gone_at: row.try_get(7)?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+async fn load_relation_sources(
+    tx: &mut Transaction<'static, Any>,
+    from_ids: &[String],
+) -> Result<HashMap<RelKey, BTreeMap<String, RelSource>>, Failure> {
+    let rows = fetch_in(
+        tx,
+        "SELECT from_id, to_id, kind, source, attributes, status, first_seen, last_seen, gone_at, run_id \
+         FROM relation_sources WHERE from_id",
+        from_ids,
+    )
+    .await?;
+    let mut out: HashMap<RelKey, BTreeMap<String, RelSource>> = HashMap::new();
+    for row in rows {
+        out.entry((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+            .or_default()
+            .insert(
+                row.try_get(3)?,
+                RelSource {
+                    attributes: parse_json(&row.try_get::<String, _>(4)?)?,
+                    status: st(&row, 5)?,
+                    first_seen: row.try_get(6)?,
+                    last_seen: row.try_get(7)?,
+                    gone_at: row.try_get(8)?,
+                    run_id: row.try_get(9)?,
+                    dirty: false,
+                },
+            );
+    }
+    Ok(out)
+}
