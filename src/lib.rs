@@ -2,7 +2,15 @@
 //!
 //! Modules: `model` (domain types), `store` (the database), `graph` (the
 //! in-memory snapshot and impact analysis, no IO), `api` (GraphQL over axum),
-//! `config`, `scheduler` (collectors inside `serve`), `cli`.
+//! `app` (shared state: store + current graph), `collector` (configured
+//! collectors), `config` (the serve config file), `scheduler`, `cli`.
 
+pub mod api;
+pub mod cli;
+pub mod app;
+pub mod collector;
+pub mod config;
+pub mod graph;
 pub mod model;
+pub mod scheduler;
 pub mod store;

@@ -30,6 +30,9 @@ pub struct RunInput {
     /// Explicit retractions: `(scope, key)` pairs whose provenance by that
     /// source ends now, whatever the batch completeness (manual retracts).
     pub retract: Vec<(String, Key)>,
+    /// Additive runs (manual assertions) never retire anything by absence
+    /// and are `ok` although their batches are not complete enumerations.
+    pub additive: bool,
 }
 
 /// A resource id, or a relation's `(from, to, kind)`.
@@ -89,7 +92,7 @@ impl Store {
             Ok(c) => c,
             Err(e) => return self.record_failed(&input, e.clone()).await,
         };
-        let mut status = if collection.is_complete() {
+        let mut status = if input.additive || collection.is_complete() {
             RunStatus::Ok
         } else {
             RunStatus::Partial
@@ -248,7 +251,7 @@ async fn reconcile(
     let mut seen_by_source: HashSet<(String, Key)> = HashSet::new();
     for batch in &collection.batches {
         let source = source_name(&input.collector, &batch.scope);
-        if batch.complete {
+        if batch.complete && !input.additive {
             complete_sources.push(source.clone());
         }
         for r in &batch.resources {

@@ -1,0 +1,925 @@
+//! The HTTP edge: GraphQL (async-graphql on axum), GraphiQL, `/healthz`.
+//!
+//! Every request takes one graph snapshot and resolves all nested fields from
+//! it in memory, so a deep query costs no SQL per object. Only `runs` and
+//! `history` read the store. Writes (mutations) need the bearer token and go
+//! through [`App`], which refreshes the graph afterwards.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_graphql::{
+    Context, EmptySubscription, Enum, ErrorExtensions, InputObject, Json, Object, Schema, SimpleObject,
+};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use chrono::{DateTime, TimeZone, Utc};
+use collectors::{Collection, ObservedRelation, ObservedResource, ScopeBatch};
+
+use crate::app::App;
+use crate::graph::{ImpactStatus as GStatus, Impacted, Ix, RelIx, Snapshot};
+use crate::model::{self, LabelSelector, Millis, now_ms};
+use crate::store::{Key, RunInput};
+
+/// The GraphQL schema type.
+pub type InfraSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Deepest query accepted (GraphiQL's introspection query needs 13).
+pub const MAX_DEPTH: usize = 16;
+/// Largest query complexity accepted.
+pub const MAX_COMPLEXITY: usize = 5_000;
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY: usize = 1 << 20;
+/// Largest page of `resources`.
+pub const MAX_PAGE: usize = 10_000;
+
+/// Builds the schema with its limits. Data is attached per request.
+pub fn schema() -> InfraSchema {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .finish()
+}
+
+/// The SDL as committed in `schema/infragraph.graphql`.
+pub fn sdl() -> String {
+    schema().sdl()
+}
+
+#[derive(Clone)]
+struct AppState {
+    app: Arc<App>,
+    schema: InfraSchema,
+}
+
+/// The router: `POST /graphql`, GraphiQL at `GET /graphql`, `/healthz`.
+pub fn router(app: Arc<App>) -> Router {
+    let state = AppState { app, schema: schema() };
+    Router::new()
+        .route("/graphql", get(graphiql).post(graphql))
+        .route("/healthz", get(healthz))
+        .route("/", get(|| async { Redirect::temporary("/graphql") }))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .with_state(state)
+}
+
+/// Whether the request carried the write token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// No token configured on the server: writes are disabled.
+    Disabled,
+    /// A token is configured and the request did not present it.
+    Missing,
+    /// The request presented the token.
+    Writer,
+}
+
+fn authenticate(headers: &HeaderMap, token: Option<&str>) -> Auth {
+    let Some(expected) = token else {
+        return Auth::Disabled;
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(p) if constant_time_eq(p.as_bytes(), expected.as_bytes()) => Auth::Writer,
+        _ => Auth::Missing,
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn graphql(State(state): State<AppState>, headers: HeaderMap, req: GraphQLRequest) -> GraphQLResponse {
+    let auth = authenticate(&headers, state.app.token.as_deref());
+    let req = req
+        .into_inner()
+        .data(state.app.snapshot())
+        .data(state.app.clone())
+        .data(auth);
+    state.schema.execute(req).await.into()
+}
+
+async fn graphiql() -> Html<String> {
+    Html(async_graphql::http::graphiql_source("/graphql", None))
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let snap = state.app.snapshot();
+    let (resources, relations) = snap.counts();
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({
+            "status": "ok",
+            "resources": resources,
+            "relations": relations,
+            "graph_built_at": to_dt(snap.built_at).to_rfc3339(),
+        })),
+    )
+        .into_response()
+}
+
+fn to_dt(ms: Millis) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn snap<'a>(ctx: &'a Context<'_>) -> &'a Arc<Snapshot> {
+    ctx.data_unchecked::<Arc<Snapshot>>()
+}
+
+/// A client error with a code in `extensions.code`.
+fn client_error(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
+    async_graphql::Error::new(message.into()).extend_with(|_, e| e.set("code", code))
+}
+
+/// An internal error: logged in full once, shown to the client only as a reference.
+fn internal(err: anyhow::Error) -> async_graphql::Error {
+    tracing::error!(error = format!("{err:#}"), "request failed");
+    client_error("INTERNAL", "internal error; the server log has the details")
+}
+
+fn resolve(snap: &Snapshot, id: &str) -> async_graphql::Result<Ix> {
+    snap.lookup(id)
+        .ok_or_else(|| client_error("UNKNOWN_RESOURCE", format!("unknown resource id '{id}'")))
+}
+
+/// Present or gone.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum ResourceStatus {
+    /// Reported by at least one source.
+    Present,
+    /// No longer reported by any source; kept with its history.
+    Gone,
+}
+
+impl From<model::Status> for ResourceStatus {
+    fn from(s: model::Status) -> Self {
+        match s {
+            model::Status::Present => ResourceStatus::Present,
+            model::Status::Gone => ResourceStatus::Gone,
+        }
+    }
+}
+
+/// Which relations of a resource to list.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum Direction {
+    /// Relations where the resource is `from`.
+    Outgoing,
+    /// Relations where the resource is `to`.
+    Incoming,
+    /// Both.
+    Both,
+}
+
+/// Whether an impacted resource is down or degraded.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum ImpactStatus {
+    /// Failed, or forced down by the failure rules.
+    Down,
+    /// Reached by the failure but still up.
+    Degraded,
+}
+
+/// A string label.
+#[derive(SimpleObject)]
+pub struct Label {
+    /// Label key.
+    pub key: String,
+    /// Label value.
+    pub value: String,
+}
+
+/// A label to set on a resource.
+#[derive(InputObject)]
+pub struct LabelInput {
+    /// Label key.
+    pub key: String,
+    /// Label value.
+    pub value: String,
+}
+
+/// Which source reported something, and when.
+#[derive(SimpleObject)]
+pub struct Provenance {
+    /// `collector:scope`, e.g. `inventory:examples/demo.yaml`, or `manual`.
+    pub source: String,
+    /// Whether this source still reports it.
+    pub status: ResourceStatus,
+    /// First report by this source.
+    pub first_seen: DateTime<Utc>,
+    /// Latest report by this source.
+    pub last_seen: DateTime<Utc>,
+    /// When this source stopped reporting it.
+    pub gone_at: Option<DateTime<Utc>>,
+}
+
+fn provenance(p: &[model::Provenance]) -> Vec<Provenance> {
+    p.iter()
+        .map(|p| Provenance {
+            source: p.source.clone(),
+            status: p.status.into(),
+            first_seen: to_dt(p.first_seen),
+            last_seen: to_dt(p.last_seen),
+            gone_at: p.gone_at.map(to_dt),
+        })
+        .collect()
+}
+
+/// A resource: a host, service, database, load balancer, network, ...
+pub struct Resource {
+    snap: Arc<Snapshot>,
+    ix: Ix,
+}
+
+impl Resource {
+    fn r(&self) -> &model::Resource {
+        self.snap.resource(self.ix)
+    }
+}
+
+#[Object]
+impl Resource {
+    /// Globally unique, stable id.
+    async fn id(&self) -> &str {
+        &self.r().id
+    }
+    /// Kind: host, service, database, load_balancer, vpc, subnet, ...
+    async fn kind(&self) -> &str {
+        &self.r().kind
+    }
+    /// Display name (the id when no source names it).
+    async fn name(&self) -> &str {
+        &self.r().name
+    }
+    /// Labels, sorted by key.
+    async fn labels(&self) -> Vec<Label> {
+        self.r()
+            .labels
+            .iter()
+            .map(|(k, v)| Label {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect()
+    }
+    /// Free-form attributes merged over all sources.
+    async fn attributes(&self) -> Option<Json<serde_json::Value>> {
+        let a = &self.r().attributes;
+        (!a.is_null()).then(|| Json(a.clone()))
+    }
+    /// PRESENT while any source reports it, GONE after.
+    async fn status(&self) -> ResourceStatus {
+        self.r().status.into()
+    }
+    /// First report by any source.
+    async fn first_seen(&self) -> DateTime<Utc> {
+        to_dt(self.r().first_seen)
+    }
+    /// Latest report by any source.
+    async fn last_seen(&self) -> DateTime<Utc> {
+        to_dt(self.r().last_seen)
+    }
+    /// When it was retired, if it is gone.
+    async fn gone_at(&self) -> Option<DateTime<Utc>> {
+        self.r().gone_at.map(to_dt)
+    }
+    /// Every source that reported it.
+    async fn sources(&self) -> Vec<Provenance> {
+        provenance(&self.r().sources)
+    }
+    /// Its present relations; both directions by default, optionally one kind.
+    async fn relations(&self, direction: Option<Direction>, kind: Option<String>) -> Vec<Relation> {
+        let (out, inc) = match direction.unwrap_or(Direction::Both) {
+            Direction::Outgoing => (true, false),
+            Direction::Incoming => (false, true),
+            Direction::Both => (true, true),
+        };
+        self.snap
+            .relations_of(self.ix, out, inc)
+            .into_iter()
+            .filter(|&r| kind.as_ref().is_none_or(|k| &self.snap.relation(r).kind == k))
+            .map(|ix| Relation {
+                snap: self.snap.clone(),
+                ix,
+            })
+            .collect()
+    }
+    /// Its change log (and that of its relations), newest first.
+    async fn history(&self, ctx: &Context<'_>, since: Option<DateTime<Utc>>) -> async_graphql::Result<Vec<Change>> {
+        let app = ctx.data_unchecked::<Arc<App>>();
+        let changes = app
+            .store
+            .history(&self.r().id, since.map(|d| d.timestamp_millis()))
+            .await
+            .map_err(internal)?;
+        Ok(changes.into_iter().map(Change::from).collect())
+    }
+}
+
+/// A relation `from -[kind]-> to`.
+pub struct Relation {
+    snap: Arc<Snapshot>,
+    ix: RelIx,
+}
+
+impl Relation {
+    fn r(&self) -> &model::Relation {
+        self.snap.relation(self.ix)
+    }
+    fn end(&self, id: &str) -> Resource {
+        Resource {
+            snap: self.snap.clone(),
+            ix: self.snap.lookup(id).expect("relation endpoints are resources"),
+        }
+    }
+}
+
+#[Object]
+impl Relation {
+    /// depends_on, runs_on, contained_in, attached_to, instance_of, routes_to, or any other kind.
+    async fn kind(&self) -> &str {
+        &self.r().kind
+    }
+    /// Where the relation starts.
+    async fn from(&self) -> Resource {
+        self.end(&self.r().from)
+    }
+    /// Where it points.
+    async fn to(&self) -> Resource {
+        self.end(&self.r().to)
+    }
+    /// Free-form attributes (ports, evidence).
+    async fn attributes(&self) -> Option<Json<serde_json::Value>> {
+        let a = &self.r().attributes;
+        (!a.is_null()).then(|| Json(a.clone()))
+    }
+    /// PRESENT while any source reports it.
+    async fn status(&self) -> ResourceStatus {
+        self.r().status.into()
+    }
+    /// Every source that reported it.
+    async fn sources(&self) -> Vec<Provenance> {
+        provenance(&self.r().sources)
+    }
+    /// First report by any source.
+    async fn first_seen(&self) -> DateTime<Utc> {
+        to_dt(self.r().first_seen)
+    }
+    /// Latest report by any source.
+    async fn last_seen(&self) -> DateTime<Utc> {
+        to_dt(self.r().last_seen)
+    }
+}
+
+/// Relay page info.
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    /// More results after this page.
+    pub has_next_page: bool,
+    /// Results before this page.
+    pub has_previous_page: bool,
+    /// Cursor of the first edge.
+    pub start_cursor: Option<String>,
+    /// Cursor of the last edge; pass it as `after` for the next page.
+    pub end_cursor: Option<String>,
+}
+
+/// One resource in a page.
+#[derive(SimpleObject)]
+pub struct ResourceEdge {
+    /// Opaque cursor.
+    pub cursor: String,
+    /// The resource.
+    pub node: Resource,
+}
+
+/// A page of resources.
+#[derive(SimpleObject)]
+pub struct ResourceConnection {
+    /// How many resources match, over all pages.
+    pub total_count: i64,
+    /// This page.
+    pub edges: Vec<ResourceEdge>,
+    /// Paging state.
+    pub page_info: PageInfo,
+}
+
+/// One resource reached by a failure.
+pub struct ImpactedResource {
+    snap: Arc<Snapshot>,
+    item: Impacted,
+}
+
+#[Object]
+impl ImpactedResource {
+    /// The resource.
+    async fn resource(&self) -> Resource {
+        Resource {
+            snap: self.snap.clone(),
+            ix: self.item.node,
+        }
+    }
+    /// DOWN or DEGRADED.
+    async fn status(&self) -> ImpactStatus {
+        match self.item.status {
+            GStatus::Down => ImpactStatus::Down,
+            GStatus::Degraded => ImpactStatus::Degraded,
+        }
+    }
+    /// Relations between a failed resource and this one (0 for a failed one).
+    async fn depth(&self) -> i32 {
+        self.item.depth as i32
+    }
+    /// The explaining path: relations from a failed resource to this one.
+    async fn path(&self) -> Vec<Relation> {
+        self.item
+            .path
+            .iter()
+            .map(|&ix| Relation {
+                snap: self.snap.clone(),
+                ix,
+            })
+            .collect()
+    }
+    /// For services with instances and load balancers with targets: how
+    /// many are still up.
+    async fn remaining(&self) -> Option<i32> {
+        self.item.aggregate.map(|(left, _)| left as i32)
+    }
+    /// For services with instances and load balancers with targets: how many there are.
+    async fn total(&self) -> Option<i32> {
+        self.item.aggregate.map(|(_, total)| total as i32)
+    }
+    /// `remaining/total`, e.g. `2/3`.
+    async fn redundancy(&self) -> Option<String> {
+        self.item.aggregate.map(|(left, total)| format!("{left}/{total}"))
+    }
+}
+
+/// What a failure takes down and degrades.
+pub struct Impact {
+    snap: Arc<Snapshot>,
+    result: crate::graph::ImpactResult,
+}
+
+#[Object]
+impl Impact {
+    /// The failed resources and everything the rules force down, by depth.
+    async fn down(&self) -> Vec<ImpactedResource> {
+        self.result
+            .down
+            .iter()
+            .map(|i| ImpactedResource {
+                snap: self.snap.clone(),
+                item: i.clone(),
+            })
+            .collect()
+    }
+    /// Reached by the failure but still up, by depth.
+    async fn degraded(&self) -> Vec<ImpactedResource> {
+        self.result
+            .degraded
+            .iter()
+            .map(|i| ImpactedResource {
+                snap: self.snap.clone(),
+                item: i.clone(),
+            })
+            .collect()
+    }
+    /// How many resources are down.
+    async fn down_count(&self) -> i32 {
+        self.result.down.len() as i32
+    }
+    /// How many resources are degraded.
+    async fn degraded_count(&self) -> i32 {
+        self.result.degraded.len() as i32
+    }
+}
+
+/// Something a resource needs, transitively: a root-cause candidate.
+pub struct Dependency {
+    snap: Arc<Snapshot>,
+    dep: crate::graph::Dependency,
+}
+
+#[Object]
+impl Dependency {
+    /// The resource needed.
+    async fn resource(&self) -> Resource {
+        Resource {
+            snap: self.snap.clone(),
+            ix: self.dep.node,
+        }
+    }
+    /// Relations between the two.
+    async fn depth(&self) -> i32 {
+        self.dep.depth as i32
+    }
+    /// Relations from the asking resource to this one.
+    async fn path(&self) -> Vec<Relation> {
+        self.dep
+            .path
+            .iter()
+            .map(|&ix| Relation {
+                snap: self.snap.clone(),
+                ix,
+            })
+            .collect()
+    }
+}
+
+/// Outcome of a run.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum RunStatus {
+    /// Every scope complete.
+    Ok,
+    /// Some scope incomplete: nothing retired there.
+    Partial,
+    /// Nothing written.
+    Failed,
+}
+
+/// A recorded collection run.
+#[derive(SimpleObject)]
+pub struct Run {
+    /// Run id.
+    pub id: i64,
+    /// Collector type.
+    pub collector: String,
+    /// What it covered.
+    pub scope: String,
+    /// OK, PARTIAL or FAILED.
+    pub status: RunStatus,
+    /// Start time.
+    pub started_at: DateTime<Utc>,
+    /// End time.
+    pub finished_at: DateTime<Utc>,
+    /// Resources reported.
+    pub resources_seen: i64,
+    /// Relations reported.
+    pub relations_seen: i64,
+    /// Resources and relations created or revived.
+    pub created: i64,
+    /// Resources and relations changed.
+    pub updated: i64,
+    /// Resources and relations retired.
+    pub retired: i64,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Incomplete scopes and other warnings.
+    pub warnings: Vec<String>,
+}
+
+impl From<model::Run> for Run {
+    fn from(r: model::Run) -> Self {
+        Run {
+            id: r.id,
+            collector: r.collector,
+            scope: r.scope,
+            status: match r.status {
+                model::RunStatus::Ok => RunStatus::Ok,
+                model::RunStatus::Partial => RunStatus::Partial,
+                model::RunStatus::Failed => RunStatus::Failed,
+            },
+            started_at: to_dt(r.started_at),
+            finished_at: to_dt(r.finished_at),
+            resources_seen: r.resources_seen,
+            relations_seen: r.relations_seen,
+            created: r.created,
+            updated: r.updated,
+            retired: r.retired,
+            error: r.error,
+            warnings: r.warnings,
+        }
+    }
+}
+
+/// One entry of the change log.
+#[derive(SimpleObject)]
+pub struct Change {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// create, update, retire or revive.
+    pub op: String,
+    /// The source whose report caused it.
+    pub source: String,
+    /// The run that caused it.
+    pub run_id: Option<i64>,
+    /// The resource, or the relation's `from`.
+    pub resource_id: String,
+    /// For relation changes: the relation's `to`.
+    pub to_id: Option<String>,
+    /// For relation changes: the relation kind.
+    pub relation_kind: Option<String>,
+    /// For updates: `{field: {old, new}}`.
+    pub diff: Option<Json<serde_json::Value>>,
+}
+
+impl From<model::Change> for Change {
+    fn from(c: model::Change) -> Self {
+        let (to_id, relation_kind) = match c.relation {
+            Some((to, kind)) => (Some(to), Some(kind)),
+            None => (None, None),
+        };
+        Change {
+            at: to_dt(c.at),
+            op: c.op.as_str().to_string(),
+            source: c.source,
+            run_id: c.run_id,
+            resource_id: c.resource_id,
+            to_id,
+            relation_kind,
+            diff: (!c.diff.is_null()).then_some(Json(c.diff)),
+        }
+    }
+}
+
+/// Read access to the inventory and the graph.
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// One resource by id, present or gone; null for an unknown id.
+    async fn resource(&self, ctx: &Context<'_>, id: async_graphql::ID) -> Option<Resource> {
+        let snap = snap(ctx);
+        snap.lookup(&id).map(|ix| Resource { snap: snap.clone(), ix })
+    }
+
+    /// Resources by kind, label selectors (`team=payments`, `tier!=3`, `env`;
+    /// ANDed) and a case-insensitive search over id and name. Present ones
+    /// unless `status` says otherwise. Relay-paginated by id.
+    #[allow(clippy::too_many_arguments)]
+    async fn resources(
+        &self,
+        ctx: &Context<'_>,
+        kind: Option<String>,
+        labels: Option<Vec<String>>,
+        search: Option<String>,
+        status: Option<ResourceStatus>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<ResourceConnection> {
+        let snap = snap(ctx);
+        let selectors = labels
+            .unwrap_or_default()
+            .iter()
+            .map(|s| LabelSelector::parse(s).map_err(|e| client_error("BAD_SELECTOR", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let first = first.unwrap_or(100);
+        if first < 0 || first as usize > MAX_PAGE {
+            return Err(client_error("BAD_PAGE", format!("first must be between 0 and {MAX_PAGE}")));
+        }
+        let want = status.unwrap_or(ResourceStatus::Present);
+        let needle = search.map(|s| s.to_lowercase());
+        let matching: Vec<Ix> = (0..snap.resources.len() as Ix)
+            .filter(|&ix| {
+                let r = snap.resource(ix);
+                ResourceStatus::from(r.status) == want
+                    && kind.as_ref().is_none_or(|k| &r.kind == k)
+                    && selectors.iter().all(|s| s.matches(&r.labels))
+                    && needle.as_ref().is_none_or(|n| {
+                        r.id.to_lowercase().contains(n) || r.name.to_lowercase().contains(n)
+                    })
+            })
+            .collect();
+        let start = match &after {
+            // Resources are sorted by id, so the cursor (an id) finds its place
+            // even when that resource has since gone.
+            Some(c) => matching.partition_point(|&ix| snap.resource(ix).id.as_str() <= c.as_str()),
+            None => 0,
+        };
+        let page = &matching[start..(start + first as usize).min(matching.len())];
+        let edges: Vec<ResourceEdge> = page
+            .iter()
+            .map(|&ix| ResourceEdge {
+                cursor: snap.resource(ix).id.clone(),
+                node: Resource { snap: snap.clone(), ix },
+            })
+            .collect();
+        Ok(ResourceConnection {
+            total_count: matching.len() as i64,
+            page_info: PageInfo {
+                has_next_page: start + page.len() < matching.len(),
+                has_previous_page: start > 0,
+                start_cursor: edges.first().map(|e| e.cursor.clone()),
+                end_cursor: edges.last().map(|e| e.cursor.clone()),
+            },
+            edges,
+        })
+    }
+
+    /// What goes DOWN and what is DEGRADED if every resource in `failed`
+    /// fails, each with its depth and explaining path. `maxDepth` trims the
+    /// answer to resources within that many relations.
+    async fn impact(
+        &self,
+        ctx: &Context<'_>,
+        failed: Vec<async_graphql::ID>,
+        max_depth: Option<i32>,
+    ) -> async_graphql::Result<Impact> {
+        let snap = snap(ctx);
+        let ixs = failed
+            .iter()
+            .map(|id| resolve(snap, id))
+            .collect::<Result<Vec<_>, _>>()?;
+        if ixs.is_empty() {
+            return Err(client_error("BAD_INPUT", "failed must name at least one resource"));
+        }
+        let result = snap.impact(&ixs, max_depth.map(|d| d.max(0) as u32));
+        Ok(Impact { snap: snap.clone(), result })
+    }
+
+    /// What a resource needs, transitively, nearest first: the root-cause
+    /// candidates when it breaks.
+    async fn dependencies(
+        &self,
+        ctx: &Context<'_>,
+        id: async_graphql::ID,
+        max_depth: Option<i32>,
+    ) -> async_graphql::Result<Vec<Dependency>> {
+        let snap = snap(ctx);
+        let ix = resolve(snap, &id)?;
+        Ok(snap
+            .dependencies(ix, max_depth.map(|d| d.max(0) as u32))
+            .into_iter()
+            .map(|dep| Dependency { snap: snap.clone(), dep })
+            .collect())
+    }
+
+    /// Recent collection runs, newest first (default 20).
+    async fn runs(&self, ctx: &Context<'_>, last: Option<i32>) -> async_graphql::Result<Vec<Run>> {
+        let app = ctx.data_unchecked::<Arc<App>>();
+        let runs = app.store.runs(last.unwrap_or(20).clamp(0, 1000) as i64).await.map_err(internal)?;
+        Ok(runs.into_iter().map(Run::from).collect())
+    }
+}
+
+/// Manual edits, recorded under the source `manual`. Each needs the bearer token.
+pub struct Mutation;
+
+fn writer(ctx: &Context<'_>) -> async_graphql::Result<Arc<App>> {
+    match ctx.data_unchecked::<Auth>() {
+        Auth::Writer => Ok(ctx.data_unchecked::<Arc<App>>().clone()),
+        Auth::Disabled => Err(client_error(
+            "WRITES_DISABLED",
+            "mutations are disabled: start the server with --token-file FILE or INFRAGRAPH_TOKEN",
+        )),
+        Auth::Missing => Err(client_error(
+            "UNAUTHORIZED",
+            "mutations need the header 'Authorization: Bearer <token>' with the server's token",
+        )),
+    }
+}
+
+async fn manual(app: &App, batch: ScopeBatch, retract: Vec<(String, Key)>) -> async_graphql::Result<()> {
+    let run = app
+        .apply(RunInput {
+            collector: "manual".into(),
+            scope: String::new(),
+            started_at: now_ms(),
+            outcome: Ok(Collection {
+                batches: vec![batch],
+                warnings: Vec::new(),
+            }),
+            retract,
+            additive: true,
+        })
+        .await
+        .map_err(internal)?;
+    if let Some(err) = run.error {
+        return Err(client_error("BAD_INPUT", err));
+    }
+    Ok(())
+}
+
+#[Object]
+impl Mutation {
+    /// Asserts a resource by hand (source `manual`).
+    async fn assert_resource(
+        &self,
+        ctx: &Context<'_>,
+        id: async_graphql::ID,
+        kind: String,
+        name: Option<String>,
+        labels: Option<Vec<LabelInput>>,
+    ) -> async_graphql::Result<Resource> {
+        let app = writer(ctx)?;
+        if id.trim().is_empty() || id.trim() != id.as_str() {
+            return Err(client_error("BAD_INPUT", "id must be non-empty without surrounding spaces"));
+        }
+        if !collectors::is_kind(&kind) {
+            return Err(client_error(
+                "BAD_INPUT",
+                format!("invalid kind '{kind}' (expected a lowercase identifier such as 'service')"),
+            ));
+        }
+        let mut r = ObservedResource::new(id.to_string(), kind);
+        r.name = name;
+        r.labels = labels
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| (l.key, l.value))
+            .collect::<BTreeMap<_, _>>();
+        r.origin = Some(format!("assertResource(id: {:?})", id.as_str()));
+        let batch = ScopeBatch {
+            scope: String::new(),
+            complete: false,
+            resources: vec![r],
+            relations: vec![],
+        };
+        manual(&app, batch, vec![]).await?;
+        let snap = app.snapshot();
+        let ix = resolve(&snap, &id)?;
+        Ok(Resource { snap, ix })
+    }
+
+    /// Asserts a relation by hand (source `manual`); both ends must exist.
+    async fn assert_relation(
+        &self,
+        ctx: &Context<'_>,
+        from: async_graphql::ID,
+        to: async_graphql::ID,
+        kind: String,
+    ) -> async_graphql::Result<Relation> {
+        let app = writer(ctx)?;
+        if !collectors::is_kind(&kind) {
+            return Err(client_error("BAD_INPUT", format!("invalid relation kind '{kind}'")));
+        }
+        if from == to {
+            return Err(client_error("BAD_INPUT", format!("relation from '{}' to itself", from.as_str())));
+        }
+        let mut rel = ObservedRelation::new(from.to_string(), to.to_string(), kind.clone());
+        rel.origin = Some("assertRelation".into());
+        let batch = ScopeBatch {
+            scope: String::new(),
+            complete: false,
+            resources: vec![],
+            relations: vec![rel],
+        };
+        manual(&app, batch, vec![]).await?;
+        let snap = app.snapshot();
+        let ix = snap
+            .lookup_relation(&from, &to, &kind)
+            .ok_or_else(|| internal(anyhow::anyhow!("asserted relation missing after refresh")))?;
+        Ok(Relation { snap, ix })
+    }
+
+    /// Ends the manual assertion of a resource. It goes GONE unless another
+    /// source still reports it. False when there was no manual assertion.
+    async fn retract_resource(&self, ctx: &Context<'_>, id: async_graphql::ID) -> async_graphql::Result<bool> {
+        let app = writer(ctx)?;
+        let snap = app.snapshot();
+        let ix = resolve(&snap, &id)?;
+        let asserted = snap
+            .resource(ix)
+            .sources
+            .iter()
+            .any(|p| p.source == "manual" && p.status == model::Status::Present);
+        if !asserted {
+            return Ok(false);
+        }
+        manual(&app, ScopeBatch::default(), vec![(String::new(), Key::Resource(id.to_string()))]).await?;
+        Ok(true)
+    }
+
+    /// Ends the manual assertion of a relation. False when there was none.
+    async fn retract_relation(
+        &self,
+        ctx: &Context<'_>,
+        from: async_graphql::ID,
+        to: async_graphql::ID,
+        kind: String,
+    ) -> async_graphql::Result<bool> {
+        let app = writer(ctx)?;
+        let snap = app.snapshot();
+        let Some(ix) = snap.lookup_relation(&from, &to, &kind) else {
+            return Ok(false);
+        };
+        let asserted = snap
+            .relation(ix)
+            .sources
+            .iter()
+            .any(|p| p.source == "manual" && p.status == model::Status::Present);
+        if !asserted {
+            return Ok(false);
+        }
+        manual(
+            &app,
+            ScopeBatch::default(),
+            vec![(String::new(), Key::Relation(from.to_string(), to.to_string(), kind))],
+        )
+        .await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,77 @@
+//! The running service's shared state: the store, the current graph snapshot
+//! and the write token. Collector runs and mutations go through here so that
+//! every write is followed by a graph refresh.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::collector::ConfiguredCollector;
+use crate::graph::Snapshot;
+use crate::model::{Run, now_ms};
+use crate::store::{RunInput, Store};
+
+/// Shared state of the server and the CLI commands that write.
+pub struct App {
+    /// The database.
+    pub store: Store,
+    graph: ArcSwap<Snapshot>,
+    refresh_lock: tokio::sync::Mutex<()>,
+    /// The bearer token that authorizes writes; `None` disables them.
+    pub token: Option<String>,
+}
+
+impl App {
+    /// Loads the graph from the store.
+    pub async fn new(store: Store, token: Option<String>) -> anyhow::Result<Arc<App>> {
+        let app = App {
+            store,
+            graph: ArcSwap::from_pointee(Snapshot::empty()),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            token,
+        };
+        app.refresh().await?;
+        Ok(Arc::new(app))
+    }
+
+    /// The current snapshot. Hold it for the whole of a request so that every
+    /// field sees the same graph.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.graph.load_full()
+    }
+
+    /// Rebuilds the snapshot from the store and swaps it in. Readers keep
+    /// answering from the previous one meanwhile.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self) -> anyhow::Result<()> {
+        let _guard = self.refresh_lock.lock().await;
+        let started = std::time::Instant::now();
+        let (resources, relations) = self.store.load_all().await?;
+        let snap = tokio::task::spawn_blocking(move || Snapshot::build(resources, relations, now_ms())).await?;
+        let (nodes, edges) = snap.counts();
+        self.graph.store(Arc::new(snap));
+        tracing::info!(
+            resources = nodes,
+            relations = edges,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "graph refreshed"
+        );
+        Ok(())
+    }
+
+    /// Records a run and refreshes the graph.
+    pub async fn apply(&self, input: RunInput) -> anyhow::Result<Run> {
+        let run = self.store.apply(input).await?;
+        self.refresh().await?;
+        Ok(run)
+    }
+
+    /// Runs one collector, records the run and refreshes the graph.
+    pub async fn collect(&self, collector: &ConfiguredCollector) -> anyhow::Result<Run> {
+        let run = collector.run(&self.store).await?;
+        if run.status != crate::model::RunStatus::Failed {
+            self.refresh().await?;
+        }
+        Ok(run)
+    }
+}
