@@ -1,0 +1,308 @@
+//! The store suite: every case runs on SQLite and on PostgreSQL, each on a
+//! fresh migrated database.
+
+mod common;
+
+use collectors::inventory::InventoryConfig;
+use collectors::{Collection, ObservedRelation, ObservedResource, ScopeBatch};
+use common::Files;
+use infragraph::collector::ConfiguredCollector;
+use infragraph::model::{ChangeOp, RunStatus, Status};
+use infragraph::store::{Key, RunInput, Store};
+
+both_backends!(
+    full_run_retires_what_vanished_and_keeps_history,
+    failed_runs_retire_nothing_and_write_nothing,
+    partial_run_retires_only_in_complete_scopes,
+    two_sources_make_one_resource_with_two_provenances,
+    updates_are_logged_with_a_diff_and_gone_resources_revive,
+    kind_conflict_between_sources_is_rejected,
+    bulk_load_spans_many_statements,
+    manual_assertions_are_additive_and_retractable,
+);
+
+async fn load(store: &Store, files: &[std::path::PathBuf]) -> infragraph::model::Run {
+    ConfiguredCollector::Inventory(InventoryConfig { paths: files.to_vec() })
+        .run(store)
+        .await
+        .unwrap()
+}
+
+const V1: &str = "resources:
+  - {id: host:a, kind: host}
+  - {id: svc:x, kind: service, labels: {team: core}}
+  - {id: svc:y, kind: service}
+relations:
+  - {from: svc:x, to: host:a, kind: runs_on}
+  - {from: svc:y, to: svc:x, kind: depends_on}
+";
+
+async fn full_run_retires_what_vanished_and_keeps_history(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let f = Files::new();
+    let p = f.write("inv.yaml", V1);
+    let run = load(&store, std::slice::from_ref(&p)).await;
+    assert_eq!(run.status, RunStatus::Ok);
+    assert_eq!((run.resources_seen, run.relations_seen, run.created), (3, 2, 5));
+
+    // svc:y and its relation vanish from the file.
+    f.write(
+        "inv.yaml",
+        "resources:\n  - {id: host:a, kind: host}\n  - {id: svc:x, kind: service, labels: {team: core}}\nrelations:\n  - {from: svc:x, to: host:a, kind: runs_on}\n",
+    );
+    let run = load(&store, std::slice::from_ref(&p)).await;
+    assert_eq!(run.status, RunStatus::Ok);
+    assert_eq!(run.retired, 2, "svc:y and svc:y -> svc:x retired");
+    let (res, rels) = store.load_all().await.unwrap();
+    let y = res.iter().find(|r| r.id == "svc:y").expect("retired, never deleted");
+    assert_eq!(y.status, Status::Gone);
+    assert!(y.gone_at.is_some());
+    assert_eq!(y.sources[0].status, Status::Gone);
+    let rel = rels.iter().find(|r| r.from == "svc:y").unwrap();
+    assert_eq!(rel.status, Status::Gone);
+    let x = res.iter().find(|r| r.id == "svc:x").unwrap();
+    assert_eq!(x.status, Status::Present);
+    assert_eq!(x.sources[0].source, format!("inventory:{}", p.display()));
+
+    let history = store.history("svc:y", None).await.unwrap();
+    let ops: Vec<ChangeOp> = history.iter().filter(|c| c.relation.is_none()).map(|c| c.op).collect();
+    assert_eq!(ops, vec![ChangeOp::Retire, ChangeOp::Create]);
+    let runs = store.runs(10).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    store.close().await;
+}
+
+async fn failed_runs_retire_nothing_and_write_nothing(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let f = Files::new();
+    let p = f.write("inv.yaml", V1);
+    load(&store, std::slice::from_ref(&p)).await;
+    let before = store.load_all().await.unwrap();
+
+    // Each rejected file leaves the store exactly as it was.
+    let cases = [
+        // unknown reference, with the line of the relation
+        (
+            "resources:\n  - {id: host:a, kind: host}\nrelations:\n  - {from: host:a, to: svc:pay, kind: depends_on}\n",
+            "inv.yaml:4: relation 'depends_on' points to unknown resource 'svc:pay'",
+        ),
+        // repeated id with another kind
+        (
+            "resources:\n  - {id: host:a, kind: host}\n  - {id: host:a, kind: service}\n",
+            "inv.yaml:3: resource 'host:a' repeated with kind 'service'",
+        ),
+        // malformed YAML
+        ("resources:\n  - {id: host:a, kind: host\n", "inv.yaml:"),
+        // missing field
+        ("resources:\n  - {id: host:a}\n", "inv.yaml:2: "),
+    ];
+    for (text, expected) in cases {
+        f.write("inv.yaml", text);
+        let run = load(&store, std::slice::from_ref(&p)).await;
+        assert_eq!(run.status, RunStatus::Failed, "{text}");
+        let err = run.error.unwrap();
+        assert!(err.contains(expected), "error {err:?} should contain {expected:?}");
+        assert_eq!(store.load_all().await.unwrap(), before, "store changed after: {text}");
+    }
+    // A missing file fails the run too, even next to a good one.
+    f.write("inv.yaml", V1);
+    let run = load(&store, &[p.clone(), f.path("missing.yaml")]).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.error.unwrap().contains("missing.yaml"));
+    assert_eq!(store.load_all().await.unwrap(), before);
+    let runs = store.runs(100).await.unwrap();
+    assert_eq!(runs.iter().filter(|r| r.status == RunStatus::Failed).count(), 5);
+    store.close().await;
+}
+
+fn batch(scope: &str, complete: bool, ids: &[&str]) -> ScopeBatch {
+    ScopeBatch {
+        scope: scope.into(),
+        complete,
+        resources: ids.iter().map(|id| ObservedResource::new(*id, "host")).collect(),
+        relations: vec![],
+    }
+}
+
+async fn apply(store: &Store, batches: Vec<ScopeBatch>, warnings: Vec<String>) -> infragraph::model::Run {
+    store
+        .apply(RunInput {
+            collector: "test".into(),
+            scope: "all".into(),
+            started_at: infragraph::model::now_ms(),
+            outcome: Ok(Collection { batches, warnings }),
+            retract: vec![],
+            additive: false,
+        })
+        .await
+        .unwrap()
+}
+
+async fn partial_run_retires_only_in_complete_scopes(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let run = apply(&store, vec![batch("r1", true, &["a", "b"]), batch("r2", true, &["c", "d"])], vec![]).await;
+    assert_eq!(run.status, RunStatus::Ok);
+    // r2 failed half-way: it reports only c. r1 is complete and lost b.
+    let run = apply(
+        &store,
+        vec![batch("r1", true, &["a"]), batch("r2", false, &["c"])],
+        vec!["r2: timeout".into()],
+    )
+    .await;
+    assert_eq!(run.status, RunStatus::Partial);
+    assert_eq!(run.warnings, vec!["r2: timeout".to_string()]);
+    assert_eq!(run.retired, 1);
+    let (res, _) = store.load_all().await.unwrap();
+    let status = |id: &str| res.iter().find(|r| r.id == id).unwrap().status;
+    assert_eq!(status("a"), Status::Present);
+    assert_eq!(status("b"), Status::Gone);
+    assert_eq!(status("c"), Status::Present);
+    assert_eq!(status("d"), Status::Present, "incomplete scope retires nothing");
+
+    // A collector error retires nothing at all.
+    let before = store.load_all().await.unwrap();
+    let run = store
+        .apply(RunInput {
+            collector: "test".into(),
+            scope: "all".into(),
+            started_at: infragraph::model::now_ms(),
+            outcome: Err("AccessDenied".into()),
+            retract: vec![],
+            additive: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(run.error.as_deref(), Some("AccessDenied"));
+    assert_eq!(store.load_all().await.unwrap(), before);
+    store.close().await;
+}
+
+async fn two_sources_make_one_resource_with_two_provenances(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let f = Files::new();
+    let a = f.write("a.yaml", "resources:\n  - {id: host:x, kind: host, labels: {team: a}}\n");
+    let b = f.write("b.yaml", "resources:\n  - {id: host:x, kind: host, name: x1, labels: {rack: r1}}\n");
+    load(&store, std::slice::from_ref(&a)).await;
+    load(&store, std::slice::from_ref(&b)).await;
+    let (res, _) = store.load_all().await.unwrap();
+    assert_eq!(res.len(), 1);
+    let x = &res[0];
+    assert_eq!(x.sources.len(), 2);
+    assert_eq!(x.name, "x1");
+    assert_eq!(x.labels.get("team").map(String::as_str), Some("a"));
+    assert_eq!(x.labels.get("rack").map(String::as_str), Some("r1"));
+
+    // a stops reporting it: still present through b, and a's labels go.
+    f.write("a.yaml", "resources: []\n");
+    load(&store, std::slice::from_ref(&a)).await;
+    let (res, _) = store.load_all().await.unwrap();
+    assert_eq!(res[0].status, Status::Present);
+    assert!(!res[0].labels.contains_key("team"));
+    let pa = res[0].sources.iter().find(|p| p.source.ends_with("a.yaml")).unwrap();
+    assert_eq!(pa.status, Status::Gone);
+
+    f.write("b.yaml", "resources: []\n");
+    load(&store, std::slice::from_ref(&b)).await;
+    let (res, _) = store.load_all().await.unwrap();
+    assert_eq!(res[0].status, Status::Gone);
+    store.close().await;
+}
+
+async fn updates_are_logged_with_a_diff_and_gone_resources_revive(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let f = Files::new();
+    let p = f.write("inv.yaml", "resources:\n  - {id: s, kind: service, labels: {team: a}}\n");
+    load(&store, std::slice::from_ref(&p)).await;
+    f.write("inv.yaml", "resources:\n  - {id: s, kind: service, labels: {team: b}}\n");
+    let run = load(&store, std::slice::from_ref(&p)).await;
+    assert_eq!(run.updated, 1);
+    // Same content again: no change logged.
+    let run = load(&store, std::slice::from_ref(&p)).await;
+    assert_eq!((run.created, run.updated, run.retired), (0, 0, 0));
+    f.write("inv.yaml", "resources: []\n");
+    load(&store, std::slice::from_ref(&p)).await;
+    f.write("inv.yaml", "resources:\n  - {id: s, kind: service, labels: {team: b}}\n");
+    load(&store, std::slice::from_ref(&p)).await;
+    let h = store.history("s", None).await.unwrap();
+    let ops: Vec<ChangeOp> = h.iter().map(|c| c.op).collect();
+    assert_eq!(ops, vec![ChangeOp::Revive, ChangeOp::Retire, ChangeOp::Update, ChangeOp::Create]);
+    let update = &h[2];
+    assert_eq!(update.diff["labels"]["old"]["team"], "a");
+    assert_eq!(update.diff["labels"]["new"]["team"], "b");
+    let (res, _) = store.load_all().await.unwrap();
+    assert_eq!(res[0].status, Status::Present);
+    assert_eq!(res[0].gone_at, None);
+    store.close().await;
+}
+
+async fn kind_conflict_between_sources_is_rejected(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let f = Files::new();
+    let a = f.write("a.yaml", "resources:\n  - {id: x, kind: host}\n");
+    let b = f.write("b.yaml", "# b\nresources:\n  - {id: x, kind: database}\n");
+    load(&store, std::slice::from_ref(&a)).await;
+    let run = load(&store, std::slice::from_ref(&b)).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let err = run.error.unwrap();
+    assert!(err.contains("b.yaml:3: resource 'x' is reported as kind 'database' but is already a 'host'"), "{err}");
+    // The same source may change the kind (the file was edited).
+    f.write("a.yaml", "resources:\n  - {id: x, kind: database}\n");
+    let run = load(&store, std::slice::from_ref(&a)).await;
+    assert_eq!(run.status, RunStatus::Ok, "{:?}", run.error);
+    store.close().await;
+}
+
+async fn bulk_load_spans_many_statements(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let n = 5_000;
+    let resources: Vec<ObservedResource> = (0..n).map(|i| ObservedResource::new(format!("h{i}"), "host")).collect();
+    let relations: Vec<ObservedRelation> = (1..n)
+        .map(|i| ObservedRelation::new(format!("h{i}"), format!("h{}", i / 2), "depends_on"))
+        .collect();
+    let run = apply(
+        &store,
+        vec![ScopeBatch {
+            scope: "bulk".into(),
+            complete: true,
+            resources,
+            relations,
+        }],
+        vec![],
+    )
+    .await;
+    assert_eq!(run.status, RunStatus::Ok, "{:?}", run.error);
+    assert_eq!(run.created, (2 * n - 1) as i64);
+    let (res, rels) = store.load_all().await.unwrap();
+    assert_eq!((res.len(), rels.len()), (n, n - 1));
+    store.close().await;
+}
+
+async fn manual_assertions_are_additive_and_retractable(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let manual = |batch: ScopeBatch, retract: Vec<(String, Key)>| RunInput {
+        collector: "manual".into(),
+        scope: String::new(),
+        started_at: infragraph::model::now_ms(),
+        outcome: Ok(Collection {
+            batches: vec![batch],
+            warnings: vec![],
+        }),
+        retract,
+        additive: true,
+    };
+    let run = store.apply(manual(batch("", false, &["m1"]), vec![])).await.unwrap();
+    assert_eq!(run.status, RunStatus::Ok);
+    store.apply(manual(batch("", false, &["m2"]), vec![])).await.unwrap();
+    let (res, _) = store.load_all().await.unwrap();
+    assert!(res.iter().all(|r| r.status == Status::Present), "asserting m2 must not retire m1");
+    assert_eq!(res[0].sources[0].source, "manual");
+    store
+        .apply(manual(ScopeBatch::default(), vec![(String::new(), Key::Resource("m1".into()))]))
+        .await
+        .unwrap();
+    let (res, _) = store.load_all().await.unwrap();
+    let m1 = res.iter().find(|r| r.id == "m1").unwrap();
+    assert_eq!(m1.status, Status::Gone);
+    store.close().await;
+}
