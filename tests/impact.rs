@@ -1,0 +1,358 @@
+//! The impact rules on hand-built graphs: every row of the relation table,
+//! redundancy, cycles, multiple failures, paths, and a property test against
+//! a naive fixed-point computation.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use infragraph::graph::{ImpactStatus, Snapshot};
+use infragraph::model::{Provenance, Relation, Resource, Status};
+use proptest::prelude::*;
+
+fn resource(id: &str) -> Resource {
+    Resource {
+        id: id.into(),
+        kind: "thing".into(),
+        name: id.into(),
+        labels: BTreeMap::new(),
+        attributes: serde_json::Value::Null,
+        status: Status::Present,
+        first_seen: 0,
+        last_seen: 0,
+        gone_at: None,
+        sources: vec![Provenance {
+            source: "test".into(),
+            status: Status::Present,
+            first_seen: 0,
+            last_seen: 0,
+            gone_at: None,
+        }],
+    }
+}
+
+fn relation(from: &str, to: &str, kind: &str) -> Relation {
+    Relation {
+        from: from.into(),
+        to: to.into(),
+        kind: kind.into(),
+        attributes: serde_json::Value::Null,
+        status: Status::Present,
+        first_seen: 0,
+        last_seen: 0,
+        gone_at: None,
+        sources: vec![],
+    }
+}
+
+/// Builds a snapshot from `from kind to` triples; resources are implied.
+fn graph(rels: &[(&str, &str, &str)]) -> Snapshot {
+    let mut ids = BTreeSet::new();
+    for (f, _, t) in rels {
+        ids.insert(*f);
+        ids.insert(*t);
+    }
+    Snapshot::build(
+        ids.into_iter().map(resource).collect(),
+        rels.iter().map(|(f, k, t)| relation(f, t, k)).collect(),
+        0,
+    )
+}
+
+struct Answer {
+    down: Vec<String>,
+    degraded: Vec<String>,
+}
+
+fn impact(s: &Snapshot, failed: &[&str]) -> Answer {
+    let ix: Vec<u32> = failed.iter().map(|id| s.lookup(id).expect("known id")).collect();
+    let r = s.impact(&ix, None);
+    let names = |v: &[infragraph::graph::Impacted]| {
+        let mut n: Vec<String> = v.iter().map(|i| s.resource(i.node).id.clone()).collect();
+        n.sort();
+        n
+    };
+    Answer {
+        down: names(&r.down),
+        degraded: names(&r.degraded),
+    }
+}
+
+fn ids(v: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn depends_on_runs_on_contained_in_carry_failure_from_to_to_from() {
+    for kind in ["depends_on", "runs_on", "contained_in"] {
+        let s = graph(&[("a", kind, "b")]);
+        let a = impact(&s, &["b"]);
+        assert_eq!(a.down, ids(&["a", "b"]), "{kind}: a failure of to reaches from");
+        let a = impact(&s, &["a"]);
+        assert_eq!(a.down, ids(&["a"]), "{kind}: a failure of from does not reach to");
+        assert!(a.degraded.is_empty());
+    }
+}
+
+#[test]
+fn attached_to_carries_failure_from_the_volume_to_the_host_only() {
+    let s = graph(&[("vol", "attached_to", "host")]);
+    assert_eq!(impact(&s, &["vol"]).down, ids(&["host", "vol"]));
+    assert_eq!(impact(&s, &["host"]).down, ids(&["host"]), "a host failure does not fail its volume");
+}
+
+#[test]
+fn instance_of_is_down_only_when_all_instances_are() {
+    let s = graph(&[("i1", "instance_of", "svc"), ("i2", "instance_of", "svc"), ("i3", "instance_of", "svc")]);
+    // 1 of 3 down: degraded, with 2/3 left.
+    let ix = s.lookup("i1").unwrap();
+    let r = s.impact(&[ix], None);
+    assert_eq!(r.down.len(), 1);
+    assert_eq!(r.degraded.len(), 1);
+    assert_eq!(s.resource(r.degraded[0].node).id, "svc");
+    assert_eq!(r.degraded[0].aggregate, Some((2, 3)));
+    assert_eq!(r.degraded[0].status, ImpactStatus::Degraded);
+    // 3 of 3 down: down, 0/3 left.
+    let a = impact(&s, &["i1", "i2", "i3"]);
+    assert_eq!(a.down, ids(&["i1", "i2", "i3", "svc"]));
+    // The service failing does not fail its instances.
+    assert_eq!(impact(&s, &["svc"]).down, ids(&["svc"]));
+}
+
+#[test]
+fn routes_to_is_down_only_when_all_targets_are() {
+    let s = graph(&[("lb", "routes_to", "t1"), ("lb", "routes_to", "t2")]);
+    let a = impact(&s, &["t1"]);
+    assert_eq!(a.down, ids(&["t1"]));
+    assert_eq!(a.degraded, ids(&["lb"]));
+    assert_eq!(impact(&s, &["t1", "t2"]).down, ids(&["lb", "t1", "t2"]));
+    assert_eq!(impact(&s, &["lb"]).down, ids(&["lb"]), "an LB failure does not fail its targets");
+}
+
+#[test]
+fn a_load_balancer_without_targets_is_not_down_through_redundancy() {
+    // lb routes to nothing; it only depends on its subnet.
+    let s = graph(&[("lb", "contained_in", "subnet"), ("other", "depends_on", "x")]);
+    assert_eq!(impact(&s, &["x"]).down, ids(&["other", "x"]));
+    assert_eq!(s.aggregate_inputs(s.lookup("lb").unwrap()), 0);
+}
+
+#[test]
+fn redundancy_propagates_degradation_to_dependants() {
+    // web depends on svc; svc has instances on h1, h2, h3.
+    let s = graph(&[
+        ("i1", "instance_of", "svc"),
+        ("i2", "instance_of", "svc"),
+        ("i3", "instance_of", "svc"),
+        ("i1", "runs_on", "h1"),
+        ("i2", "runs_on", "h2"),
+        ("i3", "runs_on", "h3"),
+        ("web", "depends_on", "svc"),
+    ]);
+    let a = impact(&s, &["h1"]);
+    assert_eq!(a.down, ids(&["h1", "i1"]));
+    assert_eq!(a.degraded, ids(&["svc", "web"]));
+    let a = impact(&s, &["h1", "h2", "h3"]);
+    assert_eq!(a.down, ids(&["h1", "h2", "h3", "i1", "i2", "i3", "svc", "web"]));
+    assert!(a.degraded.is_empty());
+}
+
+#[test]
+fn mixed_hard_and_aggregate_inputs() {
+    // svc has two instances and also depends on a database.
+    let s = graph(&[("i1", "instance_of", "svc"), ("i2", "instance_of", "svc"), ("svc", "depends_on", "db")]);
+    assert_eq!(impact(&s, &["db"]).down, ids(&["db", "svc"]), "any hard input down: down");
+    let a = impact(&s, &["i1"]);
+    assert_eq!(a.degraded, ids(&["svc"]));
+    assert_eq!(impact(&s, &["i1", "i2"]).down, ids(&["i1", "i2", "svc"]), "all aggregate inputs down: down");
+}
+
+#[test]
+fn a_cycle_does_not_keep_itself_down() {
+    // a and b depend on each other and each has a redundant instance pair;
+    // a cycle through aggregates must not go down on its own.
+    let s = graph(&[
+        ("a", "depends_on", "b"),
+        ("b", "depends_on", "a"),
+        ("c", "depends_on", "a"),
+        ("ia1", "instance_of", "svc"),
+        ("ia2", "instance_of", "svc"),
+        ("ia1", "depends_on", "svc2"),
+        ("svc2", "depends_on", "svc"),
+    ]);
+    assert_eq!(impact(&s, &["a"]).down, ids(&["a", "b", "c"]));
+    assert_eq!(impact(&s, &["c"]).down, ids(&["c"]));
+    // ia1 fails → svc degraded (1/2) → svc2 degraded → ia1 already down; svc stays up.
+    let a = impact(&s, &["ia1"]);
+    assert_eq!(a.down, ids(&["ia1"]));
+    assert_eq!(a.degraded, ids(&["svc", "svc2"]));
+}
+
+#[test]
+fn multiple_failures_and_paths_explain_each_resource() {
+    let s = graph(&[
+        ("app", "runs_on", "host"),
+        ("host", "contained_in", "subnet"),
+        ("api", "depends_on", "app"),
+        ("vol", "attached_to", "host"),
+    ]);
+    let ix = s.lookup("subnet").unwrap();
+    let r = s.impact(&[ix], None);
+    let api = r.down.iter().find(|i| s.resource(i.node).id == "api").unwrap();
+    assert_eq!(api.depth, 3);
+    let path: Vec<(String, String, String)> = api
+        .path
+        .iter()
+        .map(|&p| {
+            let p = s.relation(p);
+            (p.from.clone(), p.kind.clone(), p.to.clone())
+        })
+        .collect();
+    assert_eq!(
+        path,
+        vec![
+            ("host".into(), "contained_in".into(), "subnet".into()),
+            ("app".into(), "runs_on".into(), "host".into()),
+            ("api".into(), "depends_on".into(), "app".into()),
+        ]
+    );
+    // maxDepth trims the answer.
+    let r = s.impact(&[ix], Some(1));
+    assert_eq!(r.down.len(), 2);
+    // Two failures at once.
+    let a = impact(&s, &["vol", "app"]);
+    assert_eq!(a.down, ids(&["api", "app", "host", "vol"]));
+}
+
+#[test]
+fn kinds_without_semantics_carry_no_impact_and_gone_relations_are_ignored() {
+    let mut rels = vec![relation("a", "b", "allows_traffic_from"), relation("c", "b", "depends_on")];
+    rels[1].status = Status::Gone;
+    let s = Snapshot::build(vec![resource("a"), resource("b"), resource("c")], rels, 0);
+    let ix = s.lookup("b").unwrap();
+    let r = s.impact(&[ix], None);
+    assert_eq!(r.down.len(), 1);
+    assert!(r.degraded.is_empty());
+}
+
+#[test]
+fn dependencies_are_everything_whose_failure_reaches_a_resource() {
+    let s = graph(&[
+        ("api", "depends_on", "db"),
+        ("db", "runs_on", "h1"),
+        ("vol", "attached_to", "h1"),
+        ("i1", "instance_of", "api"),
+        ("other", "depends_on", "api"),
+    ]);
+    let ix = s.lookup("api").unwrap();
+    let deps = s.dependencies(ix, None);
+    let names: HashSet<&str> = deps.iter().map(|d| s.resource(d.node).id.as_str()).collect();
+    assert_eq!(names, HashSet::from(["db", "h1", "vol", "i1"]));
+    let vol = deps.iter().find(|d| s.resource(d.node).id == "vol").unwrap();
+    assert_eq!(vol.depth, 3);
+    assert_eq!(s.relation(vol.path[0]).to, "db");
+    assert_eq!(s.dependencies(ix, Some(1)).len(), 2);
+}
+
+// --- Property: the answer matches a naive fixed point and plain reachability.
+
+const KINDS: [&str; 7] = [
+    "depends_on",
+    "runs_on",
+    "contained_in",
+    "attached_to",
+    "instance_of",
+    "routes_to",
+    "peers_with",
+];
+
+fn naive(n: usize, rels: &[(usize, usize, usize)], failed: &[usize]) -> (BTreeSet<usize>, BTreeSet<usize>) {
+    // Impact edges (src reaches dst, aggregate?).
+    let mut edges = Vec::new();
+    for &(f, k, t) in rels {
+        let e = match KINDS[k] {
+            "depends_on" | "runs_on" | "contained_in" => (t, f, false),
+            "attached_to" => (f, t, false),
+            "instance_of" => (f, t, true),
+            "routes_to" => (t, f, true),
+            _ => continue,
+        };
+        edges.push(e);
+    }
+    let mut down: BTreeSet<usize> = failed.iter().copied().collect();
+    loop {
+        let mut changed = false;
+        for v in 0..n {
+            if down.contains(&v) {
+                continue;
+            }
+            let hard_down = edges.iter().any(|&(s, d, agg)| d == v && !agg && down.contains(&s));
+            let aggs: Vec<usize> = edges.iter().filter(|&&(_, d, agg)| d == v && agg).map(|e| e.0).collect();
+            let agg_down = !aggs.is_empty() && aggs.iter().all(|s| down.contains(s));
+            if hard_down || agg_down {
+                down.insert(v);
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut reach: BTreeSet<usize> = failed.iter().copied().collect();
+    loop {
+        let before = reach.len();
+        for &(s, d, _) in &edges {
+            if reach.contains(&s) {
+                reach.insert(d);
+            }
+        }
+        if reach.len() == before {
+            break;
+        }
+    }
+    (down, reach)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn down_is_the_least_fixed_point_and_down_plus_degraded_is_reachability(
+        n in 2usize..14,
+        raw in proptest::collection::vec((0usize..14, 0usize..7, 0usize..14), 0..40),
+        failed_raw in proptest::collection::vec(0usize..14, 1..4),
+    ) {
+        let mut seen = HashSet::new();
+        let rels: Vec<(usize, usize, usize)> = raw
+            .into_iter()
+            .map(|(f, k, t)| (f % n, k, t % n))
+            .filter(|(f, k, t)| f != t && seen.insert((*f, *k, *t)))
+            .collect();
+        let failed: Vec<usize> = failed_raw.into_iter().map(|f| f % n).collect();
+        let name = |i: usize| format!("r{i:02}");
+        let s = Snapshot::build(
+            (0..n).map(|i| resource(&name(i))).collect(),
+            rels.iter().map(|&(f, k, t)| relation(&name(f), &name(t), KINDS[k])).collect(),
+            0,
+        );
+        let ix: Vec<u32> = failed.iter().map(|&f| s.lookup(&name(f)).unwrap()).collect();
+        let r = s.impact(&ix, None);
+        let (down, reach) = naive(n, &rels, &failed);
+        let got_down: BTreeSet<usize> = r.down.iter().map(|i| s.resource(i.node).id[1..].parse().unwrap()).collect();
+        let got_degraded: BTreeSet<usize> = r.degraded.iter().map(|i| s.resource(i.node).id[1..].parse().unwrap()).collect();
+        prop_assert_eq!(&got_down, &down);
+        let all: BTreeSet<usize> = got_down.union(&got_degraded).copied().collect();
+        prop_assert_eq!(&all, &reach);
+        prop_assert!(got_down.is_disjoint(&got_degraded));
+        // Every path starts at a failed resource and ends at the resource.
+        for item in r.down.iter().chain(r.degraded.iter()) {
+            prop_assert_eq!(item.path.len() as u32, item.depth);
+            if let Some(&last) = item.path.last() {
+                let rel = s.relation(last);
+                let me = &s.resource(item.node).id;
+                prop_assert!(&rel.from == me || &rel.to == me);
+            } else {
+                prop_assert!(ix.contains(&item.node));
+            }
+        }
+    }
+}
