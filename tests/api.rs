@@ -1,0 +1,282 @@
+//! The GraphQL API over real HTTP: a server on port 0 backed by a fresh
+//! store loaded with the demo inventory.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use infragraph::app::App;
+use infragraph::collector::ConfiguredCollector;
+use infragraph::store::Store;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "test-token-0123456789";
+
+struct Server {
+    addr: SocketAddr,
+    _db: common::TestDb,
+    client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Server {
+    async fn start(token: Option<&str>) -> Server {
+        let db = common::TestDb::sqlite();
+        let store = Store::connect(&db.url).await.unwrap();
+        let collector = ConfiguredCollector::Inventory(collectors::inventory::InventoryConfig {
+            paths: vec![common::demo_inventory()],
+        });
+        let app: Arc<App> = App::new(store, token.map(String::from)).await.unwrap();
+        let run = app.collect(&collector).await.unwrap();
+        assert_eq!(run.status, infragraph::model::RunStatus::Ok, "{:?}", run.error);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(infragraph::cli::serve_on(listener, app, async move {
+            let _ = rx.await;
+        }));
+        Server {
+            addr,
+            _db: db,
+            client: reqwest::Client::new(),
+            stop: Some(tx),
+        }
+    }
+
+    async fn gql_with(&self, query: &str, vars: Value, token: Option<&str>) -> Value {
+        let mut req = self
+            .client
+            .post(format!("http://{}/graphql", self.addr))
+            .json(&json!({"query": query, "variables": vars}));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    }
+
+    async fn gql(&self, query: &str, vars: Value) -> Value {
+        self.gql_with(query, vars, None).await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn error_message(v: &Value) -> String {
+    v["errors"][0]["message"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn resource_and_nested_relations_resolve_from_the_graph() {
+    let s = Server::start(None).await;
+    let v = s
+        .gql(
+            r#"query($id: ID!) { resource(id: $id) { id kind name status labels { key value }
+                 sources { source status }
+                 relations(direction: OUTGOING, kind: "depends_on") { kind to { id relations(direction: OUTGOING, kind: "runs_on") { to { id kind } } } } } }"#,
+            json!({"id": "svc:payments"}),
+        )
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+    let r = &v["data"]["resource"];
+    assert_eq!(r["kind"], "service");
+    assert_eq!(r["status"], "PRESENT");
+    assert!(r["labels"].as_array().unwrap().contains(&json!({"key": "team", "value": "payments"})));
+    assert!(r["sources"][0]["source"].as_str().unwrap().starts_with("inventory:"));
+    let deps: Vec<&str> = r["relations"].as_array().unwrap().iter().map(|x| x["to"]["id"].as_str().unwrap()).collect();
+    assert!(deps.contains(&"db:payments") && deps.contains(&"ext:stripe"), "{deps:?}");
+    let db = r["relations"].as_array().unwrap().iter().find(|x| x["to"]["id"] == "db:payments").unwrap();
+    assert_eq!(db["to"]["relations"][0]["to"]["id"], "host:db-1");
+
+    let v = s.gql(r#"{ resource(id: "nope") { id } }"#, json!({})).await;
+    assert!(v["errors"].is_null());
+    assert!(v["data"]["resource"].is_null(), "unknown id is null");
+}
+
+#[tokio::test]
+async fn resources_filter_and_paginate() {
+    let s = Server::start(None).await;
+    let q = r#"query($after: String) { resources(kind: "host", labels: ["role=app", "env"], first: 4, after: $after) {
+                 totalCount edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }"#;
+    let v = s.gql(q, json!({})).await;
+    let c = &v["data"]["resources"];
+    assert_eq!(c["totalCount"], 6, "{v}");
+    assert_eq!(c["edges"].as_array().unwrap().len(), 4);
+    assert_eq!(c["pageInfo"]["hasNextPage"], true);
+    let v = s.gql(q, json!({"after": c["pageInfo"]["endCursor"]})).await;
+    let c2 = &v["data"]["resources"];
+    assert_eq!(c2["edges"].as_array().unwrap().len(), 2);
+    assert_eq!(c2["pageInfo"]["hasNextPage"], false);
+    assert_eq!(c2["edges"][1]["node"]["id"], "host:app-6");
+
+    let v = s.gql(r#"{ resources(search: "PAYMENTS-ledger") { edges { node { id } } } }"#, json!({})).await;
+    assert_eq!(v["data"]["resources"]["edges"][0]["node"]["id"], "db:payments");
+    let v = s.gql(r#"{ resources(labels: ["tier!=1", "team=payments", "tier"]) { totalCount } }"#, json!({})).await;
+    assert_eq!(v["data"]["resources"]["totalCount"], 0, "{v}");
+    let v = s.gql(r#"{ resources(labels: ["=x"]) { totalCount } }"#, json!({})).await;
+    assert!(error_message(&v).contains("invalid label selector '=x'"), "{v}");
+}
+
+#[tokio::test]
+async fn impact_over_graphql_explains_down_and_degraded() {
+    let s = Server::start(None).await;
+    let q = r#"query($f: [ID!]!) { impact(failed: $f) { downCount degradedCount
+        down { resource { id } depth path { kind from { id } to { id } } }
+        degraded { resource { id } status remaining total redundancy } } }"#;
+    let v = s.gql(q, json!({"f": ["host:app-1"]})).await;
+    assert!(v["errors"].is_null(), "{v}");
+    let imp = &v["data"]["impact"];
+    let down: Vec<&str> = imp["down"].as_array().unwrap().iter().map(|d| d["resource"]["id"].as_str().unwrap()).collect();
+    assert_eq!(down, vec!["host:app-1", "svc:auth@app-1", "svc:checkout@app-1"]);
+    let auth = imp["degraded"].as_array().unwrap().iter().find(|d| d["resource"]["id"] == "svc:auth").unwrap();
+    assert_eq!(auth["redundancy"], "2/3");
+    assert_eq!(auth["status"], "DEGRADED");
+    assert_eq!(imp["downCount"], 3);
+    let inst = &imp["down"][1];
+    assert_eq!(inst["path"][0]["kind"], "runs_on");
+    assert_eq!(inst["path"][0]["to"]["id"], "host:app-1");
+
+    let v = s.gql(q, json!({"f": ["host:app-1", "svc:nope"]})).await;
+    assert_eq!(error_message(&v), "unknown resource id 'svc:nope'");
+    assert_eq!(v["errors"][0]["extensions"]["code"], "UNKNOWN_RESOURCE");
+
+    let v = s
+        .gql(r#"{ dependencies(id: "svc:payments", maxDepth: 2) { resource { id } depth path { kind } } }"#, json!({}))
+        .await;
+    let deps: Vec<&str> = v["data"]["dependencies"].as_array().unwrap().iter().map(|d| d["resource"]["id"].as_str().unwrap()).collect();
+    assert!(deps.contains(&"db:payments") && deps.contains(&"host:db-1"), "{deps:?}");
+}
+
+#[tokio::test]
+async fn runs_and_history_come_from_the_store() {
+    let s = Server::start(None).await;
+    let v = s
+        .gql(r#"{ runs(last: 5) { collector scope status resourcesSeen relationsSeen created error } }"#, json!({}))
+        .await;
+    let run = &v["data"]["runs"][0];
+    assert_eq!(run["collector"], "inventory");
+    assert_eq!(run["status"], "OK");
+    assert!(run["resourcesSeen"].as_i64().unwrap() > 50);
+    let v = s.gql(r#"{ resource(id: "svc:auth") { history { op source } } }"#, json!({})).await;
+    assert_eq!(v["data"]["resource"]["history"][0]["op"], "create", "{v}");
+}
+
+#[tokio::test]
+async fn mutations_need_the_token() {
+    let s = Server::start(Some(TOKEN)).await;
+    let m = r#"mutation { assertResource(id: "svc:new", kind: "service", name: "new", labels: [{key: "team", value: "x"}]) { id status sources { source } } }"#;
+    let v = s.gql(m, json!({})).await;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "UNAUTHORIZED", "{v}");
+    let v = s.gql_with(m, json!({}), Some("wrong-token-wrong-token")).await;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
+    let v = s.gql(r#"{ resource(id: "svc:new") { id } }"#, json!({})).await;
+    assert!(v["data"]["resource"].is_null(), "nothing written without the token");
+
+    let v = s.gql_with(m, json!({}), Some(TOKEN)).await;
+    assert!(v["errors"].is_null(), "{v}");
+    assert_eq!(v["data"]["assertResource"]["sources"][0]["source"], "manual");
+    let v = s
+        .gql_with(
+            r#"mutation { assertRelation(from: "svc:new", to: "svc:auth", kind: "depends_on") { kind from { id } to { id } } }"#,
+            json!({}),
+            Some(TOKEN),
+        )
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+    // The new dependency shows in impact at once.
+    let v = s.gql(r#"{ impact(failed: ["svc:auth"]) { down { resource { id } } } }"#, json!({})).await;
+    assert!(v.to_string().contains("svc:new"), "{v}");
+    let v = s
+        .gql_with(r#"mutation { assertRelation(from: "svc:new", to: "svc:ghost", kind: "depends_on") { kind } }"#, json!({}), Some(TOKEN))
+        .await;
+    assert!(error_message(&v).contains("points to unknown resource 'svc:ghost'"), "{v}");
+    let v = s
+        .gql_with(r#"mutation { retractRelation(from: "svc:new", to: "svc:auth", kind: "depends_on") }"#, json!({}), Some(TOKEN))
+        .await;
+    assert_eq!(v["data"]["retractRelation"], true);
+    let v = s.gql_with(r#"mutation { retractResource(id: "svc:new") }"#, json!({}), Some(TOKEN)).await;
+    assert_eq!(v["data"]["retractResource"], true);
+    let v = s.gql(r#"{ resource(id: "svc:new") { status goneAt } }"#, json!({})).await;
+    assert_eq!(v["data"]["resource"]["status"], "GONE");
+    // Retracting something only the inventory asserted is refused politely.
+    let v = s.gql_with(r#"mutation { retractResource(id: "svc:auth") }"#, json!({}), Some(TOKEN)).await;
+    assert_eq!(v["data"]["retractResource"], false);
+}
+
+#[tokio::test]
+async fn mutations_are_disabled_without_a_configured_token() {
+    let s = Server::start(None).await;
+    let v = s.gql(r#"mutation { retractResource(id: "svc:auth") }"#, json!({})).await;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "WRITES_DISABLED");
+    assert!(error_message(&v).contains("--token-file"));
+}
+
+#[tokio::test]
+async fn limits_on_depth_and_body_size_and_the_edges() {
+    let s = Server::start(None).await;
+    // Depth: relations nested far beyond the limit.
+    let mut q = String::from("{ resource(id: \"svc:auth\") { id ");
+    for _ in 0..12 {
+        q.push_str("relations { to { id ");
+    }
+    for _ in 0..12 {
+        q.push_str("} } ");
+    }
+    q.push_str("} }");
+    let v = s.gql(&q, json!({})).await;
+    assert!(error_message(&v).to_lowercase().contains("nested too deep"), "{v}");
+    // GraphiQL's introspection query stays within the limits.
+    let v = s
+        .gql(INTROSPECTION, json!({}))
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+    // Body size.
+    let big = "x".repeat(2 << 20);
+    let resp = s
+        .client
+        .post(format!("http://{}/graphql", s.addr))
+        .header("content-type", "application/json")
+        .body(format!("{{\"query\": \"{{ resource(id: \\\"{big}\\\") {{ id }} }}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    // Health and GraphiQL.
+    let h: Value = s.client.get(format!("http://{}/healthz", s.addr)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(h["status"], "ok");
+    assert!(h["resources"].as_u64().unwrap() > 50);
+    let page = s.client.get(format!("http://{}/graphql", s.addr)).send().await.unwrap().text().await.unwrap();
+    assert!(page.to_lowercase().contains("graphiql"));
+}
+
+/// The introspection query GraphiQL sends on load.
+const INTROSPECTION: &str = r#"
+query IntrospectionQuery {
+  __schema {
+    queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } }
+}
+"#;

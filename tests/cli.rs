@@ -1,0 +1,206 @@
+//! The binary end to end: `schema` drift, `collect inventory`, `impact`,
+//! `serve --config` with its scheduler, and `--database-url` on PostgreSQL.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_infragraph"));
+    c.env_remove("INFRAGRAPH_DATABASE_URL").env_remove("INFRAGRAPH_TOKEN");
+    c
+}
+
+fn run(url: &str, args: &[&str]) -> Output {
+    bin().arg("--database-url").arg(url).args(args).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The committed SDL must match what the binary prints. If this fails, run
+/// `cargo run -- schema > schema/infragraph.graphql` and commit the result.
+#[test]
+fn committed_schema_matches_the_binary() {
+    let out = bin().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/infragraph.graphql")).unwrap();
+    assert!(
+        text(&out.stdout) == committed,
+        "schema/infragraph.graphql is stale: run `cargo run -- schema > schema/infragraph.graphql`"
+    );
+}
+
+#[test]
+fn collect_and_impact_from_the_command_line() {
+    let db = common::TestDb::sqlite();
+    let out = run(&db.url, &["collect", "inventory", common::demo_inventory().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok — 73 resources"), "{}", text(&out.stdout));
+
+    let out = run(&db.url, &["impact", "host:db-1", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let down = v["down"].as_array().unwrap();
+    assert_eq!(down[0], json!({"id": "host:db-1", "kind": "host", "depth": 0, "path": []}));
+    let checkout = down.iter().find(|d| d["id"] == "svc:checkout").unwrap();
+    assert_eq!(checkout["depth"], 2);
+    assert_eq!(
+        checkout["path"],
+        json!([{"from": "db:orders", "to": "host:db-1", "kind": "runs_on"},
+               {"from": "svc:checkout", "to": "db:orders", "kind": "depends_on"}])
+    );
+    assert!(v["degraded"].is_array());
+
+    let out = run(&db.url, &["impact", "host:db-1", "svc:nope", "host:zzz"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unknown resource ids 'svc:nope', 'host:zzz'"), "{}", text(&out.stderr));
+
+    let out = run(&db.url, &["dependencies", "svc:checkout"]);
+    assert!(text(&out.stdout).contains("host:db-1"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn a_bad_inventory_file_is_rejected_with_file_and_line_and_writes_nothing() {
+    let db = common::TestDb::sqlite();
+    let files = common::Files::new();
+    let good = files.write("good.yaml", "resources:\n  - {id: a, kind: host}\n  - {id: b, kind: service}\nrelations:\n  - {from: b, to: a, kind: runs_on}\n");
+    assert!(run(&db.url, &["collect", "inventory", good.to_str().unwrap()]).status.success());
+    let bad = files.write(
+        "bad.yaml",
+        "resources:\n  - {id: c, kind: service}\nrelations:\n  - {from: c, to: a, kind: runs_on}\n  - {from: c, to: svc:pay, kind: depends_on}\n",
+    );
+    let out = run(&db.url, &["collect", "inventory", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:5: relation 'depends_on' points to unknown resource 'svc:pay'", bad.display())),
+        "{err}"
+    );
+    assert!(err.contains("nothing was written"), "{err}");
+    let out = run(&db.url, &["impact", "c"]);
+    assert!(!out.status.success(), "c must not exist after the rejected run");
+    let out = run(&db.url, &["runs", "--json"]);
+    let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs[0]["status"], "failed");
+    assert_eq!(runs[1]["status"], "ok");
+}
+
+#[test]
+fn the_database_url_comes_from_the_environment_too() {
+    let db = common::TestDb::sqlite();
+    let out = bin()
+        .env("INFRAGRAPH_DATABASE_URL", &db.url)
+        .args(["collect", "inventory", common::demo_inventory().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&db.url, &["impact", "svc:dns"]);
+    assert!(text(&out.stdout).contains("svc:storefront"), "{}", text(&out.stdout));
+    let out = run("mysql://root@localhost/x", &["runs"]);
+    assert!(text(&out.stderr).contains("unsupported database url"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn postgres_collect_and_impact() {
+    let Some(db) = common::TestDb::postgres("postgres_collect_and_impact").await else {
+        return;
+    };
+    let url = db.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let a = run(&url, &["collect", "inventory", common::demo_inventory().to_str().unwrap()]);
+        let b = run(&url, &["impact", "host:db-1", "--json"]);
+        (a, b)
+    })
+    .await
+    .unwrap();
+    assert!(out.0.status.success(), "{}", text(&out.0.stderr));
+    let v: Value = serde_json::from_slice(&out.1.stdout).unwrap();
+    assert!(v["down"].as_array().unwrap().iter().any(|d| d["id"] == "svc:payments"));
+}
+
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn serve_runs_the_configured_collectors_on_their_interval() {
+    let db = common::TestDb::sqlite();
+    let files = common::Files::new();
+    files.write(
+        "inv.yaml",
+        "resources:\n  - {id: h1, kind: host}\n  - {id: s1, kind: service}\nrelations:\n  - {from: s1, to: h1, kind: runs_on}\n",
+    );
+    let cfg = files.write(
+        "infragraph.toml",
+        &format!(
+            "database_url = \"{}\"\nlisten = \"127.0.0.1:0\"\n[[collectors]]\ntype = \"inventory\"\ninterval = \"1s\"\npaths = [\"inv.yaml\"]\n",
+            db.url
+        ),
+    );
+    let mut child = Child(
+        bin()
+            .args(["serve", "--config", cfg.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(pos) = line.find("serving GraphQL at http://") {
+                let rest = &line[pos + "serving GraphQL at http://".len()..];
+                let addr = rest.split('/').next().unwrap().to_string();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("server announced its address");
+    let client = reqwest::Client::new();
+    let gql = |q: &'static str| {
+        let client = client.clone();
+        let addr = addr.clone();
+        async move {
+            client
+                .post(format!("http://{addr}/graphql"))
+                .json(&json!({"query": q}))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let wait_for = |q: &'static str, want: &'static str| {
+        let gql = gql.clone();
+        async move {
+            let start = Instant::now();
+            loop {
+                let v = gql(q).await;
+                if v.to_string().contains(want) {
+                    return v;
+                }
+                assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {want}: {v}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    wait_for(r#"{ impact(failed: ["h1"]) { down { resource { id } } } }"#, "\"s1\"").await;
+    // Edit the file: s1 vanishes; the next scheduled run retires it.
+    files.write("inv.yaml", "resources:\n  - {id: h1, kind: host}\n");
+    wait_for(r#"{ resource(id: "s1") { status } }"#, "GONE").await;
+    let v = gql(r#"{ runs(last: 10) { status collector } }"#).await;
+    assert!(v["data"]["runs"].as_array().unwrap().len() >= 2, "{v}");
+}
