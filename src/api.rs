@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_graphql::{
-    Context, EmptySubscription, Enum, ErrorExtensions, InputObject, Json, Object, Schema, SimpleObject,
+    Context, EmptySubscription, Enum, ErrorExtensions, InputObject, Json, Object, Schema,
+    SimpleObject,
 };
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
@@ -58,7 +59,10 @@ struct AppState {
 
 /// The router: `POST /graphql`, GraphiQL at `GET /graphql`, `/healthz`.
 pub fn router(app: Arc<App>) -> Router {
-    let state = AppState { app, schema: schema() };
+    let state = AppState {
+        app,
+        schema: schema(),
+    };
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/healthz", get(healthz))
@@ -100,7 +104,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn graphql(State(state): State<AppState>, headers: HeaderMap, req: GraphQLRequest) -> GraphQLResponse {
+async fn graphql(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    req: GraphQLRequest,
+) -> GraphQLResponse {
     let auth = authenticate(&headers, state.app.token.as_deref());
     let req = req
         .into_inner()
@@ -308,7 +316,10 @@ impl Resource {
         self.snap
             .relations_of(self.ix, out, inc)
             .into_iter()
-            .filter(|&r| kind.as_ref().is_none_or(|k| &self.snap.relation(r).kind == k))
+            .filter(|&r| {
+                kind.as_ref()
+                    .is_none_or(|k| &self.snap.relation(r).kind == k)
+            })
             .map(|ix| Relation {
                 snap: self.snap.clone(),
                 ix,
@@ -316,7 +327,11 @@ impl Resource {
             .collect()
     }
     /// Its change log (and that of its relations), newest first.
-    async fn history(&self, ctx: &Context<'_>, since: Option<DateTime<Utc>>) -> async_graphql::Result<Vec<Change>> {
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        since: Option<DateTime<Utc>>,
+    ) -> async_graphql::Result<Vec<Change>> {
         let app = ctx.data_unchecked::<Arc<App>>();
         let changes = app
             .store
@@ -340,7 +355,10 @@ impl Relation {
     fn end(&self, id: &str) -> Resource {
         Resource {
             snap: self.snap.clone(),
-            ix: self.snap.lookup(id).expect("relation endpoints are resources"),
+            ix: self
+                .snap
+                .lookup(id)
+                .expect("relation endpoints are resources"),
         }
     }
 }
@@ -463,7 +481,9 @@ impl ImpactedResource {
     }
     /// `remaining/total`, e.g. `2/3`.
     async fn redundancy(&self) -> Option<String> {
-        self.item.aggregate.map(|(left, total)| format!("{left}/{total}"))
+        self.item
+            .aggregate
+            .map(|(left, total)| format!("{left}/{total}"))
     }
 }
 
@@ -653,7 +673,10 @@ impl Query {
     /// One resource by id, present or gone; null for an unknown id.
     async fn resource(&self, ctx: &Context<'_>, id: async_graphql::ID) -> Option<Resource> {
         let snap = snap(ctx);
-        snap.lookup(&id).map(|ix| Resource { snap: snap.clone(), ix })
+        snap.lookup(&id).map(|ix| Resource {
+            snap: snap.clone(),
+            ix,
+        })
     }
 
     /// Resources by kind, label selectors (`team=payments`, `tier!=3`, `env`;
@@ -678,7 +701,10 @@ impl Query {
             .collect::<Result<Vec<_>, _>>()?;
         let first = first.unwrap_or(100);
         if first < 0 || first as usize > MAX_PAGE {
-            return Err(client_error("BAD_PAGE", format!("first must be between 0 and {MAX_PAGE}")));
+            return Err(client_error(
+                "BAD_PAGE",
+                format!("first must be between 0 and {MAX_PAGE}"),
+            ));
         }
         let want = status.unwrap_or(ResourceStatus::Present);
         let needle = search.map(|s| s.to_lowercase());
@@ -704,7 +730,10 @@ impl Query {
             .iter()
             .map(|&ix| ResourceEdge {
                 cursor: snap.resource(ix).id.clone(),
-                node: Resource { snap: snap.clone(), ix },
+                node: Resource {
+                    snap: snap.clone(),
+                    ix,
+                },
             })
             .collect();
         Ok(ResourceConnection {
@@ -734,10 +763,16 @@ impl Query {
             .map(|id| resolve(snap, id))
             .collect::<Result<Vec<_>, _>>()?;
         if ixs.is_empty() {
-            return Err(client_error("BAD_INPUT", "failed must name at least one resource"));
+            return Err(client_error(
+                "BAD_INPUT",
+                "failed must name at least one resource",
+            ));
         }
         let result = snap.impact(&ixs, max_depth.map(|d| d.max(0) as u32));
-        Ok(Impact { snap: snap.clone(), result })
+        Ok(Impact {
+            snap: snap.clone(),
+            result,
+        })
     }
 
     /// What a resource needs, transitively, nearest first: the root-cause
@@ -753,14 +788,21 @@ impl Query {
         Ok(snap
             .dependencies(ix, max_depth.map(|d| d.max(0) as u32))
             .into_iter()
-            .map(|dep| Dependency { snap: snap.clone(), dep })
+            .map(|dep| Dependency {
+                snap: snap.clone(),
+                dep,
+            })
             .collect())
     }
 
     /// Recent collection runs, newest first (default 20).
     async fn runs(&self, ctx: &Context<'_>, last: Option<i32>) -> async_graphql::Result<Vec<Run>> {
         let app = ctx.data_unchecked::<Arc<App>>();
-        let runs = app.store.runs(last.unwrap_or(20).clamp(0, 1000) as i64).await.map_err(internal)?;
+        let runs = app
+            .store
+            .runs(last.unwrap_or(20).clamp(0, 1000) as i64)
+            .await
+            .map_err(internal)?;
         Ok(runs.into_iter().map(Run::from).collect())
     }
 }
@@ -782,7 +824,11 @@ fn writer(ctx: &Context<'_>) -> async_graphql::Result<Arc<App>> {
     }
 }
 
-async fn manual(app: &App, batch: ScopeBatch, retract: Vec<(String, Key)>) -> async_graphql::Result<()> {
+async fn manual(
+    app: &App,
+    batch: ScopeBatch,
+    retract: Vec<(String, Key)>,
+) -> async_graphql::Result<()> {
     let run = app
         .apply(RunInput {
             collector: "manual".into(),
@@ -816,12 +862,17 @@ impl Mutation {
     ) -> async_graphql::Result<Resource> {
         let app = writer(ctx)?;
         if id.trim().is_empty() || id.trim() != id.as_str() {
-            return Err(client_error("BAD_INPUT", "id must be non-empty without surrounding spaces"));
+            return Err(client_error(
+                "BAD_INPUT",
+                "id must be non-empty without surrounding spaces",
+            ));
         }
         if !collectors::is_kind(&kind) {
             return Err(client_error(
                 "BAD_INPUT",
-                format!("invalid kind '{kind}' (expected a lowercase identifier such as 'service')"),
+                format!(
+                    "invalid kind '{kind}' (expected a lowercase identifier such as 'service')"
+                ),
             ));
         }
         let mut r = ObservedResource::new(id.to_string(), kind);
@@ -854,10 +905,16 @@ impl Mutation {
     ) -> async_graphql::Result<Relation> {
         let app = writer(ctx)?;
         if !collectors::is_kind(&kind) {
-            return Err(client_error("BAD_INPUT", format!("invalid relation kind '{kind}'")));
+            return Err(client_error(
+                "BAD_INPUT",
+                format!("invalid relation kind '{kind}'"),
+            ));
         }
         if from == to {
-            return Err(client_error("BAD_INPUT", format!("relation from '{}' to itself", from.as_str())));
+            return Err(client_error(
+                "BAD_INPUT",
+                format!("relation from '{}' to itself", from.as_str()),
+            ));
         }
         let mut rel = ObservedRelation::new(from.to_string(), to.to_string(), kind.clone());
         rel.origin = Some("assertRelation".into());
@@ -877,7 +934,11 @@ impl Mutation {
 
     /// Ends the manual assertion of a resource. It goes GONE unless another
     /// source still reports it. False when there was no manual assertion.
-    async fn retract_resource(&self, ctx: &Context<'_>, id: async_graphql::ID) -> async_graphql::Result<bool> {
+    async fn retract_resource(
+        &self,
+        ctx: &Context<'_>,
+        id: async_graphql::ID,
+    ) -> async_graphql::Result<bool> {
         let app = writer(ctx)?;
         let snap = app.snapshot();
         let ix = resolve(&snap, &id)?;
@@ -889,7 +950,12 @@ impl Mutation {
         if !asserted {
             return Ok(false);
         }
-        manual(&app, ScopeBatch::default(), vec![(String::new(), Key::Resource(id.to_string()))]).await?;
+        manual(
+            &app,
+            ScopeBatch::default(),
+            vec![(String::new(), Key::Resource(id.to_string()))],
+        )
+        .await?;
         Ok(true)
     }
 
@@ -917,7 +983,10 @@ impl Mutation {
         manual(
             &app,
             ScopeBatch::default(),
-            vec![(String::new(), Key::Relation(from.to_string(), to.to_string(), kind))],
+            vec![(
+                String::new(),
+                Key::Relation(from.to_string(), to.to_string(), kind),
+            )],
         )
         .await?;
         Ok(true)

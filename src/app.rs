@@ -47,7 +47,9 @@ impl App {
         let _guard = self.refresh_lock.lock().await;
         let started = std::time::Instant::now();
         let (resources, relations) = self.store.load_all().await?;
-        let snap = tokio::task::spawn_blocking(move || Snapshot::build(resources, relations, now_ms())).await?;
+        let snap =
+            tokio::task::spawn_blocking(move || Snapshot::build(resources, relations, now_ms()))
+                .await?;
         let (nodes, edges) = snap.counts();
         self.graph.store(Arc::new(snap));
         tracing::info!(

@@ -112,9 +112,15 @@ pub fn run() -> anyhow::Result<ExitCode> {
         print!("{}", crate::api::sdl());
         return Ok(ExitCode::SUCCESS);
     }
-    let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     init_logging(cli.log.as_deref().unwrap_or(default_level));
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(dispatch(cli))
 }
 
@@ -148,7 +154,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .database_url
                 .or(cfg.database_url.clone())
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
-            let listen = listen.or(cfg.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
+            let listen = listen
+                .or(cfg.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
             let token = match token_file.or(cfg.token_file.clone()) {
                 Some(p) => Some(read_token(&p)?),
                 None => match std::env::var("INFRAGRAPH_TOKEN") {
@@ -182,7 +190,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             match run.status {
                 RunStatus::Failed => {
-                    eprintln!("error: {}", run.error.as_deref().unwrap_or("collection failed"));
+                    eprintln!(
+                        "error: {}",
+                        run.error.as_deref().unwrap_or("collection failed")
+                    );
                     eprintln!("{summary}; nothing was written");
                     Ok(ExitCode::FAILURE)
                 }
@@ -199,13 +210,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Impact { ids, max_depth, json } => {
+        Command::Impact {
+            ids,
+            max_depth,
+            json,
+        } => {
             let snap = load_snapshot(cli.database_url).await?;
             let failed = resolve_ids(&snap, &ids)?;
             let result = snap.impact(&failed, max_depth);
             let mut out = std::io::stdout().lock();
             if json {
-                let items = |v: &[Impacted]| v.iter().map(|i| impacted_json(&snap, i)).collect::<Vec<_>>();
+                let items = |v: &[Impacted]| {
+                    v.iter()
+                        .map(|i| impacted_json(&snap, i))
+                        .collect::<Vec<_>>()
+                };
                 let doc = json!({"down": items(&result.down), "degraded": items(&result.degraded)});
                 serde_json::to_writer_pretty(&mut out, &doc)?;
                 writeln!(out)?;
@@ -221,7 +240,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dependencies { id, max_depth, json } => {
+        Command::Dependencies {
+            id,
+            max_depth,
+            json,
+        } => {
             let snap = load_snapshot(cli.database_url).await?;
             let ix = resolve_ids(&snap, std::slice::from_ref(&id))?[0];
             let deps = snap.dependencies(ix, max_depth);
@@ -240,7 +263,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 writeln!(out, "{id} needs ({}):", deps.len())?;
                 for d in &deps {
                     let r = snap.resource(d.node);
-                    writeln!(out, "  [{}] {} ({}) via {}", d.depth, r.id, r.kind, path_text(&snap, &d.path))?;
+                    writeln!(
+                        out,
+                        "  [{}] {} ({}) via {}",
+                        d.depth,
+                        r.id,
+                        r.kind,
+                        path_text(&snap, &d.path)
+                    )?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -264,7 +294,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 writeln!(out)?;
             } else {
                 for r in &runs {
-                    let when = chrono::DateTime::from_timestamp_millis(r.started_at).unwrap_or_default();
+                    let when =
+                        chrono::DateTime::from_timestamp_millis(r.started_at).unwrap_or_default();
                     writeln!(
                         out,
                         "{:>5}  {}  {:<8} {:<10} {:<7} seen {}/{} created {} updated {} retired {}{}",
@@ -278,7 +309,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         r.created,
                         r.updated,
                         r.retired,
-                        r.error.as_deref().map(|e| format!("  error: {e}")).unwrap_or_default()
+                        r.error
+                            .as_deref()
+                            .map(|e| format!("  error: {e}"))
+                            .unwrap_or_default()
                     )?;
                 }
             }
@@ -297,16 +331,28 @@ async fn load_snapshot(url: Option<String>) -> anyhow::Result<Snapshot> {
     let store = open(url).await?;
     let (resources, relations) = store.load_all().await?;
     store.close().await;
-    Ok(Snapshot::build(resources, relations, crate::model::now_ms()))
+    Ok(Snapshot::build(
+        resources,
+        relations,
+        crate::model::now_ms(),
+    ))
 }
 
 fn resolve_ids(snap: &Snapshot, ids: &[String]) -> anyhow::Result<Vec<u32>> {
-    let unknown: Vec<&str> = ids.iter().filter(|id| snap.lookup(id).is_none()).map(String::as_str).collect();
+    let unknown: Vec<&str> = ids
+        .iter()
+        .filter(|id| snap.lookup(id).is_none())
+        .map(String::as_str)
+        .collect();
     if !unknown.is_empty() {
         anyhow::bail!(
             "unknown resource id{} {}",
             if unknown.len() > 1 { "s" } else { "" },
-            unknown.iter().map(|u| format!("'{u}'")).collect::<Vec<_>>().join(", ")
+            unknown
+                .iter()
+                .map(|u| format!("'{u}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(ids.iter().filter_map(|id| snap.lookup(id)).collect())
@@ -333,7 +379,8 @@ fn path_text(snap: &Snapshot, path: &[u32]) -> String {
 
 fn impacted_json(snap: &Snapshot, i: &Impacted) -> serde_json::Value {
     let r = snap.resource(i.node);
-    let mut v = json!({"id": r.id, "kind": r.kind, "depth": i.depth, "path": path_json(snap, &i.path)});
+    let mut v =
+        json!({"id": r.id, "kind": r.kind, "depth": i.depth, "path": path_json(snap, &i.path)});
     if let Some((left, total)) = i.aggregate {
         v["remaining"] = json!(left);
         v["total"] = json!(total);
@@ -357,12 +404,19 @@ fn describe(snap: &Snapshot, i: &Impacted) -> String {
 }
 
 /// Runs the server until Ctrl-C / SIGTERM.
-pub async fn serve(url: &str, listen: SocketAddr, token: Option<String>, cfg: Config) -> anyhow::Result<()> {
+pub async fn serve(
+    url: &str,
+    listen: SocketAddr,
+    token: Option<String>,
+    cfg: Config,
+) -> anyhow::Result<()> {
     let store = Store::connect(url).await?;
     tracing::info!(database = %crate::store::redact(url), "store ready");
     let app = App::new(store, token).await?;
     if app.token.is_none() {
-        tracing::warn!("no token configured (--token-file or INFRAGRAPH_TOKEN): mutations are disabled");
+        tracing::warn!(
+            "no token configured (--token-file or INFRAGRAPH_TOKEN): mutations are disabled"
+        );
     }
     if !listen.ip().is_loopback() {
         tracing::warn!(%listen, "listening beyond loopback: put TLS and a firewall in front");
@@ -406,7 +460,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

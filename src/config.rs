@@ -92,17 +92,26 @@ impl Config {
             .listen
             .as_deref()
             .map(|l| {
-                l.parse::<SocketAddr>()
-                    .with_context(|| format!("{}: listen: '{l}' is not an address like 127.0.0.1:8080", path.display()))
+                l.parse::<SocketAddr>().with_context(|| {
+                    format!(
+                        "{}: listen: '{l}' is not an address like 127.0.0.1:8080",
+                        path.display()
+                    )
+                })
             })
             .transpose()?;
         let mut collectors = Vec::new();
         for (i, entry) in file.collectors.into_iter().enumerate() {
-            let what = format!("{}: collectors[{i}] (type '{}')", path.display(), entry.kind);
+            let what = format!(
+                "{}: collectors[{i}] (type '{}')",
+                path.display(),
+                entry.kind
+            );
             let interval = match entry.interval.as_deref() {
                 None => DEFAULT_INTERVAL,
-                Some(s) => humantime::parse_duration(s)
-                    .with_context(|| format!("{what}: interval '{s}' is not a duration like 30s, 5m or 1h"))?,
+                Some(s) => humantime::parse_duration(s).with_context(|| {
+                    format!("{what}: interval '{s}' is not a duration like 30s, 5m or 1h")
+                })?,
             };
             if interval < Duration::from_secs(1) {
                 anyhow::bail!("{what}: interval must be at least 1s");
@@ -111,12 +120,17 @@ impl Config {
             options.extend(entry.inline);
             let collector = ConfiguredCollector::from_options(&entry.kind, options, base)
                 .with_context(|| what.clone())?;
-            collectors.push(Scheduled { collector, interval });
+            collectors.push(Scheduled {
+                collector,
+                interval,
+            });
         }
         Ok(Config {
             database_url: file.database_url,
             listen,
-            token_file: file.token_file.map(|p| if p.is_relative() { base.join(p) } else { p }),
+            token_file: file
+                .token_file
+                .map(|p| if p.is_relative() { base.join(p) } else { p }),
             collectors,
         })
     }
@@ -168,13 +182,30 @@ options = { paths = ["/abs/x.json"] }
     fn errors_name_the_file_and_entry() {
         let p = Path::new("c.toml");
         let e = Config::parse(p, "[[collectors]]\ntype = \"nope\"\n").unwrap_err();
-        assert!(format!("{e:#}").contains("c.toml: collectors[0] (type 'nope')"), "{e:#}");
-        assert!(format!("{e:#}").contains("unknown collector type 'nope'"), "{e:#}");
-        let e = Config::parse(p, "[[collectors]]\ntype = \"inventory\"\ninterval = \"soon\"\npaths=[\"a.yaml\"]\n").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("c.toml: collectors[0] (type 'nope')"),
+            "{e:#}"
+        );
+        assert!(
+            format!("{e:#}").contains("unknown collector type 'nope'"),
+            "{e:#}"
+        );
+        let e = Config::parse(
+            p,
+            "[[collectors]]\ntype = \"inventory\"\ninterval = \"soon\"\npaths=[\"a.yaml\"]\n",
+        )
+        .unwrap_err();
         assert!(format!("{e:#}").contains("interval 'soon'"), "{e:#}");
         let e = Config::parse(p, "lissen = 1\n").unwrap_err();
-        assert!(format!("{e:#}").starts_with("c.toml:1: unknown field `lissen`"), "{e:#}");
-        let e = Config::parse(p, "[[collectors]]\ntype = \"inventory\"\npath = \"x.yaml\"\n").unwrap_err();
+        assert!(
+            format!("{e:#}").starts_with("c.toml:1: unknown field `lissen`"),
+            "{e:#}"
+        );
+        let e = Config::parse(
+            p,
+            "[[collectors]]\ntype = \"inventory\"\npath = \"x.yaml\"\n",
+        )
+        .unwrap_err();
         assert!(format!("{e:#}").contains("unknown field `path`"), "{e:#}");
     }
 }

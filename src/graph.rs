@@ -95,7 +95,11 @@ pub struct Dependency {
 
 impl Snapshot {
     /// Builds a snapshot from everything the store holds.
-    pub fn build(mut resources: Vec<Resource>, mut relations: Vec<Relation>, built_at: Millis) -> Snapshot {
+    pub fn build(
+        mut resources: Vec<Resource>,
+        mut relations: Vec<Relation>,
+        built_at: Millis,
+    ) -> Snapshot {
         resources.sort_by(|a, b| a.id.cmp(&b.id));
         relations.sort_by(|a, b| (&a.from, &a.to, &a.kind).cmp(&(&b.from, &b.to, &b.kind)));
         let n = resources.len();
@@ -104,7 +108,10 @@ impl Snapshot {
             .enumerate()
             .map(|(i, r)| (r.id.clone(), i as Ix))
             .collect();
-        let present_rel = relations.iter().filter(|r| r.status == Status::Present).count();
+        let present_rel = relations
+            .iter()
+            .filter(|r| r.status == Status::Present)
+            .count();
         let mut graph = DiGraph::with_capacity(n, present_rel);
         let mut impact = DiGraph::with_capacity(n, present_rel);
         for _ in 0..n {
@@ -119,13 +126,19 @@ impl Snapshot {
             let (Some(&f), Some(&t)) = (index.get(&rel.from), index.get(&rel.to)) else {
                 continue;
             };
-            if resources[f as usize].status != Status::Present || resources[t as usize].status != Status::Present {
+            if resources[f as usize].status != Status::Present
+                || resources[t as usize].status != Status::Present
+            {
                 continue;
             }
             let (fi, ti) = (NodeIndex::new(f as usize), NodeIndex::new(t as usize));
             graph.add_edge(fi, ti, ri as RelIx);
             if let Some(rule) = ImpactRule::of(&rel.kind) {
-                let (src, dst) = if rule.to_reaches_from { (ti, fi) } else { (fi, ti) };
+                let (src, dst) = if rule.to_reaches_from {
+                    (ti, fi)
+                } else {
+                    (fi, ti)
+                };
                 impact.add_edge(
                     src,
                     dst,
@@ -173,7 +186,9 @@ impl Snapshot {
     /// Index of a relation by its key.
     pub fn lookup_relation(&self, from: &str, to: &str, kind: &str) -> Option<RelIx> {
         self.relations
-            .binary_search_by(|r| (r.from.as_str(), r.to.as_str(), r.kind.as_str()).cmp(&(from, to, kind)))
+            .binary_search_by(|r| {
+                (r.from.as_str(), r.to.as_str(), r.kind.as_str()).cmp(&(from, to, kind))
+            })
             .ok()
             .map(|i| i as RelIx)
     }
@@ -183,10 +198,18 @@ impl Snapshot {
         let n = NodeIndex::new(ix as usize);
         let mut out = Vec::new();
         if outgoing {
-            out.extend(self.graph.edges_directed(n, Direction::Outgoing).map(|e| *e.weight()));
+            out.extend(
+                self.graph
+                    .edges_directed(n, Direction::Outgoing)
+                    .map(|e| *e.weight()),
+            );
         }
         if incoming {
-            out.extend(self.graph.edges_directed(n, Direction::Incoming).map(|e| *e.weight()));
+            out.extend(
+                self.graph
+                    .edges_directed(n, Direction::Incoming)
+                    .map(|e| *e.weight()),
+            );
         }
         out.sort_unstable();
         out.dedup();
@@ -322,12 +345,19 @@ impl Snapshot {
                     cur = dst.index() as Ix;
                 }
                 path.reverse();
-                out.push(Dependency { node: u, depth: du, path });
+                out.push(Dependency {
+                    node: u,
+                    depth: du,
+                    path,
+                });
             }
             if max_depth.is_some_and(|m| du >= m) {
                 continue;
             }
-            for e in self.impact.edges_directed(NodeIndex::new(u as usize), Direction::Incoming) {
+            for e in self
+                .impact
+                .edges_directed(NodeIndex::new(u as usize), Direction::Incoming)
+            {
                 let v = e.source().index();
                 if depth[v] == NONE {
                     depth[v] = du + 1;
@@ -342,7 +372,11 @@ impl Snapshot {
 
     /// Number of present resources and present relations in the graph.
     pub fn counts(&self) -> (usize, usize) {
-        let present = self.resources.iter().filter(|r| r.status == Status::Present).count();
+        let present = self
+            .resources
+            .iter()
+            .filter(|r| r.status == Status::Present)
+            .count();
         (present, self.graph.edge_count())
     }
 }

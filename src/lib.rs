@@ -6,8 +6,8 @@
 //! collectors), `config` (the serve config file), `scheduler`, `cli`.
 
 pub mod api;
-pub mod cli;
 pub mod app;
+pub mod cli;
 pub mod collector;
 pub mod config;
 pub mod graph;

@@ -264,7 +264,8 @@ impl LabelSelector {
     /// Parses `key=value`, `key!=value` or `key`.
     pub fn parse(s: &str) -> Result<LabelSelector, String> {
         let s = s.trim();
-        let bad = || format!("invalid label selector '{s}' (expected key=value, key!=value or key)");
+        let bad =
+            || format!("invalid label selector '{s}' (expected key=value, key!=value or key)");
         if let Some((k, v)) = s.split_once("!=") {
             let k = k.trim();
             if k.is_empty() {
@@ -313,8 +314,16 @@ mod tests {
     fn selectors_parse_and_match() {
         let labels: BTreeMap<String, String> =
             [("team".to_string(), "payments".to_string())].into();
-        assert!(LabelSelector::parse("team=payments").unwrap().matches(&labels));
-        assert!(!LabelSelector::parse("team!=payments").unwrap().matches(&labels));
+        assert!(
+            LabelSelector::parse("team=payments")
+                .unwrap()
+                .matches(&labels)
+        );
+        assert!(
+            !LabelSelector::parse("team!=payments")
+                .unwrap()
+                .matches(&labels)
+        );
         assert!(LabelSelector::parse("tier!=3").unwrap().matches(&labels));
         assert!(LabelSelector::parse("team").unwrap().matches(&labels));
         assert!(!LabelSelector::parse("env").unwrap().matches(&labels));

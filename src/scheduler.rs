@@ -12,7 +12,11 @@ use crate::config::Scheduled;
 
 /// Starts one task per collector. The first run starts at once. Tasks stop
 /// when `shutdown` becomes true (a run in progress is finished first).
-pub fn spawn(app: Arc<App>, collectors: Vec<Scheduled>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+pub fn spawn(
+    app: Arc<App>,
+    collectors: Vec<Scheduled>,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
     collectors
         .into_iter()
         .enumerate()

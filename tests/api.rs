@@ -29,7 +29,12 @@ impl Server {
         });
         let app: Arc<App> = App::new(store, token.map(String::from)).await.unwrap();
         let run = app.collect(&collector).await.unwrap();
-        assert_eq!(run.status, infragraph::model::RunStatus::Ok, "{:?}", run.error);
+        assert_eq!(
+            run.status,
+            infragraph::model::RunStatus::Ok,
+            "{:?}",
+            run.error
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -71,7 +76,10 @@ impl Drop for Server {
 }
 
 fn error_message(v: &Value) -> String {
-    v["errors"][0]["message"].as_str().unwrap_or_default().to_string()
+    v["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[tokio::test]
@@ -89,11 +97,34 @@ async fn resource_and_nested_relations_resolve_from_the_graph() {
     let r = &v["data"]["resource"];
     assert_eq!(r["kind"], "service");
     assert_eq!(r["status"], "PRESENT");
-    assert!(r["labels"].as_array().unwrap().contains(&json!({"key": "team", "value": "payments"})));
-    assert!(r["sources"][0]["source"].as_str().unwrap().starts_with("inventory:"));
-    let deps: Vec<&str> = r["relations"].as_array().unwrap().iter().map(|x| x["to"]["id"].as_str().unwrap()).collect();
-    assert!(deps.contains(&"db:payments") && deps.contains(&"ext:stripe"), "{deps:?}");
-    let db = r["relations"].as_array().unwrap().iter().find(|x| x["to"]["id"] == "db:payments").unwrap();
+    assert!(
+        r["labels"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"key": "team", "value": "payments"}))
+    );
+    assert!(
+        r["sources"][0]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("inventory:")
+    );
+    let deps: Vec<&str> = r["relations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["to"]["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        deps.contains(&"db:payments") && deps.contains(&"ext:stripe"),
+        "{deps:?}"
+    );
+    let db = r["relations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["to"]["id"] == "db:payments")
+        .unwrap();
     assert_eq!(db["to"]["relations"][0]["to"]["id"], "host:db-1");
 
     let v = s.gql(r#"{ resource(id: "nope") { id } }"#, json!({})).await;
@@ -117,12 +148,30 @@ async fn resources_filter_and_paginate() {
     assert_eq!(c2["pageInfo"]["hasNextPage"], false);
     assert_eq!(c2["edges"][1]["node"]["id"], "host:app-6");
 
-    let v = s.gql(r#"{ resources(search: "PAYMENTS-ledger") { edges { node { id } } } }"#, json!({})).await;
-    assert_eq!(v["data"]["resources"]["edges"][0]["node"]["id"], "db:payments");
-    let v = s.gql(r#"{ resources(labels: ["tier!=1", "team=payments", "tier"]) { totalCount } }"#, json!({})).await;
+    let v = s
+        .gql(
+            r#"{ resources(search: "PAYMENTS-ledger") { edges { node { id } } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        v["data"]["resources"]["edges"][0]["node"]["id"],
+        "db:payments"
+    );
+    let v = s
+        .gql(
+            r#"{ resources(labels: ["tier!=1", "team=payments", "tier"]) { totalCount } }"#,
+            json!({}),
+        )
+        .await;
     assert_eq!(v["data"]["resources"]["totalCount"], 0, "{v}");
-    let v = s.gql(r#"{ resources(labels: ["=x"]) { totalCount } }"#, json!({})).await;
-    assert!(error_message(&v).contains("invalid label selector '=x'"), "{v}");
+    let v = s
+        .gql(r#"{ resources(labels: ["=x"]) { totalCount } }"#, json!({}))
+        .await;
+    assert!(
+        error_message(&v).contains("invalid label selector '=x'"),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -134,9 +183,22 @@ async fn impact_over_graphql_explains_down_and_degraded() {
     let v = s.gql(q, json!({"f": ["host:app-1"]})).await;
     assert!(v["errors"].is_null(), "{v}");
     let imp = &v["data"]["impact"];
-    let down: Vec<&str> = imp["down"].as_array().unwrap().iter().map(|d| d["resource"]["id"].as_str().unwrap()).collect();
-    assert_eq!(down, vec!["host:app-1", "svc:auth@app-1", "svc:checkout@app-1"]);
-    let auth = imp["degraded"].as_array().unwrap().iter().find(|d| d["resource"]["id"] == "svc:auth").unwrap();
+    let down: Vec<&str> = imp["down"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["resource"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        down,
+        vec!["host:app-1", "svc:auth@app-1", "svc:checkout@app-1"]
+    );
+    let auth = imp["degraded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["resource"]["id"] == "svc:auth")
+        .unwrap();
     assert_eq!(auth["redundancy"], "2/3");
     assert_eq!(auth["status"], "DEGRADED");
     assert_eq!(imp["downCount"], 3);
@@ -151,8 +213,16 @@ async fn impact_over_graphql_explains_down_and_degraded() {
     let v = s
         .gql(r#"{ dependencies(id: "svc:payments", maxDepth: 2) { resource { id } depth path { kind } } }"#, json!({}))
         .await;
-    let deps: Vec<&str> = v["data"]["dependencies"].as_array().unwrap().iter().map(|d| d["resource"]["id"].as_str().unwrap()).collect();
-    assert!(deps.contains(&"db:payments") && deps.contains(&"host:db-1"), "{deps:?}");
+    let deps: Vec<&str> = v["data"]["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["resource"]["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        deps.contains(&"db:payments") && deps.contains(&"host:db-1"),
+        "{deps:?}"
+    );
 }
 
 #[tokio::test]
@@ -165,7 +235,12 @@ async fn runs_and_history_come_from_the_store() {
     assert_eq!(run["collector"], "inventory");
     assert_eq!(run["status"], "OK");
     assert!(run["resourcesSeen"].as_i64().unwrap() > 50);
-    let v = s.gql(r#"{ resource(id: "svc:auth") { history { op source } } }"#, json!({})).await;
+    let v = s
+        .gql(
+            r#"{ resource(id: "svc:auth") { history { op source } } }"#,
+            json!({}),
+        )
+        .await;
     assert_eq!(v["data"]["resource"]["history"][0]["op"], "create", "{v}");
 }
 
@@ -175,14 +250,24 @@ async fn mutations_need_the_token() {
     let m = r#"mutation { assertResource(id: "svc:new", kind: "service", name: "new", labels: [{key: "team", value: "x"}]) { id status sources { source } } }"#;
     let v = s.gql(m, json!({})).await;
     assert_eq!(v["errors"][0]["extensions"]["code"], "UNAUTHORIZED", "{v}");
-    let v = s.gql_with(m, json!({}), Some("wrong-token-wrong-token")).await;
+    let v = s
+        .gql_with(m, json!({}), Some("wrong-token-wrong-token"))
+        .await;
     assert_eq!(v["errors"][0]["extensions"]["code"], "UNAUTHORIZED");
-    let v = s.gql(r#"{ resource(id: "svc:new") { id } }"#, json!({})).await;
-    assert!(v["data"]["resource"].is_null(), "nothing written without the token");
+    let v = s
+        .gql(r#"{ resource(id: "svc:new") { id } }"#, json!({}))
+        .await;
+    assert!(
+        v["data"]["resource"].is_null(),
+        "nothing written without the token"
+    );
 
     let v = s.gql_with(m, json!({}), Some(TOKEN)).await;
     assert!(v["errors"].is_null(), "{v}");
-    assert_eq!(v["data"]["assertResource"]["sources"][0]["source"], "manual");
+    assert_eq!(
+        v["data"]["assertResource"]["sources"][0]["source"],
+        "manual"
+    );
     let v = s
         .gql_with(
             r#"mutation { assertRelation(from: "svc:new", to: "svc:auth", kind: "depends_on") { kind from { id } to { id } } }"#,
@@ -192,29 +277,60 @@ async fn mutations_need_the_token() {
         .await;
     assert!(v["errors"].is_null(), "{v}");
     // The new dependency shows in impact at once.
-    let v = s.gql(r#"{ impact(failed: ["svc:auth"]) { down { resource { id } } } }"#, json!({})).await;
+    let v = s
+        .gql(
+            r#"{ impact(failed: ["svc:auth"]) { down { resource { id } } } }"#,
+            json!({}),
+        )
+        .await;
     assert!(v.to_string().contains("svc:new"), "{v}");
     let v = s
         .gql_with(r#"mutation { assertRelation(from: "svc:new", to: "svc:ghost", kind: "depends_on") { kind } }"#, json!({}), Some(TOKEN))
         .await;
-    assert!(error_message(&v).contains("points to unknown resource 'svc:ghost'"), "{v}");
+    assert!(
+        error_message(&v).contains("points to unknown resource 'svc:ghost'"),
+        "{v}"
+    );
     let v = s
-        .gql_with(r#"mutation { retractRelation(from: "svc:new", to: "svc:auth", kind: "depends_on") }"#, json!({}), Some(TOKEN))
+        .gql_with(
+            r#"mutation { retractRelation(from: "svc:new", to: "svc:auth", kind: "depends_on") }"#,
+            json!({}),
+            Some(TOKEN),
+        )
         .await;
     assert_eq!(v["data"]["retractRelation"], true);
-    let v = s.gql_with(r#"mutation { retractResource(id: "svc:new") }"#, json!({}), Some(TOKEN)).await;
+    let v = s
+        .gql_with(
+            r#"mutation { retractResource(id: "svc:new") }"#,
+            json!({}),
+            Some(TOKEN),
+        )
+        .await;
     assert_eq!(v["data"]["retractResource"], true);
-    let v = s.gql(r#"{ resource(id: "svc:new") { status goneAt } }"#, json!({})).await;
+    let v = s
+        .gql(
+            r#"{ resource(id: "svc:new") { status goneAt } }"#,
+            json!({}),
+        )
+        .await;
     assert_eq!(v["data"]["resource"]["status"], "GONE");
     // Retracting something only the inventory asserted is refused politely.
-    let v = s.gql_with(r#"mutation { retractResource(id: "svc:auth") }"#, json!({}), Some(TOKEN)).await;
+    let v = s
+        .gql_with(
+            r#"mutation { retractResource(id: "svc:auth") }"#,
+            json!({}),
+            Some(TOKEN),
+        )
+        .await;
     assert_eq!(v["data"]["retractResource"], false);
 }
 
 #[tokio::test]
 async fn mutations_are_disabled_without_a_configured_token() {
     let s = Server::start(None).await;
-    let v = s.gql(r#"mutation { retractResource(id: "svc:auth") }"#, json!({})).await;
+    let v = s
+        .gql(r#"mutation { retractResource(id: "svc:auth") }"#, json!({}))
+        .await;
     assert_eq!(v["errors"][0]["extensions"]["code"], "WRITES_DISABLED");
     assert!(error_message(&v).contains("--token-file"));
 }
@@ -232,11 +348,12 @@ async fn limits_on_depth_and_body_size_and_the_edges() {
     }
     q.push_str("} }");
     let v = s.gql(&q, json!({})).await;
-    assert!(error_message(&v).to_lowercase().contains("nested too deep"), "{v}");
+    assert!(
+        error_message(&v).to_lowercase().contains("nested too deep"),
+        "{v}"
+    );
     // GraphiQL's introspection query stays within the limits.
-    let v = s
-        .gql(INTROSPECTION, json!({}))
-        .await;
+    let v = s.gql(INTROSPECTION, json!({})).await;
     assert!(v["errors"].is_null(), "{v}");
     // Body size.
     let big = "x".repeat(2 << 20);
@@ -244,16 +361,34 @@ async fn limits_on_depth_and_body_size_and_the_edges() {
         .client
         .post(format!("http://{}/graphql", s.addr))
         .header("content-type", "application/json")
-        .body(format!("{{\"query\": \"{{ resource(id: \\\"{big}\\\") {{ id }} }}\"}}"))
+        .body(format!(
+            "{{\"query\": \"{{ resource(id: \\\"{big}\\\") {{ id }} }}\"}}"
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
     // Health and GraphiQL.
-    let h: Value = s.client.get(format!("http://{}/healthz", s.addr)).send().await.unwrap().json().await.unwrap();
+    let h: Value = s
+        .client
+        .get(format!("http://{}/healthz", s.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(h["status"], "ok");
     assert!(h["resources"].as_u64().unwrap() > 50);
-    let page = s.client.get(format!("http://{}/graphql", s.addr)).send().await.unwrap().text().await.unwrap();
+    let page = s
+        .client
+        .get(format!("http://{}/graphql", s.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.to_lowercase().contains("graphiql"));
 }
 

@@ -11,12 +11,18 @@ use serde_json::{Value, json};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_infragraph"));
-    c.env_remove("INFRAGRAPH_DATABASE_URL").env_remove("INFRAGRAPH_TOKEN");
+    c.env_remove("INFRAGRAPH_DATABASE_URL")
+        .env_remove("INFRAGRAPH_TOKEN");
     c
 }
 
 fn run(url: &str, args: &[&str]) -> Output {
-    bin().arg("--database-url").arg(url).args(args).output().unwrap()
+    bin()
+        .arg("--database-url")
+        .arg(url)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -29,7 +35,11 @@ fn text(b: &[u8]) -> String {
 fn committed_schema_matches_the_binary() {
     let out = bin().arg("schema").output().unwrap();
     assert!(out.status.success());
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/infragraph.graphql")).unwrap();
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schema/infragraph.graphql"
+    ))
+    .unwrap();
     assert!(
         text(&out.stdout) == committed,
         "schema/infragraph.graphql is stale: run `cargo run -- schema > schema/infragraph.graphql`"
@@ -39,15 +49,29 @@ fn committed_schema_matches_the_binary() {
 #[test]
 fn collect_and_impact_from_the_command_line() {
     let db = common::TestDb::sqlite();
-    let out = run(&db.url, &["collect", "inventory", common::demo_inventory().to_str().unwrap()]);
+    let out = run(
+        &db.url,
+        &[
+            "collect",
+            "inventory",
+            common::demo_inventory().to_str().unwrap(),
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("ok — 73 resources"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("ok — 73 resources"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let out = run(&db.url, &["impact", "host:db-1", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let down = v["down"].as_array().unwrap();
-    assert_eq!(down[0], json!({"id": "host:db-1", "kind": "host", "depth": 0, "path": []}));
+    assert_eq!(
+        down[0],
+        json!({"id": "host:db-1", "kind": "host", "depth": 0, "path": []})
+    );
     let checkout = down.iter().find(|d| d["id"] == "svc:checkout").unwrap();
     assert_eq!(checkout["depth"], 2);
     assert_eq!(
@@ -59,10 +83,18 @@ fn collect_and_impact_from_the_command_line() {
 
     let out = run(&db.url, &["impact", "host:db-1", "svc:nope", "host:zzz"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("unknown resource ids 'svc:nope', 'host:zzz'"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("unknown resource ids 'svc:nope', 'host:zzz'"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = run(&db.url, &["dependencies", "svc:checkout"]);
-    assert!(text(&out.stdout).contains("host:db-1"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("host:db-1"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -70,7 +102,11 @@ fn a_bad_inventory_file_is_rejected_with_file_and_line_and_writes_nothing() {
     let db = common::TestDb::sqlite();
     let files = common::Files::new();
     let good = files.write("good.yaml", "resources:\n  - {id: a, kind: host}\n  - {id: b, kind: service}\nrelations:\n  - {from: b, to: a, kind: runs_on}\n");
-    assert!(run(&db.url, &["collect", "inventory", good.to_str().unwrap()]).status.success());
+    assert!(
+        run(&db.url, &["collect", "inventory", good.to_str().unwrap()])
+            .status
+            .success()
+    );
     let bad = files.write(
         "bad.yaml",
         "resources:\n  - {id: c, kind: service}\nrelations:\n  - {from: c, to: a, kind: runs_on}\n  - {from: c, to: svc:pay, kind: depends_on}\n",
@@ -79,12 +115,18 @@ fn a_bad_inventory_file_is_rejected_with_file_and_line_and_writes_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
-        err.contains(&format!("{}:5: relation 'depends_on' points to unknown resource 'svc:pay'", bad.display())),
+        err.contains(&format!(
+            "{}:5: relation 'depends_on' points to unknown resource 'svc:pay'",
+            bad.display()
+        )),
         "{err}"
     );
     assert!(err.contains("nothing was written"), "{err}");
     let out = run(&db.url, &["impact", "c"]);
-    assert!(!out.status.success(), "c must not exist after the rejected run");
+    assert!(
+        !out.status.success(),
+        "c must not exist after the rejected run"
+    );
     let out = run(&db.url, &["runs", "--json"]);
     let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(runs[0]["status"], "failed");
@@ -96,14 +138,26 @@ fn the_database_url_comes_from_the_environment_too() {
     let db = common::TestDb::sqlite();
     let out = bin()
         .env("INFRAGRAPH_DATABASE_URL", &db.url)
-        .args(["collect", "inventory", common::demo_inventory().to_str().unwrap()])
+        .args([
+            "collect",
+            "inventory",
+            common::demo_inventory().to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = run(&db.url, &["impact", "svc:dns"]);
-    assert!(text(&out.stdout).contains("svc:storefront"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("svc:storefront"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = run("mysql://root@localhost/x", &["runs"]);
-    assert!(text(&out.stderr).contains("unsupported database url"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("unsupported database url"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[tokio::test]
@@ -113,7 +167,14 @@ async fn postgres_collect_and_impact() {
     };
     let url = db.url.clone();
     let out = tokio::task::spawn_blocking(move || {
-        let a = run(&url, &["collect", "inventory", common::demo_inventory().to_str().unwrap()]);
+        let a = run(
+            &url,
+            &[
+                "collect",
+                "inventory",
+                common::demo_inventory().to_str().unwrap(),
+            ],
+        );
         let b = run(&url, &["impact", "host:db-1", "--json"]);
         (a, b)
     })
@@ -121,7 +182,13 @@ async fn postgres_collect_and_impact() {
     .unwrap();
     assert!(out.0.status.success(), "{}", text(&out.0.stderr));
     let v: Value = serde_json::from_slice(&out.1.stdout).unwrap();
-    assert!(v["down"].as_array().unwrap().iter().any(|d| d["id"] == "svc:payments"));
+    assert!(
+        v["down"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == "svc:payments")
+    );
 }
 
 struct Child(std::process::Child);
@@ -166,7 +233,9 @@ async fn serve_runs_the_configured_collectors_on_their_interval() {
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("server announced its address");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server announced its address");
     let client = reqwest::Client::new();
     let gql = |q: &'static str| {
         let client = client.clone();
@@ -183,21 +252,25 @@ async fn serve_runs_the_configured_collectors_on_their_interval() {
                 .unwrap()
         }
     };
-    let wait_for = |q: &'static str, want: &'static str| {
-        let gql = gql.clone();
-        async move {
-            let start = Instant::now();
-            loop {
-                let v = gql(q).await;
-                if v.to_string().contains(want) {
-                    return v;
-                }
-                assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {want}: {v}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+    let wait_for = |q: &'static str, want: &'static str| async move {
+        let start = Instant::now();
+        loop {
+            let v = gql(q).await;
+            if v.to_string().contains(want) {
+                return v;
             }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {want}: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
-    wait_for(r#"{ impact(failed: ["h1"]) { down { resource { id } } } }"#, "\"s1\"").await;
+    wait_for(
+        r#"{ impact(failed: ["h1"]) { down { resource { id } } } }"#,
+        "\"s1\"",
+    )
+    .await;
     // Edit the file: s1 vanishes; the next scheduled run retires it.
     files.write("inv.yaml", "resources:\n  - {id: h1, kind: host}\n");
     wait_for(r#"{ resource(id: "s1") { status } }"#, "GONE").await;

@@ -63,7 +63,10 @@ struct Answer {
 }
 
 fn impact(s: &Snapshot, failed: &[&str]) -> Answer {
-    let ix: Vec<u32> = failed.iter().map(|id| s.lookup(id).expect("known id")).collect();
+    let ix: Vec<u32> = failed
+        .iter()
+        .map(|id| s.lookup(id).expect("known id"))
+        .collect();
     let r = s.impact(&ix, None);
     let names = |v: &[infragraph::graph::Impacted]| {
         let mut n: Vec<String> = v.iter().map(|i| s.resource(i.node).id.clone()).collect();
@@ -87,9 +90,17 @@ fn depends_on_runs_on_contained_in_carry_failure_from_to_to_from() {
     for kind in ["depends_on", "runs_on", "contained_in"] {
         let s = graph(&[("a", kind, "b")]);
         let a = impact(&s, &["b"]);
-        assert_eq!(a.down, ids(&["a", "b"]), "{kind}: a failure of to reaches from");
+        assert_eq!(
+            a.down,
+            ids(&["a", "b"]),
+            "{kind}: a failure of to reaches from"
+        );
         let a = impact(&s, &["a"]);
-        assert_eq!(a.down, ids(&["a"]), "{kind}: a failure of from does not reach to");
+        assert_eq!(
+            a.down,
+            ids(&["a"]),
+            "{kind}: a failure of from does not reach to"
+        );
         assert!(a.degraded.is_empty());
     }
 }
@@ -98,12 +109,20 @@ fn depends_on_runs_on_contained_in_carry_failure_from_to_to_from() {
 fn attached_to_carries_failure_from_the_volume_to_the_host_only() {
     let s = graph(&[("vol", "attached_to", "host")]);
     assert_eq!(impact(&s, &["vol"]).down, ids(&["host", "vol"]));
-    assert_eq!(impact(&s, &["host"]).down, ids(&["host"]), "a host failure does not fail its volume");
+    assert_eq!(
+        impact(&s, &["host"]).down,
+        ids(&["host"]),
+        "a host failure does not fail its volume"
+    );
 }
 
 #[test]
 fn instance_of_is_down_only_when_all_instances_are() {
-    let s = graph(&[("i1", "instance_of", "svc"), ("i2", "instance_of", "svc"), ("i3", "instance_of", "svc")]);
+    let s = graph(&[
+        ("i1", "instance_of", "svc"),
+        ("i2", "instance_of", "svc"),
+        ("i3", "instance_of", "svc"),
+    ]);
     // 1 of 3 down: degraded, with 2/3 left.
     let ix = s.lookup("i1").unwrap();
     let r = s.impact(&[ix], None);
@@ -126,13 +145,20 @@ fn routes_to_is_down_only_when_all_targets_are() {
     assert_eq!(a.down, ids(&["t1"]));
     assert_eq!(a.degraded, ids(&["lb"]));
     assert_eq!(impact(&s, &["t1", "t2"]).down, ids(&["lb", "t1", "t2"]));
-    assert_eq!(impact(&s, &["lb"]).down, ids(&["lb"]), "an LB failure does not fail its targets");
+    assert_eq!(
+        impact(&s, &["lb"]).down,
+        ids(&["lb"]),
+        "an LB failure does not fail its targets"
+    );
 }
 
 #[test]
 fn a_load_balancer_without_targets_is_not_down_through_redundancy() {
     // lb routes to nothing; it only depends on its subnet.
-    let s = graph(&[("lb", "contained_in", "subnet"), ("other", "depends_on", "x")]);
+    let s = graph(&[
+        ("lb", "contained_in", "subnet"),
+        ("other", "depends_on", "x"),
+    ]);
     assert_eq!(impact(&s, &["x"]).down, ids(&["other", "x"]));
     assert_eq!(s.aggregate_inputs(s.lookup("lb").unwrap()), 0);
 }
@@ -153,18 +179,33 @@ fn redundancy_propagates_degradation_to_dependants() {
     assert_eq!(a.down, ids(&["h1", "i1"]));
     assert_eq!(a.degraded, ids(&["svc", "web"]));
     let a = impact(&s, &["h1", "h2", "h3"]);
-    assert_eq!(a.down, ids(&["h1", "h2", "h3", "i1", "i2", "i3", "svc", "web"]));
+    assert_eq!(
+        a.down,
+        ids(&["h1", "h2", "h3", "i1", "i2", "i3", "svc", "web"])
+    );
     assert!(a.degraded.is_empty());
 }
 
 #[test]
 fn mixed_hard_and_aggregate_inputs() {
     // svc has two instances and also depends on a database.
-    let s = graph(&[("i1", "instance_of", "svc"), ("i2", "instance_of", "svc"), ("svc", "depends_on", "db")]);
-    assert_eq!(impact(&s, &["db"]).down, ids(&["db", "svc"]), "any hard input down: down");
+    let s = graph(&[
+        ("i1", "instance_of", "svc"),
+        ("i2", "instance_of", "svc"),
+        ("svc", "depends_on", "db"),
+    ]);
+    assert_eq!(
+        impact(&s, &["db"]).down,
+        ids(&["db", "svc"]),
+        "any hard input down: down"
+    );
     let a = impact(&s, &["i1"]);
     assert_eq!(a.degraded, ids(&["svc"]));
-    assert_eq!(impact(&s, &["i1", "i2"]).down, ids(&["i1", "i2", "svc"]), "all aggregate inputs down: down");
+    assert_eq!(
+        impact(&s, &["i1", "i2"]).down,
+        ids(&["i1", "i2", "svc"]),
+        "all aggregate inputs down: down"
+    );
 }
 
 #[test]
@@ -198,7 +239,11 @@ fn multiple_failures_and_paths_explain_each_resource() {
     ]);
     let ix = s.lookup("subnet").unwrap();
     let r = s.impact(&[ix], None);
-    let api = r.down.iter().find(|i| s.resource(i.node).id == "api").unwrap();
+    let api = r
+        .down
+        .iter()
+        .find(|i| s.resource(i.node).id == "api")
+        .unwrap();
     assert_eq!(api.depth, 3);
     let path: Vec<(String, String, String)> = api
         .path
@@ -226,7 +271,10 @@ fn multiple_failures_and_paths_explain_each_resource() {
 
 #[test]
 fn kinds_without_semantics_carry_no_impact_and_gone_relations_are_ignored() {
-    let mut rels = vec![relation("a", "b", "allows_traffic_from"), relation("c", "b", "depends_on")];
+    let mut rels = vec![
+        relation("a", "b", "allows_traffic_from"),
+        relation("c", "b", "depends_on"),
+    ];
     rels[1].status = Status::Gone;
     let s = Snapshot::build(vec![resource("a"), resource("b"), resource("c")], rels, 0);
     let ix = s.lookup("b").unwrap();
@@ -246,9 +294,15 @@ fn dependencies_are_everything_whose_failure_reaches_a_resource() {
     ]);
     let ix = s.lookup("api").unwrap();
     let deps = s.dependencies(ix, None);
-    let names: HashSet<&str> = deps.iter().map(|d| s.resource(d.node).id.as_str()).collect();
+    let names: HashSet<&str> = deps
+        .iter()
+        .map(|d| s.resource(d.node).id.as_str())
+        .collect();
     assert_eq!(names, HashSet::from(["db", "h1", "vol", "i1"]));
-    let vol = deps.iter().find(|d| s.resource(d.node).id == "vol").unwrap();
+    let vol = deps
+        .iter()
+        .find(|d| s.resource(d.node).id == "vol")
+        .unwrap();
     assert_eq!(vol.depth, 3);
     assert_eq!(s.relation(vol.path[0]).to, "db");
     assert_eq!(s.dependencies(ix, Some(1)).len(), 2);
@@ -266,7 +320,11 @@ const KINDS: [&str; 7] = [
     "peers_with",
 ];
 
-fn naive(n: usize, rels: &[(usize, usize, usize)], failed: &[usize]) -> (BTreeSet<usize>, BTreeSet<usize>) {
+fn naive(
+    n: usize,
+    rels: &[(usize, usize, usize)],
+    failed: &[usize],
+) -> (BTreeSet<usize>, BTreeSet<usize>) {
     // Impact edges (src reaches dst, aggregate?).
     let mut edges = Vec::new();
     for &(f, k, t) in rels {
@@ -286,8 +344,14 @@ fn naive(n: usize, rels: &[(usize, usize, usize)], failed: &[usize]) -> (BTreeSe
             if down.contains(&v) {
                 continue;
             }
-            let hard_down = edges.iter().any(|&(s, d, agg)| d == v && !agg && down.contains(&s));
-            let aggs: Vec<usize> = edges.iter().filter(|&&(_, d, agg)| d == v && agg).map(|e| e.0).collect();
+            let hard_down = edges
+                .iter()
+                .any(|&(s, d, agg)| d == v && !agg && down.contains(&s));
+            let aggs: Vec<usize> = edges
+                .iter()
+                .filter(|&&(_, d, agg)| d == v && agg)
+                .map(|e| e.0)
+                .collect();
             let agg_down = !aggs.is_empty() && aggs.iter().all(|s| down.contains(s));
             if hard_down || agg_down {
                 down.insert(v);

@@ -22,10 +22,12 @@ both_backends!(
 );
 
 async fn load(store: &Store, files: &[std::path::PathBuf]) -> infragraph::model::Run {
-    ConfiguredCollector::Inventory(InventoryConfig { paths: files.to_vec() })
-        .run(store)
-        .await
-        .unwrap()
+    ConfiguredCollector::Inventory(InventoryConfig {
+        paths: files.to_vec(),
+    })
+    .run(store)
+    .await
+    .unwrap()
 }
 
 const V1: &str = "resources:
@@ -43,7 +45,10 @@ async fn full_run_retires_what_vanished_and_keeps_history(url: String) {
     let p = f.write("inv.yaml", V1);
     let run = load(&store, std::slice::from_ref(&p)).await;
     assert_eq!(run.status, RunStatus::Ok);
-    assert_eq!((run.resources_seen, run.relations_seen, run.created), (3, 2, 5));
+    assert_eq!(
+        (run.resources_seen, run.relations_seen, run.created),
+        (3, 2, 5)
+    );
 
     // svc:y and its relation vanish from the file.
     f.write(
@@ -54,7 +59,10 @@ async fn full_run_retires_what_vanished_and_keeps_history(url: String) {
     assert_eq!(run.status, RunStatus::Ok);
     assert_eq!(run.retired, 2, "svc:y and svc:y -> svc:x retired");
     let (res, rels) = store.load_all().await.unwrap();
-    let y = res.iter().find(|r| r.id == "svc:y").expect("retired, never deleted");
+    let y = res
+        .iter()
+        .find(|r| r.id == "svc:y")
+        .expect("retired, never deleted");
     assert_eq!(y.status, Status::Gone);
     assert!(y.gone_at.is_some());
     assert_eq!(y.sources[0].status, Status::Gone);
@@ -65,7 +73,11 @@ async fn full_run_retires_what_vanished_and_keeps_history(url: String) {
     assert_eq!(x.sources[0].source, format!("inventory:{}", p.display()));
 
     let history = store.history("svc:y", None).await.unwrap();
-    let ops: Vec<ChangeOp> = history.iter().filter(|c| c.relation.is_none()).map(|c| c.op).collect();
+    let ops: Vec<ChangeOp> = history
+        .iter()
+        .filter(|c| c.relation.is_none())
+        .map(|c| c.op)
+        .collect();
     assert_eq!(ops, vec![ChangeOp::Retire, ChangeOp::Create]);
     let runs = store.runs(10).await.unwrap();
     assert_eq!(runs.len(), 2);
@@ -101,8 +113,15 @@ async fn failed_runs_retire_nothing_and_write_nothing(url: String) {
         let run = load(&store, std::slice::from_ref(&p)).await;
         assert_eq!(run.status, RunStatus::Failed, "{text}");
         let err = run.error.unwrap();
-        assert!(err.contains(expected), "error {err:?} should contain {expected:?}");
-        assert_eq!(store.load_all().await.unwrap(), before, "store changed after: {text}");
+        assert!(
+            err.contains(expected),
+            "error {err:?} should contain {expected:?}"
+        );
+        assert_eq!(
+            store.load_all().await.unwrap(),
+            before,
+            "store changed after: {text}"
+        );
     }
     // A missing file fails the run too, even next to a good one.
     f.write("inv.yaml", V1);
@@ -111,7 +130,12 @@ async fn failed_runs_retire_nothing_and_write_nothing(url: String) {
     assert!(run.error.unwrap().contains("missing.yaml"));
     assert_eq!(store.load_all().await.unwrap(), before);
     let runs = store.runs(100).await.unwrap();
-    assert_eq!(runs.iter().filter(|r| r.status == RunStatus::Failed).count(), 5);
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r.status == RunStatus::Failed)
+            .count(),
+        5
+    );
     store.close().await;
 }
 
@@ -119,12 +143,19 @@ fn batch(scope: &str, complete: bool, ids: &[&str]) -> ScopeBatch {
     ScopeBatch {
         scope: scope.into(),
         complete,
-        resources: ids.iter().map(|id| ObservedResource::new(*id, "host")).collect(),
+        resources: ids
+            .iter()
+            .map(|id| ObservedResource::new(*id, "host"))
+            .collect(),
         relations: vec![],
     }
 }
 
-async fn apply(store: &Store, batches: Vec<ScopeBatch>, warnings: Vec<String>) -> infragraph::model::Run {
+async fn apply(
+    store: &Store,
+    batches: Vec<ScopeBatch>,
+    warnings: Vec<String>,
+) -> infragraph::model::Run {
     store
         .apply(RunInput {
             collector: "test".into(),
@@ -140,7 +171,15 @@ async fn apply(store: &Store, batches: Vec<ScopeBatch>, warnings: Vec<String>) -
 
 async fn partial_run_retires_only_in_complete_scopes(url: String) {
     let store = Store::connect(&url).await.unwrap();
-    let run = apply(&store, vec![batch("r1", true, &["a", "b"]), batch("r2", true, &["c", "d"])], vec![]).await;
+    let run = apply(
+        &store,
+        vec![
+            batch("r1", true, &["a", "b"]),
+            batch("r2", true, &["c", "d"]),
+        ],
+        vec![],
+    )
+    .await;
     assert_eq!(run.status, RunStatus::Ok);
     // r2 failed half-way: it reports only c. r1 is complete and lost b.
     let run = apply(
@@ -157,7 +196,11 @@ async fn partial_run_retires_only_in_complete_scopes(url: String) {
     assert_eq!(status("a"), Status::Present);
     assert_eq!(status("b"), Status::Gone);
     assert_eq!(status("c"), Status::Present);
-    assert_eq!(status("d"), Status::Present, "incomplete scope retires nothing");
+    assert_eq!(
+        status("d"),
+        Status::Present,
+        "incomplete scope retires nothing"
+    );
 
     // A collector error retires nothing at all.
     let before = store.load_all().await.unwrap();
@@ -181,8 +224,14 @@ async fn partial_run_retires_only_in_complete_scopes(url: String) {
 async fn two_sources_make_one_resource_with_two_provenances(url: String) {
     let store = Store::connect(&url).await.unwrap();
     let f = Files::new();
-    let a = f.write("a.yaml", "resources:\n  - {id: host:x, kind: host, labels: {team: a}}\n");
-    let b = f.write("b.yaml", "resources:\n  - {id: host:x, kind: host, name: x1, labels: {rack: r1}}\n");
+    let a = f.write(
+        "a.yaml",
+        "resources:\n  - {id: host:x, kind: host, labels: {team: a}}\n",
+    );
+    let b = f.write(
+        "b.yaml",
+        "resources:\n  - {id: host:x, kind: host, name: x1, labels: {rack: r1}}\n",
+    );
     load(&store, std::slice::from_ref(&a)).await;
     load(&store, std::slice::from_ref(&b)).await;
     let (res, _) = store.load_all().await.unwrap();
@@ -199,7 +248,11 @@ async fn two_sources_make_one_resource_with_two_provenances(url: String) {
     let (res, _) = store.load_all().await.unwrap();
     assert_eq!(res[0].status, Status::Present);
     assert!(!res[0].labels.contains_key("team"));
-    let pa = res[0].sources.iter().find(|p| p.source.ends_with("a.yaml")).unwrap();
+    let pa = res[0]
+        .sources
+        .iter()
+        .find(|p| p.source.ends_with("a.yaml"))
+        .unwrap();
     assert_eq!(pa.status, Status::Gone);
 
     f.write("b.yaml", "resources: []\n");
@@ -212,9 +265,15 @@ async fn two_sources_make_one_resource_with_two_provenances(url: String) {
 async fn updates_are_logged_with_a_diff_and_gone_resources_revive(url: String) {
     let store = Store::connect(&url).await.unwrap();
     let f = Files::new();
-    let p = f.write("inv.yaml", "resources:\n  - {id: s, kind: service, labels: {team: a}}\n");
+    let p = f.write(
+        "inv.yaml",
+        "resources:\n  - {id: s, kind: service, labels: {team: a}}\n",
+    );
     load(&store, std::slice::from_ref(&p)).await;
-    f.write("inv.yaml", "resources:\n  - {id: s, kind: service, labels: {team: b}}\n");
+    f.write(
+        "inv.yaml",
+        "resources:\n  - {id: s, kind: service, labels: {team: b}}\n",
+    );
     let run = load(&store, std::slice::from_ref(&p)).await;
     assert_eq!(run.updated, 1);
     // Same content again: no change logged.
@@ -222,11 +281,22 @@ async fn updates_are_logged_with_a_diff_and_gone_resources_revive(url: String) {
     assert_eq!((run.created, run.updated, run.retired), (0, 0, 0));
     f.write("inv.yaml", "resources: []\n");
     load(&store, std::slice::from_ref(&p)).await;
-    f.write("inv.yaml", "resources:\n  - {id: s, kind: service, labels: {team: b}}\n");
+    f.write(
+        "inv.yaml",
+        "resources:\n  - {id: s, kind: service, labels: {team: b}}\n",
+    );
     load(&store, std::slice::from_ref(&p)).await;
     let h = store.history("s", None).await.unwrap();
     let ops: Vec<ChangeOp> = h.iter().map(|c| c.op).collect();
-    assert_eq!(ops, vec![ChangeOp::Revive, ChangeOp::Retire, ChangeOp::Update, ChangeOp::Create]);
+    assert_eq!(
+        ops,
+        vec![
+            ChangeOp::Revive,
+            ChangeOp::Retire,
+            ChangeOp::Update,
+            ChangeOp::Create
+        ]
+    );
     let update = &h[2];
     assert_eq!(update.diff["labels"]["old"]["team"], "a");
     assert_eq!(update.diff["labels"]["new"]["team"], "b");
@@ -245,7 +315,12 @@ async fn kind_conflict_between_sources_is_rejected(url: String) {
     let run = load(&store, std::slice::from_ref(&b)).await;
     assert_eq!(run.status, RunStatus::Failed);
     let err = run.error.unwrap();
-    assert!(err.contains("b.yaml:3: resource 'x' is reported as kind 'database' but is already a 'host'"), "{err}");
+    assert!(
+        err.contains(
+            "b.yaml:3: resource 'x' is reported as kind 'database' but is already a 'host'"
+        ),
+        "{err}"
+    );
     // The same source may change the kind (the file was edited).
     f.write("a.yaml", "resources:\n  - {id: x, kind: database}\n");
     let run = load(&store, std::slice::from_ref(&a)).await;
@@ -256,7 +331,9 @@ async fn kind_conflict_between_sources_is_rejected(url: String) {
 async fn bulk_load_spans_many_statements(url: String) {
     let store = Store::connect(&url).await.unwrap();
     let n = 5_000;
-    let resources: Vec<ObservedResource> = (0..n).map(|i| ObservedResource::new(format!("h{i}"), "host")).collect();
+    let resources: Vec<ObservedResource> = (0..n)
+        .map(|i| ObservedResource::new(format!("h{i}"), "host"))
+        .collect();
     let relations: Vec<ObservedRelation> = (1..n)
         .map(|i| ObservedRelation::new(format!("h{i}"), format!("h{}", i / 2), "depends_on"))
         .collect();
@@ -291,14 +368,26 @@ async fn manual_assertions_are_additive_and_retractable(url: String) {
         retract,
         additive: true,
     };
-    let run = store.apply(manual(batch("", false, &["m1"]), vec![])).await.unwrap();
+    let run = store
+        .apply(manual(batch("", false, &["m1"]), vec![]))
+        .await
+        .unwrap();
     assert_eq!(run.status, RunStatus::Ok);
-    store.apply(manual(batch("", false, &["m2"]), vec![])).await.unwrap();
+    store
+        .apply(manual(batch("", false, &["m2"]), vec![]))
+        .await
+        .unwrap();
     let (res, _) = store.load_all().await.unwrap();
-    assert!(res.iter().all(|r| r.status == Status::Present), "asserting m2 must not retire m1");
+    assert!(
+        res.iter().all(|r| r.status == Status::Present),
+        "asserting m2 must not retire m1"
+    );
     assert_eq!(res[0].sources[0].source, "manual");
     store
-        .apply(manual(ScopeBatch::default(), vec![(String::new(), Key::Resource("m1".into()))]))
+        .apply(manual(
+            ScopeBatch::default(),
+            vec![(String::new(), Key::Resource("m1".into()))],
+        ))
         .await
         .unwrap();
     let (res, _) = store.load_all().await.unwrap();

@@ -14,7 +14,9 @@ use serde::Deserialize;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
-use crate::{CollectError, Collection, ConfigError, ObservedRelation, ObservedResource, ScopeBatch};
+use crate::{
+    CollectError, Collection, ConfigError, ObservedRelation, ObservedResource, ScopeBatch,
+};
 
 /// Configuration of the inventory collector.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -76,15 +78,23 @@ impl Format {
 /// Reads every configured file. One bad file fails the whole collection.
 #[tracing::instrument(skip_all, fields(files = config.paths.len()))]
 pub async fn collect(config: &InventoryConfig) -> Result<Collection, CollectError> {
-    config.validate().map_err(|e| CollectError::Invalid(e.to_string()))?;
+    config
+        .validate()
+        .map_err(|e| CollectError::Invalid(e.to_string()))?;
     let mut batches = Vec::with_capacity(config.paths.len());
     for path in &config.paths {
-        let text = tokio::fs::read_to_string(path).await.map_err(|source| CollectError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|source| CollectError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
         let scope = path.display().to_string();
-        let batch = parse(&scope, &text, Format::of(path).map_err(CollectError::Invalid)?)?;
+        let batch = parse(
+            &scope,
+            &text,
+            Format::of(path).map_err(CollectError::Invalid)?,
+        )?;
         tracing::info!(
             file = %scope,
             resources = batch.resources.len(),
@@ -154,9 +164,8 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
             let line = e.location().map(|l| l.line());
             invalid(line, strip_location(&e.to_string()))
         })?,
-        Format::Json => serde_json::from_str(text).map_err(|e| {
-            invalid(Some(e.line()), strip_location(&e.to_string()))
-        })?,
+        Format::Json => serde_json::from_str(text)
+            .map_err(|e| invalid(Some(e.line()), strip_location(&e.to_string())))?,
     };
     // JSON is YAML too, so one event walk finds the line of every item.
     let lines = item_lines(text);
@@ -200,7 +209,9 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
             if k.is_empty() || k.contains(['=', '!', ',']) {
                 return Err(invalid(
                     line,
-                    format!("resource '{id}': label key '{k}' is empty or contains '=', '!' or ','"),
+                    format!(
+                        "resource '{id}': label key '{k}' is empty or contains '=', '!' or ','"
+                    ),
                 ));
             }
             labels.insert(k, value);
@@ -254,7 +265,10 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
         if !crate::is_kind(&r.kind) {
             return Err(invalid(
                 line,
-                format!("relation from '{from}' to '{to}': invalid kind '{}'", r.kind),
+                format!(
+                    "relation from '{from}' to '{to}': invalid kind '{}'",
+                    r.kind
+                ),
             ));
         }
         if from == to {
@@ -313,8 +327,13 @@ struct ItemLines {
 }
 
 enum Frame {
-    Map { expect_key: bool, key: Option<String> },
-    Seq { collect: Option<bool> }, // Some(true) = resources, Some(false) = relations
+    Map {
+        expect_key: bool,
+        key: Option<String>,
+    },
+    Seq {
+        collect: Option<bool>,
+    }, // Some(true) = resources, Some(false) = relations
 }
 
 #[derive(Default)]
@@ -363,7 +382,10 @@ impl MarkedEventReceiver for LineWalker {
             }
             Event::MappingStart(..) => {
                 self.node(mark.line(), None);
-                self.stack.push(Frame::Map { expect_key: true, key: None });
+                self.stack.push(Frame::Map {
+                    expect_key: true,
+                    key: None,
+                });
             }
             Event::SequenceStart(..) => {
                 let key = self.node(mark.line(), None);
@@ -412,7 +434,11 @@ mod tests {
         assert_eq!(b.resources[0].attributes["language"], "rust");
         assert_eq!(b.relations[0].origin.as_deref(), Some("inv.yaml:9"));
         assert!(b.complete);
-        crate::check_contract(&Collection { batches: vec![b], warnings: vec![] }).unwrap();
+        crate::check_contract(&Collection {
+            batches: vec![b],
+            warnings: vec![],
+        })
+        .unwrap();
     }
 
     #[test]
@@ -440,11 +466,18 @@ mod tests {
 
     #[test]
     fn malformed_files_name_the_line() {
-        let err = yaml("resources:\n  - id: a\n    kind: host\n  - id: b\n").unwrap_err().to_string();
+        let err = yaml("resources:\n  - id: a\n    kind: host\n  - id: b\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("inv.yaml:4: "), "{err}");
         assert!(err.contains("missing field `kind`"), "{err}");
-        let err = yaml("resources:\n  - {id: a, kind: host, colour: red}\n").unwrap_err().to_string();
-        assert!(err.starts_with("inv.yaml:2: ") && err.contains("colour"), "{err}");
+        let err = yaml("resources:\n  - {id: a, kind: host, colour: red}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("inv.yaml:2: ") && err.contains("colour"),
+            "{err}"
+        );
         let err = parse("x.json", "{\"resources\": [\n{\"id\": 1,}]}", Format::Json)
             .unwrap_err()
             .to_string();
@@ -457,8 +490,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "inv.yaml:4: relation 'depends_on' from 'a' to itself");
-        let err = yaml("resources:\n  - {id: a, kind: Host}\n").unwrap_err().to_string();
-        assert!(err.starts_with("inv.yaml:2: resource 'a': invalid kind 'Host'"), "{err}");
+        let err = yaml("resources:\n  - {id: a, kind: Host}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("inv.yaml:2: resource 'a': invalid kind 'Host'"),
+            "{err}"
+        );
         let err = yaml("resources:\n  - {id: a, kind: host, labels: {x: [1]}}\n")
             .unwrap_err()
             .to_string();
@@ -476,14 +514,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.yaml");
         std::fs::write(&p, "resources:\n  - {id: a, kind: host}\n").unwrap();
-        let c = collect(&InventoryConfig { paths: vec![p.clone()] }).await.unwrap();
+        let c = collect(&InventoryConfig {
+            paths: vec![p.clone()],
+        })
+        .await
+        .unwrap();
         assert_eq!(c.batches[0].resources[0].id, "a");
         assert!(c.is_complete());
         crate::check_contract(&c).unwrap();
         let missing = dir.path().join("missing.yaml");
-        let err = collect(&InventoryConfig { paths: vec![p, missing] }).await.unwrap_err();
+        let err = collect(&InventoryConfig {
+            paths: vec![p, missing],
+        })
+        .await
+        .unwrap_err();
         assert!(err.to_string().contains("missing.yaml"), "{err}");
-        let bad = InventoryConfig { paths: vec!["inv.txt".into()] }.validate().unwrap_err();
-        assert!(bad.to_string().contains("inv.txt: unknown inventory format"), "{bad}");
+        let bad = InventoryConfig {
+            paths: vec!["inv.txt".into()],
+        }
+        .validate()
+        .unwrap_err();
+        assert!(
+            bad.to_string()
+                .contains("inv.txt: unknown inventory format"),
+            "{bad}"
+        );
     }
 }

@@ -171,7 +171,10 @@ pub fn check_contract(collection: &Collection) -> Result<(), String> {
         }
         for rel in &batch.relations {
             if rel.from == rel.to {
-                return Err(format!("relation '{}' from '{}' to itself", rel.kind, rel.from));
+                return Err(format!(
+                    "relation '{}' from '{}' to itself",
+                    rel.kind, rel.from
+                ));
             }
             if !is_kind(&rel.kind) {
                 return Err(format!("relation has invalid kind '{}'", rel.kind));

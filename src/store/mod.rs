@@ -55,9 +55,15 @@ impl Store {
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
@@ -67,7 +73,9 @@ impl Store {
             .with_context(|| format!("cannot open database {}", redact(&url)))?;
         if backend == Backend::Sqlite {
             // WAL lets readers (the API) go on while a run writes.
-            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
         }
         let migrator = match backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
@@ -102,7 +110,10 @@ impl Store {
         .await?;
         for row in rows {
             let id: String = row.try_get(0)?;
-            res_sources.entry(id).or_default().push(provenance(&row, 1)?);
+            res_sources
+                .entry(id)
+                .or_default()
+                .push(provenance(&row, 1)?);
         }
         let rows = sqlx::query(
             "SELECT id, kind, name, labels, attributes, status, first_seen, last_seen, gone_at FROM resources",
@@ -135,7 +146,10 @@ impl Store {
         .await?;
         for row in rows {
             let key = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            rel_sources.entry(key).or_default().push(provenance(&row, 3)?);
+            rel_sources
+                .entry(key)
+                .or_default()
+                .push(provenance(&row, 3)?);
         }
         let rows = sqlx::query(
             "SELECT from_id, to_id, kind, attributes, status, first_seen, last_seen, gone_at FROM relations",
@@ -227,11 +241,17 @@ fn normalize_url(url: &str) -> anyhow::Result<(Backend, String)> {
             anyhow::bail!("database url '{url}' names no file (try sqlite://infragraph.db)");
         }
         if rest.contains(":memory:") {
-            anyhow::bail!("in-memory SQLite is not supported: each connection would see its own database");
+            anyhow::bail!(
+                "in-memory SQLite is not supported: each connection would see its own database"
+            );
         }
         let mut url = url.to_string();
         if !url.contains("mode=") {
-            url.push_str(if url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+            url.push_str(if url.contains('?') {
+                "&mode=rwc"
+            } else {
+                "?mode=rwc"
+            });
         }
         return Ok((Backend::Sqlite, url));
     }
@@ -284,7 +304,8 @@ fn run_from_row(row: &AnyRow) -> anyhow::Result<Run> {
         scope: row.try_get(2)?,
         started_at: row.try_get(3)?,
         finished_at: row.try_get(4)?,
-        status: RunStatus::parse(&status).with_context(|| format!("unknown run status '{status}'"))?,
+        status: RunStatus::parse(&status)
+            .with_context(|| format!("unknown run status '{status}'"))?,
         resources_seen: row.try_get(6)?,
         relations_seen: row.try_get(7)?,
         created: row.try_get(8)?,
@@ -338,7 +359,10 @@ fn values_clause(rows: usize, cols: usize) -> String {
 
 /// `$1,$2,...,$n`
 fn placeholders(n: usize) -> String {
-    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(",")
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A statement whose text we built from fixed fragments and placeholders only.
@@ -356,8 +380,13 @@ mod tests {
             normalize_url("sqlite://infragraph.db").unwrap(),
             (Backend::Sqlite, "sqlite://infragraph.db?mode=rwc".into())
         );
-        assert_eq!(normalize_url("postgres://u@h/db").unwrap().0, Backend::Postgres);
-        let err = normalize_url("mysql://root:hunter2@h/db").unwrap_err().to_string();
+        assert_eq!(
+            normalize_url("postgres://u@h/db").unwrap().0,
+            Backend::Postgres
+        );
+        let err = normalize_url("mysql://root:hunter2@h/db")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("hunter2"), "{err}");
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(values_clause(2, 2), "($1,$2),($3,$4)");

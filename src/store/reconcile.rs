@@ -97,7 +97,10 @@ impl Store {
         } else {
             RunStatus::Partial
         };
-        if collection.batches.is_empty() && input.retract.is_empty() && !collection.warnings.is_empty() {
+        if collection.batches.is_empty()
+            && input.retract.is_empty()
+            && !collection.warnings.is_empty()
+        {
             status = RunStatus::Failed;
         }
         let mut tx = self.pool().begin().await?;
@@ -325,7 +328,8 @@ async fn reconcile(
             }
         }
     }
-    let mut rel_from_ids: BTreeSet<String> = observed_rel.iter().map(|(_, r)| r.from.clone()).collect();
+    let mut rel_from_ids: BTreeSet<String> =
+        observed_rel.iter().map(|(_, r)| r.from.clone()).collect();
     for (_, key) in &retire {
         match key {
             Key::Resource(id) => {
@@ -347,7 +351,9 @@ async fn reconcile(
     for (source, rel) in &observed_rel {
         for (end, role) in [(&rel.to, "points to"), (&rel.from, "starts at")] {
             let known = kinds.contains_key(end.as_str())
-                || existing.get(end).is_some_and(|r| r.status == Status::Present);
+                || existing
+                    .get(end)
+                    .is_some_and(|r| r.status == Status::Present);
             if !known {
                 let origin = rel.origin.clone().unwrap_or_else(|| source.clone());
                 return Err(Failure::Invalid(format!(
@@ -358,7 +364,9 @@ async fn reconcile(
         }
     }
     for (id, (kind, origin)) in &kinds {
-        let Some(row) = existing.get(*id) else { continue };
+        let Some(row) = existing.get(*id) else {
+            continue;
+        };
         if row.status != Status::Present || row.kind == *kind {
             continue;
         }
@@ -370,7 +378,8 @@ async fn reconcile(
                 m.iter()
                     .filter(|(s, r)| {
                         r.status == Status::Present
-                            && !seen_by_source.contains(&((*s).clone(), Key::Resource(id.to_string())))
+                            && !seen_by_source
+                                .contains(&((*s).clone(), Key::Resource(id.to_string())))
                     })
                     .map(|(s, _)| s)
                     .collect()
@@ -380,7 +389,11 @@ async fn reconcile(
             return Err(Failure::Invalid(format!(
                 "{origin}: resource '{id}' is reported as kind '{kind}' but is already a '{}' (reported by {})",
                 row.kind,
-                others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                others
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     }
@@ -409,7 +422,9 @@ async fn reconcile(
             },
         );
         touched.insert(r.id.clone());
-        reporter.entry(r.id.clone()).or_insert_with(|| source.clone());
+        reporter
+            .entry(r.id.clone())
+            .or_insert_with(|| source.clone());
     }
     let mut rel_touched: BTreeSet<RelKey> = BTreeSet::new();
     let mut rel_reporter: HashMap<RelKey, String> = HashMap::new();
@@ -432,7 +447,9 @@ async fn reconcile(
                 dirty: true,
             },
         );
-        rel_reporter.entry(key.clone()).or_insert_with(|| source.clone());
+        rel_reporter
+            .entry(key.clone())
+            .or_insert_with(|| source.clone());
         rel_touched.insert(key);
     }
     for (source, key) in &retire {
@@ -458,7 +475,9 @@ async fn reconcile(
                     row.gone_at = Some(now);
                     row.run_id = Some(run_id);
                     row.dirty = true;
-                    rel_reporter.entry(k.clone()).or_insert_with(|| source.clone());
+                    rel_reporter
+                        .entry(k.clone())
+                        .or_insert_with(|| source.clone());
                     rel_touched.insert(k);
                 }
             }
@@ -502,7 +521,11 @@ async fn reconcile(
                 diff,
             });
         }
-        let updated_at = if op.is_some() || old.is_none() { now } else { old.as_ref().map_or(now, |o| o.last_seen) };
+        let updated_at = if op.is_some() || old.is_none() {
+            now
+        } else {
+            old.as_ref().map_or(now, |o| o.last_seen)
+        };
         res_writes.push(vec![
             V::T(id.clone()),
             V::T(new.kind),
@@ -550,7 +573,11 @@ async fn reconcile(
             }
             _ => Value::Null,
         };
-        let op = op.or(if diff.is_null() { None } else { Some(ChangeOp::Update) });
+        let op = op.or(if diff.is_null() {
+            None
+        } else {
+            Some(ChangeOp::Update)
+        });
         if let Some(op) = op {
             match op {
                 ChangeOp::Create | ChangeOp::Revive => counts.created += 1,
@@ -565,7 +592,11 @@ async fn reconcile(
                 diff,
             });
         }
-        let updated_at = if op.is_some() || old.is_none() { now } else { old.as_ref().map_or(now, |o| o.last_seen) };
+        let updated_at = if op.is_some() || old.is_none() {
+            now
+        } else {
+            old.as_ref().map_or(now, |o| o.last_seen)
+        };
         rel_writes.push(vec![
             V::T(key.0.clone()),
             V::T(key.1.clone()),
@@ -703,8 +734,10 @@ fn merge_resource(
     old: Option<&ResRow>,
     now: Millis,
 ) -> ResRow {
-    let mut present: Vec<(&String, &ResSource)> =
-        sources.iter().filter(|(_, s)| s.status == Status::Present).collect();
+    let mut present: Vec<(&String, &ResSource)> = sources
+        .iter()
+        .filter(|(_, s)| s.status == Status::Present)
+        .collect();
     let first_seen = sources.values().map(|s| s.first_seen).min().unwrap_or(now);
     let first_seen = old.map_or(first_seen, |o| o.first_seen.min(first_seen));
     if present.is_empty() {
@@ -742,14 +775,24 @@ fn merge_resource(
         attributes,
         status: Status::Present,
         first_seen,
-        last_seen: present.iter().map(|(_, s)| s.last_seen).max().unwrap_or(now),
+        last_seen: present
+            .iter()
+            .map(|(_, s)| s.last_seen)
+            .max()
+            .unwrap_or(now),
         gone_at: None,
     }
 }
 
-fn merge_relation(sources: &BTreeMap<String, RelSource>, old: Option<&RelRow>, now: Millis) -> RelRow {
-    let mut present: Vec<(&String, &RelSource)> =
-        sources.iter().filter(|(_, s)| s.status == Status::Present).collect();
+fn merge_relation(
+    sources: &BTreeMap<String, RelSource>,
+    old: Option<&RelRow>,
+    now: Millis,
+) -> RelRow {
+    let mut present: Vec<(&String, &RelSource)> = sources
+        .iter()
+        .filter(|(_, s)| s.status == Status::Present)
+        .collect();
     let first_seen = sources.values().map(|s| s.first_seen).min().unwrap_or(now);
     let first_seen = old.map_or(first_seen, |o| o.first_seen.min(first_seen));
     if present.is_empty() {
@@ -775,7 +818,11 @@ fn merge_relation(sources: &BTreeMap<String, RelSource>, old: Option<&RelRow>, n
         attributes,
         status: Status::Present,
         first_seen,
-        last_seen: present.iter().map(|(_, s)| s.last_seen).max().unwrap_or(now),
+        last_seen: present
+            .iter()
+            .map(|(_, s)| s.last_seen)
+            .max()
+            .unwrap_or(now),
         gone_at: None,
     }
 }
@@ -802,12 +849,22 @@ fn resource_diff(old: &ResRow, new: &ResRow) -> Value {
         diff.insert("name".into(), json!({"old": old.name, "new": new.name}));
     }
     if old.labels != new.labels {
-        diff.insert("labels".into(), json!({"old": old.labels, "new": new.labels}));
+        diff.insert(
+            "labels".into(),
+            json!({"old": old.labels, "new": new.labels}),
+        );
     }
     if old.attributes != new.attributes {
-        diff.insert("attributes".into(), json!({"old": old.attributes, "new": new.attributes}));
+        diff.insert(
+            "attributes".into(),
+            json!({"old": old.attributes, "new": new.attributes}),
+        );
     }
-    if diff.is_empty() { Value::Null } else { Value::Object(diff) }
+    if diff.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(diff)
+    }
 }
 
 async fn write_rows(
@@ -857,7 +914,8 @@ async fn fetch_in(
 
 fn st(row: &sqlx::any::AnyRow, at: usize) -> Result<Status, Failure> {
     let s: String = row.try_get(at)?;
-    Status::parse(&s).ok_or_else(|| Failure::Db(anyhow::anyhow!("unknown status '{s}' in database")))
+    Status::parse(&s)
+        .ok_or_else(|| Failure::Db(anyhow::anyhow!("unknown status '{s}' in database")))
 }
 
 async fn load_resources(

@@ -9,7 +9,8 @@ use sqlx::Connection;
 
 /// Where the PostgreSQL tests connect to create their databases.
 pub fn pg_admin_url() -> String {
-    std::env::var("INFRAGRAPH_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("INFRAGRAPH_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A database that exists for one test.
@@ -41,7 +42,9 @@ impl TestDb {
             Ok(c) => c,
             Err(e) => {
                 if std::env::var("INFRAGRAPH_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
-                    panic!("PostgreSQL is required (INFRAGRAPH_REQUIRE_POSTGRES=1) but {admin} is not reachable: {e}");
+                    panic!(
+                        "PostgreSQL is required (INFRAGRAPH_REQUIRE_POSTGRES=1) but {admin} is not reachable: {e}"
+                    );
                 }
                 eprintln!("SKIPPED {test}: PostgreSQL not reachable at {admin}: {e}");
                 return None;
@@ -51,7 +54,11 @@ impl TestDb {
             "infragraph_test_{}_{}_{}",
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst),
-            test.chars().filter(|c| c.is_ascii_alphanumeric()).take(20).collect::<String>().to_lowercase()
+            test.chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(20)
+                .collect::<String>()
+                .to_lowercase()
         );
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
@@ -72,12 +79,17 @@ impl Drop for TestDb {
             // Drop runs outside any runtime guarantee: use a thread with its own.
             let admin = pg_admin_url();
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async {
                     if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                            .execute(&mut c)
-                            .await;
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut c)
+                        .await;
                     }
                 });
             })
