@@ -92,6 +92,18 @@ pub enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Generate a realistic estate as an inventory file (deterministic).
+    Generate {
+        /// small ≈ 1k resources, medium ≈ 100k, large ≈ 1M
+        #[arg(long, value_enum, default_value = "small")]
+        size: crate::generate::Size,
+        /// Random seed: the same size and seed give the same estate
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Output file (.yaml); standard output when absent
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
 }
 
 /// Collectors runnable from the command line.
@@ -108,9 +120,34 @@ pub enum CollectCommand {
 /// Parses the command line and runs it.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    if let Command::Schema = cli.command {
-        print!("{}", crate::api::sdl());
-        return Ok(ExitCode::SUCCESS);
+    match &cli.command {
+        Command::Schema => {
+            print!("{}", crate::api::sdl());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Generate { size, seed, output } => {
+            let estate = crate::generate::generate(*size, *seed);
+            eprintln!(
+                "generated {} resources and {} relations",
+                estate.resources.len(),
+                estate.relations.len()
+            );
+            match output {
+                Some(p) => {
+                    let f = std::fs::File::create(p)
+                        .with_context(|| format!("cannot create {}", p.display()))?;
+                    let mut w = std::io::BufWriter::new(f);
+                    crate::generate::write_yaml(&estate, &mut w)?;
+                    w.flush()?;
+                }
+                None => crate::generate::write_yaml(
+                    &estate,
+                    std::io::BufWriter::new(std::io::stdout().lock()),
+                )?,
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
     }
     let default_level = if matches!(cli.command, Command::Serve { .. }) {
         "info"
@@ -318,7 +355,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Schema => unreachable!("handled before the runtime starts"),
+        Command::Schema | Command::Generate { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }
 

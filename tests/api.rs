@@ -415,3 +415,29 @@ fragment TypeRef on __Type {
   ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } }
 }
 "#;
+
+/// The example operations in schema/examples (which the README shows) run
+/// against the demo inventory without errors and return data.
+#[tokio::test]
+async fn example_operations_in_schema_examples_work() {
+    let s = Server::start(None).await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("graphql") {
+            continue;
+        }
+        let q = std::fs::read_to_string(&path).unwrap();
+        let v = s.gql(&q, json!({})).await;
+        assert!(v["errors"].is_null(), "{}: {v}", path.display());
+        let data = v["data"].as_object().unwrap();
+        assert!(
+            data.values().all(|d| !d.is_null()),
+            "{}: {v}",
+            path.display()
+        );
+        n += 1;
+    }
+    assert!(n >= 5, "expected the example operations, found {n}");
+}

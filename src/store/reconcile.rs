@@ -13,7 +13,9 @@ use collectors::{Collection, ObservedRelation, ObservedResource};
 use serde_json::{Value, json};
 use sqlx::{Any, Row, Transaction};
 
-use super::{MAX_PARAMS, Store, dynamic, parse_json, parse_labels, placeholders, values_clause};
+use super::{
+    Backend, MAX_PARAMS, Store, dynamic, parse_json, parse_labels, placeholders, values_clause,
+};
 use crate::model::{ChangeOp, Millis, Run, RunStatus, Status, now_ms};
 
 /// One collection run to record.
@@ -104,7 +106,7 @@ impl Store {
             status = RunStatus::Failed;
         }
         let mut tx = self.pool().begin().await?;
-        match reconcile(&mut tx, &input, collection, status).await {
+        match reconcile(&mut tx, self.backend(), &input, collection, status).await {
             Ok((run_id, counts)) => {
                 tx.commit().await?;
                 tracing::info!(
@@ -228,6 +230,7 @@ struct ChangeRow {
 
 async fn reconcile(
     tx: &mut Transaction<'static, Any>,
+    b: Backend,
     input: &RunInput,
     collection: &Collection,
     status: RunStatus,
@@ -341,11 +344,11 @@ async fn reconcile(
         }
     }
     let ids: Vec<String> = res_ids.into_iter().collect();
-    let mut existing = load_resources(tx, &ids).await?;
-    let mut res_sources = load_resource_sources(tx, &ids).await?;
+    let mut existing = load_resources(tx, b, &ids).await?;
+    let mut res_sources = load_resource_sources(tx, b, &ids).await?;
     let from_ids: Vec<String> = rel_from_ids.into_iter().collect();
-    let mut existing_rel = load_relations(tx, &from_ids).await?;
-    let mut rel_sources = load_relation_sources(tx, &from_ids).await?;
+    let mut existing_rel = load_relations(tx, b, &from_ids).await?;
+    let mut rel_sources = load_relation_sources(tx, b, &from_ids).await?;
 
     // --- Validate against the store --------------------------------------
     for (source, rel) in &observed_rel {
@@ -630,6 +633,7 @@ async fn reconcile(
     // --- Write, batched ---------------------------------------------------
     write_rows(
         tx,
+        b,
         "INSERT INTO resources (id, kind, name, labels, attributes, status, first_seen, last_seen, gone_at, updated_at) VALUES ",
         " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name, labels = excluded.labels, \
          attributes = excluded.attributes, status = excluded.status, first_seen = excluded.first_seen, \
@@ -640,6 +644,7 @@ async fn reconcile(
     .await?;
     write_rows(
         tx,
+        b,
         "INSERT INTO resource_sources (resource_id, source, name, labels, attributes, status, first_seen, last_seen, gone_at, run_id) VALUES ",
         " ON CONFLICT (resource_id, source) DO UPDATE SET name = excluded.name, labels = excluded.labels, \
          attributes = excluded.attributes, status = excluded.status, first_seen = excluded.first_seen, \
@@ -650,6 +655,7 @@ async fn reconcile(
     .await?;
     write_rows(
         tx,
+        b,
         "INSERT INTO relations (from_id, to_id, kind, attributes, status, first_seen, last_seen, gone_at, updated_at) VALUES ",
         " ON CONFLICT (from_id, to_id, kind) DO UPDATE SET attributes = excluded.attributes, status = excluded.status, \
          first_seen = excluded.first_seen, last_seen = excluded.last_seen, gone_at = excluded.gone_at, \
@@ -660,6 +666,7 @@ async fn reconcile(
     .await?;
     write_rows(
         tx,
+        b,
         "INSERT INTO relation_sources (from_id, to_id, kind, source, attributes, status, first_seen, last_seen, gone_at, run_id) VALUES ",
         " ON CONFLICT (from_id, to_id, kind, source) DO UPDATE SET attributes = excluded.attributes, \
          status = excluded.status, first_seen = excluded.first_seen, last_seen = excluded.last_seen, \
@@ -690,6 +697,7 @@ async fn reconcile(
         .collect();
     write_rows(
         tx,
+        b,
         "INSERT INTO changes (at, run_id, source, entity, resource_id, to_id, kind, op, diff) VALUES ",
         "",
         9,
@@ -869,6 +877,7 @@ fn resource_diff(old: &ResRow, new: &ResRow) -> Value {
 
 async fn write_rows(
     tx: &mut Transaction<'static, Any>,
+    b: Backend,
     head: &str,
     tail: &str,
     cols: usize,
@@ -878,7 +887,7 @@ async fn write_rows(
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<Vec<V>> = rows.by_ref().take(per).collect();
-        let sql = format!("{head}{}{tail}", values_clause(chunk.len(), cols));
+        let sql = format!("{head}{}{tail}", values_clause(b, chunk.len(), cols));
         let mut q = dynamic(sql);
         for row in chunk {
             for v in row {
@@ -898,12 +907,13 @@ async fn write_rows(
 /// Runs `sql_head IN (...)` over `ids` in chunks.
 async fn fetch_in(
     tx: &mut Transaction<'static, Any>,
+    b: Backend,
     head: &str,
     ids: &[String],
 ) -> Result<Vec<sqlx::any::AnyRow>, Failure> {
     let mut out = Vec::new();
     for chunk in ids.chunks(MAX_PARAMS / 2) {
-        let mut q = dynamic(format!("{head} IN ({})", placeholders(chunk.len())));
+        let mut q = dynamic(format!("{head} IN ({})", placeholders(b, chunk.len())));
         for id in chunk {
             q = q.bind(id.clone());
         }
@@ -920,10 +930,12 @@ fn st(row: &sqlx::any::AnyRow, at: usize) -> Result<Status, Failure> {
 
 async fn load_resources(
     tx: &mut Transaction<'static, Any>,
+    b: Backend,
     ids: &[String],
 ) -> Result<HashMap<String, ResRow>, Failure> {
     let rows = fetch_in(
         tx,
+        b,
         "SELECT id, kind, name, labels, attributes, status, first_seen, last_seen, gone_at FROM resources WHERE id",
         ids,
     )
@@ -949,10 +961,12 @@ async fn load_resources(
 
 async fn load_resource_sources(
     tx: &mut Transaction<'static, Any>,
+    b: Backend,
     ids: &[String],
 ) -> Result<HashMap<String, BTreeMap<String, ResSource>>, Failure> {
     let rows = fetch_in(
         tx,
+        b,
         "SELECT resource_id, source, name, labels, attributes, status, first_seen, last_seen, gone_at, run_id \
          FROM resource_sources WHERE resource_id",
         ids,
@@ -980,10 +994,12 @@ async fn load_resource_sources(
 
 async fn load_relations(
     tx: &mut Transaction<'static, Any>,
+    b: Backend,
     from_ids: &[String],
 ) -> Result<HashMap<RelKey, RelRow>, Failure> {
     let rows = fetch_in(
         tx,
+        b,
         "SELECT from_id, to_id, kind, attributes, status, first_seen, last_seen, gone_at FROM relations WHERE from_id",
         from_ids,
     )
@@ -1006,10 +1022,12 @@ async fn load_relations(
 
 async fn load_relation_sources(
     tx: &mut Transaction<'static, Any>,
+    b: Backend,
     from_ids: &[String],
 ) -> Result<HashMap<RelKey, BTreeMap<String, RelSource>>, Failure> {
     let rows = fetch_in(
         tx,
+        b,
         "SELECT from_id, to_id, kind, source, attributes, status, first_seen, last_seen, gone_at, run_id \
          FROM relation_sources WHERE from_id",
         from_ids,

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, with its set-up: the README's test command, and what
+# .ci/run calls. Safe to run on a fresh machine of this project's kind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# PostgreSQL: the store suite creates and drops its own databases on
+# 127.0.0.1:5432 (trust auth). Start a local cluster if one is installed but down.
+pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+if ! pg_up && command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+  for v in /etc/postgresql/*/; do
+    echo "starting PostgreSQL cluster $(basename "$v")/main"
+    pg_ctlcluster --skip-systemctl-redirect "$(basename "$v")" main start || true
+  done
+  for _ in $(seq 1 20); do pg_up && break; sleep 0.5; done
+fi
+# In CI the PostgreSQL tests must run, never skip.
+if [ "${CI:-}" = "true" ]; then
+  export INFRAGRAPH_REQUIRE_POSTGRES=1
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --locked --workspace
