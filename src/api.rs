@@ -2,12 +2,14 @@
 //!
 //! Every request takes one graph snapshot and resolves all nested fields from
 //! it in memory, so a deep query costs no SQL per object. Only `runs` and
-//! `history` read the store. Writes (mutations) need the bearer token and go
-//! through [`App`], which refreshes the graph afterwards.
+//! `history` read the store, `history` batched through a DataLoader. Writes
+//! (mutations) need the bearer token and go through [`App`], which refreshes
+//! the graph afterwards.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{
     Context, EmptySubscription, Enum, ErrorExtensions, InputObject, Json, Object, Schema,
     SimpleObject,
@@ -104,14 +106,58 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Batches `Resource.history` over all resources of one request.
+pub struct HistoryLoader {
+    store: crate::store::Store,
+}
+
+/// A resource id and the `since` of a history request.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct HistoryKey(String, Option<Millis>);
+
+impl Loader<HistoryKey> for HistoryLoader {
+    type Value = Vec<model::Change>;
+    type Error = Arc<String>;
+
+    async fn load(
+        &self,
+        keys: &[HistoryKey],
+    ) -> Result<std::collections::HashMap<HistoryKey, Self::Value>, Self::Error> {
+        let mut by_since: BTreeMap<Option<Millis>, Vec<String>> = BTreeMap::new();
+        for k in keys {
+            by_since.entry(k.1).or_default().push(k.0.clone());
+        }
+        let mut out = std::collections::HashMap::new();
+        for (since, ids) in by_since {
+            let mut found = self
+                .store
+                .history_many(&ids, since)
+                .await
+                .map_err(|e| Arc::new(format!("{e:#}")))?;
+            for id in ids {
+                let changes = found.remove(&id).unwrap_or_default();
+                out.insert(HistoryKey(id, since), changes);
+            }
+        }
+        Ok(out)
+    }
+}
+
 async fn graphql(
     State(state): State<AppState>,
     headers: HeaderMap,
     req: GraphQLRequest,
 ) -> GraphQLResponse {
     let auth = authenticate(&headers, state.app.token.as_deref());
+    let loader = DataLoader::new(
+        HistoryLoader {
+            store: state.app.store.clone(),
+        },
+        tokio::spawn,
+    );
     let req = req
         .into_inner()
+        .data(loader)
         .data(state.app.snapshot())
         .data(state.app.clone())
         .data(auth);
@@ -326,18 +372,22 @@ impl Resource {
             })
             .collect()
     }
-    /// Its change log (and that of its relations), newest first.
+    /// Its change log (and that of its relations), newest first. Batched:
+    /// the history of a page of resources costs one query.
     async fn history(
         &self,
         ctx: &Context<'_>,
         since: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<Vec<Change>> {
-        let app = ctx.data_unchecked::<Arc<App>>();
-        let changes = app
-            .store
-            .history(&self.r().id, since.map(|d| d.timestamp_millis()))
+        let loader = ctx.data_unchecked::<DataLoader<HistoryLoader>>();
+        let changes = loader
+            .load_one(HistoryKey(
+                self.r().id.clone(),
+                since.map(|d| d.timestamp_millis()),
+            ))
             .await
-            .map_err(internal)?;
+            .map_err(|e| internal(anyhow::anyhow!("{e}")))?
+            .unwrap_or_default();
         Ok(changes.into_iter().map(Change::from).collect())
     }
 }

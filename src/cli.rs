@@ -431,7 +431,7 @@ fn describe(snap: &Snapshot, i: &Impacted) -> String {
     let r = snap.resource(i.node);
     let mut s = format!("[{}] {} ({})", i.depth, r.id, r.kind);
     if let Some((left, total)) = i.aggregate {
-        s.push_str(&format!(" {left}/{total} left"));
+        s.push_str(&format!(" [{left}/{total} up]"));
     }
     if i.path.is_empty() {
         s.push_str(" — failed");

@@ -441,3 +441,37 @@ async fn example_operations_in_schema_examples_work() {
     }
     assert!(n >= 5, "expected the example operations, found {n}");
 }
+
+/// `history` on every resource of a page resolves (batched) and a relation's
+/// change shows in the history of both of its ends.
+#[tokio::test]
+async fn history_of_a_page_of_resources() {
+    let s = Server::start(None).await;
+    let v = s
+        .gql(
+            r#"{ resources(kind: "database", first: 10) { edges { node { id history { op resourceId toId relationKind } } } } }"#,
+            json!({}),
+        )
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+    let edges = v["data"]["resources"]["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 5);
+    for e in edges {
+        let h = e["node"]["history"].as_array().unwrap();
+        assert!(
+            h.iter().any(|c| c["op"] == "create" && c["toId"].is_null()),
+            "{e}"
+        );
+    }
+    let orders = edges
+        .iter()
+        .find(|e| e["node"]["id"] == "db:orders")
+        .unwrap();
+    let h = orders["node"]["history"].as_array().unwrap();
+    assert!(
+        h.iter().any(|c| c["resourceId"] == "svc:checkout"
+            && c["toId"] == "db:orders"
+            && c["relationKind"] == "depends_on"),
+        "{orders}"
+    );
+}

@@ -221,6 +221,63 @@ impl Store {
         rows.iter().map(change_from_row).collect()
     }
 
+    /// The change logs of many resources at once (for batched API loads):
+    /// per id, newest first, including changes of relations at either end.
+    pub async fn history_many(
+        &self,
+        ids: &[String],
+        since: Option<Millis>,
+    ) -> anyhow::Result<HashMap<String, Vec<Change>>> {
+        let mut out: HashMap<String, Vec<Change>> = HashMap::new();
+        let wanted: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        for chunk in ids.chunks(MAX_PARAMS / 4) {
+            let mut sql = String::from(
+                "SELECT at, run_id, source, entity, resource_id, to_id, kind, op, diff FROM changes WHERE (resource_id IN (",
+            );
+            let mut n = 0;
+            let mut list = |sql: &mut String| {
+                for i in 0..chunk.len() {
+                    if i > 0 {
+                        sql.push(',');
+                    }
+                    n += 1;
+                    self.backend.param(n, sql);
+                }
+            };
+            list(&mut sql);
+            sql.push_str(") OR to_id IN (");
+            list(&mut sql);
+            sql.push_str(")) AND at >= ");
+            self.backend.param(2 * chunk.len() + 1, &mut sql);
+            sql.push_str(" ORDER BY at DESC, id DESC");
+            let mut q = dynamic(sql);
+            for _ in 0..2 {
+                for id in chunk {
+                    q = q.bind(id.clone());
+                }
+            }
+            let rows = q
+                .bind(since.unwrap_or(i64::MIN))
+                .fetch_all(&self.pool)
+                .await?;
+            for row in &rows {
+                let c = change_from_row(row)?;
+                if wanted.contains(c.resource_id.as_str()) {
+                    out.entry(c.resource_id.clone())
+                        .or_default()
+                        .push(c.clone());
+                }
+                if let Some((to, _)) = &c.relation
+                    && wanted.contains(to.as_str())
+                    && *to != c.resource_id
+                {
+                    out.entry(to.clone()).or_default().push(c);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Every change at or after `since`, oldest first.
     pub async fn changes_since(&self, since: Millis) -> anyhow::Result<Vec<Change>> {
         let rows = sqlx::query(
