@@ -24,7 +24,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use collectors::{Collection, ObservedRelation, ObservedResource, ScopeBatch};
 
 use crate::app::App;
-use crate::graph::{ImpactStatus as GStatus, Impacted, Ix, RelIx, Snapshot};
+use crate::graph::{
+    ImpactResult, ImpactStatus as GStatus, Impacted, Ix, RelIx, Selector, Snapshot,
+};
 use crate::model::{self, LabelSelector, Millis, now_ms};
 use crate::store::{Key, RunInput};
 
@@ -486,6 +488,7 @@ pub struct ResourceConnection {
 /// One resource reached by a failure.
 pub struct ImpactedResource {
     snap: Arc<Snapshot>,
+    result: Arc<ImpactResult>,
     item: Impacted,
 }
 
@@ -509,12 +512,13 @@ impl ImpactedResource {
     async fn depth(&self) -> i32 {
         self.item.depth as i32
     }
-    /// The explaining path: relations from a failed resource to this one.
+    /// The explaining path: relations from a failed resource to this one,
+    /// each with its kind and sources.
     async fn path(&self) -> Vec<Relation> {
-        self.item
-            .path
-            .iter()
-            .map(|&ix| Relation {
+        self.result
+            .path(&self.snap, &self.item)
+            .into_iter()
+            .map(|ix| Relation {
                 snap: self.snap.clone(),
                 ix,
             })
@@ -537,35 +541,68 @@ impl ImpactedResource {
     }
 }
 
+/// How many resources of one kind a failure takes down or degrades.
+#[derive(SimpleObject)]
+pub struct KindCount {
+    /// Resource kind.
+    pub kind: String,
+    /// How many of that kind are down.
+    pub down: i32,
+    /// How many of that kind are degraded.
+    pub degraded: i32,
+}
+
 /// What a failure takes down and degrades.
 pub struct Impact {
     snap: Arc<Snapshot>,
-    result: crate::graph::ImpactResult,
+    result: Arc<ImpactResult>,
+    failed: Vec<Ix>,
+}
+
+impl Impact {
+    fn page(
+        &self,
+        items: &[Impacted],
+        first: Option<i32>,
+        offset: Option<i32>,
+    ) -> Vec<ImpactedResource> {
+        let start = (offset.unwrap_or(0).max(0) as usize).min(items.len());
+        let end = match first {
+            Some(f) => (start + f.max(0) as usize).min(items.len()),
+            None => items.len(),
+        };
+        items[start..end]
+            .iter()
+            .map(|i| ImpactedResource {
+                snap: self.snap.clone(),
+                result: self.result.clone(),
+                item: *i,
+            })
+            .collect()
+    }
 }
 
 #[Object]
 impl Impact {
-    /// The failed resources and everything the rules force down, by depth.
-    async fn down(&self) -> Vec<ImpactedResource> {
-        self.result
-            .down
+    /// The resources that failed: the ids given plus those the `where` selector chose.
+    async fn failed(&self) -> Vec<Resource> {
+        self.failed
             .iter()
-            .map(|i| ImpactedResource {
+            .map(|&ix| Resource {
                 snap: self.snap.clone(),
-                item: i.clone(),
+                ix,
             })
             .collect()
     }
-    /// Reached by the failure but still up, by depth.
-    async fn degraded(&self) -> Vec<ImpactedResource> {
-        self.result
-            .degraded
-            .iter()
-            .map(|i| ImpactedResource {
-                snap: self.snap.clone(),
-                item: i.clone(),
-            })
-            .collect()
+    /// The failed resources and everything the rules force down, by depth
+    /// then id. Page with `first` and `offset`.
+    async fn down(&self, first: Option<i32>, offset: Option<i32>) -> Vec<ImpactedResource> {
+        self.page(&self.result.down, first, offset)
+    }
+    /// Reached by the failure but still up, by depth then id. Page with
+    /// `first` and `offset`.
+    async fn degraded(&self, first: Option<i32>, offset: Option<i32>) -> Vec<ImpactedResource> {
+        self.page(&self.result.degraded, first, offset)
     }
     /// How many resources are down.
     async fn down_count(&self) -> i32 {
@@ -575,12 +612,120 @@ impl Impact {
     async fn degraded_count(&self) -> i32 {
         self.result.degraded.len() as i32
     }
+    /// Down and degraded counts per resource kind.
+    async fn counts_by_kind(&self) -> Vec<KindCount> {
+        self.result
+            .counts_by_kind(&self.snap)
+            .into_iter()
+            .map(|(kind, down, degraded)| KindCount {
+                kind,
+                down: down as i32,
+                degraded: degraded as i32,
+            })
+            .collect()
+    }
+}
+
+/// Selects resources: conditions are ANDed.
+#[derive(InputObject, Default)]
+pub struct SelectorInput {
+    /// Resource kind.
+    pub kind: Option<String>,
+    /// Label selectors: `team=payments`, `tier!=3`, `env`.
+    pub labels: Option<Vec<String>>,
+    /// Everything inside this container (zone, subnet, rack, ...), transitively via contained_in.
+    pub contained_in: Option<async_graphql::ID>,
+}
+
+impl SelectorInput {
+    fn parse(&self) -> async_graphql::Result<Selector> {
+        Ok(Selector {
+            kind: self.kind.clone(),
+            labels: self
+                .labels
+                .iter()
+                .flatten()
+                .map(|s| LabelSelector::parse(s).map_err(|e| client_error("BAD_SELECTOR", e)))
+                .collect::<Result<_, _>>()?,
+            contained_in: self.contained_in.as_ref().map(|c| c.to_string()),
+        })
+    }
+}
+
+/// A single point of failure.
+pub struct Spof {
+    snap: Arc<Snapshot>,
+    spof: crate::graph::Spof,
+}
+
+#[Object]
+impl Spof {
+    /// The resource whose failure alone takes critical resources down.
+    async fn resource(&self) -> Resource {
+        Resource {
+            snap: self.snap.clone(),
+            ix: self.spof.node,
+        }
+    }
+    /// The critical resources it takes down (not itself), by id.
+    async fn takes_down(&self, first: Option<i32>) -> Vec<Resource> {
+        let n = first.map_or(usize::MAX, |f| f.max(0) as usize);
+        self.spof
+            .critical_down
+            .iter()
+            .take(n)
+            .map(|&ix| Resource {
+                snap: self.snap.clone(),
+                ix,
+            })
+            .collect()
+    }
+    /// How many critical resources it takes down.
+    async fn takes_down_count(&self) -> i32 {
+        self.spof.critical_down.len() as i32
+    }
+    /// How many resources in all its failure takes down, itself included.
+    async fn down_count(&self) -> i32 {
+        self.spof.down_count as i32
+    }
+}
+
+/// A dependency cycle: resources that depend on each other in a loop.
+pub struct Cycle {
+    snap: Arc<Snapshot>,
+    members: Vec<Ix>,
+    cycle: Vec<RelIx>,
+}
+
+#[Object]
+impl Cycle {
+    /// Every resource in the strongly connected group, by id.
+    async fn resources(&self) -> Vec<Resource> {
+        self.members
+            .iter()
+            .map(|&ix| Resource {
+                snap: self.snap.clone(),
+                ix,
+            })
+            .collect()
+    }
+    /// One cycle through the group's first resource, as depends_on relations.
+    async fn relations(&self) -> Vec<Relation> {
+        self.cycle
+            .iter()
+            .map(|&ix| Relation {
+                snap: self.snap.clone(),
+                ix,
+            })
+            .collect()
+    }
 }
 
 /// Something a resource needs, transitively: a root-cause candidate.
 pub struct Dependency {
     snap: Arc<Snapshot>,
     dep: crate::graph::Dependency,
+    changes: Option<Vec<model::Change>>,
 }
 
 #[Object]
@@ -606,6 +751,19 @@ impl Dependency {
                 ix,
             })
             .collect()
+    }
+    /// With `changedSince`: its changes in the window, newest first; otherwise null.
+    async fn changes(&self) -> Option<Vec<Change>> {
+        self.changes
+            .as_ref()
+            .map(|c| c.iter().cloned().map(Change::from).collect())
+    }
+    /// With `changedSince`: when it last changed.
+    async fn last_changed_at(&self) -> Option<DateTime<Utc>> {
+        self.changes
+            .as_ref()
+            .and_then(|c| c.first())
+            .map(|c| to_dt(c.at))
     }
 }
 
@@ -798,51 +956,164 @@ impl Query {
         })
     }
 
-    /// What goes DOWN and what is DEGRADED if every resource in `failed`
-    /// fails, each with its depth and explaining path. `maxDepth` trims the
-    /// answer to resources within that many relations.
+    /// What goes DOWN and what is DEGRADED if every resource in `failed`,
+    /// and every resource the `where` selector picks, fails (e.g. `where:
+    /// {containedIn: "zone:eu-central-1a"}` for a zone outage). Each with its
+    /// depth and explaining path. `maxDepth` trims the answer to resources
+    /// within that many relations.
     async fn impact(
         &self,
         ctx: &Context<'_>,
-        failed: Vec<async_graphql::ID>,
+        #[graphql(default)] failed: Vec<async_graphql::ID>,
+        r#where: Option<SelectorInput>,
         max_depth: Option<i32>,
     ) -> async_graphql::Result<Impact> {
         let snap = snap(ctx);
-        let ixs = failed
+        let mut ixs = failed
             .iter()
             .map(|id| resolve(snap, id))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(w) = r#where {
+            let sel = w.parse()?;
+            if sel.is_empty() {
+                return Err(client_error(
+                    "BAD_SELECTOR",
+                    "where selects every resource: give kind, labels or containedIn",
+                ));
+            }
+            ixs.extend(
+                snap.select(&sel)
+                    .map_err(|e| client_error("UNKNOWN_RESOURCE", e))?,
+            );
+        }
+        ixs.sort_unstable();
+        ixs.dedup();
         if ixs.is_empty() {
             return Err(client_error(
                 "BAD_INPUT",
-                "failed must name at least one resource",
+                "nothing failed: name resources in failed, or a where selector that matches some",
             ));
         }
         let result = snap.impact(&ixs, max_depth.map(|d| d.max(0) as u32));
         Ok(Impact {
             snap: snap.clone(),
-            result,
+            result: Arc::new(result),
+            failed: ixs,
         })
     }
 
     /// What a resource needs, transitively, nearest first: the root-cause
-    /// candidates when it breaks.
+    /// candidates when it breaks. With `changedSince`, only those whose
+    /// history shows a change since then (added, modified, retired, revived,
+    /// or their relations), most recent first, each with its changes.
     async fn dependencies(
         &self,
         ctx: &Context<'_>,
         id: async_graphql::ID,
         max_depth: Option<i32>,
+        changed_since: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<Vec<Dependency>> {
         let snap = snap(ctx);
         let ix = resolve(snap, &id)?;
-        Ok(snap
-            .dependencies(ix, max_depth.map(|d| d.max(0) as u32))
+        let max_depth = max_depth.map(|d| d.max(0) as u32);
+        match changed_since {
+            None => Ok(snap
+                .dependencies(ix, max_depth)
+                .into_iter()
+                .map(|dep| Dependency {
+                    snap: snap.clone(),
+                    dep,
+                    changes: None,
+                })
+                .collect()),
+            Some(since) => {
+                let app = ctx.data_unchecked::<Arc<App>>();
+                let found = crate::incident::changed_dependencies(
+                    &app.store,
+                    snap,
+                    ix,
+                    max_depth,
+                    since.timestamp_millis(),
+                )
+                .await
+                .map_err(internal)?;
+                Ok(found
+                    .into_iter()
+                    .map(|c| Dependency {
+                        snap: snap.clone(),
+                        dep: c.dependency,
+                        changes: Some(c.changes),
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Single points of failure: resources whose failure alone takes down at
+    /// least one critical resource (label selectors in `critical`, default
+    /// `tier=1`), most critical resources taken down first. `scope` limits
+    /// which resources are tried; `first` limits the answer (default 100).
+    async fn spofs(
+        &self,
+        ctx: &Context<'_>,
+        scope: Option<SelectorInput>,
+        critical: Option<Vec<String>>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<Spof>> {
+        let snap = snap(ctx);
+        let scope = scope.map(|s| s.parse()).transpose()?;
+        let critical = critical
+            .unwrap_or_else(|| vec!["tier=1".into()])
+            .iter()
+            .map(|s| LabelSelector::parse(s).map_err(|e| client_error("BAD_SELECTOR", e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let snap2 = snap.clone();
+        let found = tokio::task::spawn_blocking(move || snap2.spofs(scope.as_ref(), &critical))
+            .await
+            .map_err(|e| internal(e.into()))?
+            .map_err(|e| client_error("UNKNOWN_RESOURCE", e))?;
+        Ok(found
             .into_iter()
-            .map(|dep| Dependency {
+            .take(first.unwrap_or(100).max(0) as usize)
+            .map(|spof| Spof {
                 snap: snap.clone(),
-                dep,
+                spof,
             })
             .collect())
+    }
+
+    /// How two resources are connected: the shortest chain of present
+    /// relations, followed in either direction. Null when unconnected.
+    async fn path(
+        &self,
+        ctx: &Context<'_>,
+        from: async_graphql::ID,
+        to: async_graphql::ID,
+    ) -> async_graphql::Result<Option<Vec<Relation>>> {
+        let snap = snap(ctx);
+        let (a, b) = (resolve(snap, &from)?, resolve(snap, &to)?);
+        Ok(snap.path(a, b).map(|p| {
+            p.into_iter()
+                .map(|ix| Relation {
+                    snap: snap.clone(),
+                    ix,
+                })
+                .collect()
+        }))
+    }
+
+    /// Dependency cycles: groups of resources that depend on each other
+    /// (depends_on) in a loop, largest first.
+    async fn cycles(&self, ctx: &Context<'_>) -> Vec<Cycle> {
+        let snap = snap(ctx);
+        snap.cycles()
+            .into_iter()
+            .map(|(members, cycle)| Cycle {
+                snap: snap.clone(),
+                members,
+                cycle,
+            })
+            .collect()
     }
 
     /// Recent collection runs, newest first (default 20).

@@ -15,7 +15,8 @@ use serde_json::json;
 use crate::app::App;
 use crate::collector::ConfiguredCollector;
 use crate::config::{Config, read_token};
-use crate::graph::{Impacted, Snapshot};
+use crate::graph::{ImpactResult, Impacted, Selector, Snapshot};
+use crate::model::LabelSelector;
 use crate::model::RunStatus;
 use crate::store::Store;
 
@@ -61,8 +62,12 @@ pub enum Command {
     /// What is impacted if these resources fail.
     Impact {
         /// Resource ids
-        #[arg(required = true)]
+        #[arg(required_unless_present = "where")]
         ids: Vec<String>,
+        /// Also fail every present resource matching a selector, e.g.
+        /// `contained_in=zone:eu-central-1a` or `kind=host,rack=r12`
+        #[arg(long = "where", value_name = "SELECTOR")]
+        r#where: Option<String>,
         /// Only resources within this many relations
         #[arg(long)]
         max_depth: Option<u32>,
@@ -77,6 +82,40 @@ pub enum Command {
         /// Only dependencies within this many relations
         #[arg(long)]
         max_depth: Option<u32>,
+        /// Only those that changed since then: RFC 3339 time, or a duration ago (2h, 30m, 1d)
+        #[arg(long, value_name = "WHEN")]
+        changed_since: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Single points of failure: resources whose failure alone takes down a critical one.
+    Spofs {
+        /// Which resources count as critical (label selectors, ANDed)
+        #[arg(long, default_value = "tier=1")]
+        critical: Vec<String>,
+        /// Only try resources matching this selector (see impact --where)
+        #[arg(long, value_name = "SELECTOR")]
+        scope: Option<String>,
+        /// How many to list
+        #[arg(long, default_value_t = 50)]
+        first: usize,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// How two resources are connected: the shortest chain of relations.
+    Path {
+        /// From
+        from: String,
+        /// To
+        to: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dependency cycles (depends_on loops).
+    Cycles {
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -249,17 +288,33 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Impact {
             ids,
+            r#where,
             max_depth,
             json,
         } => {
             let snap = load_snapshot(cli.database_url).await?;
-            let failed = resolve_ids(&snap, &ids)?;
+            let mut failed = resolve_ids(&snap, &ids)?;
+            if let Some(w) = &r#where {
+                let sel = Selector::parse(w).map_err(|e| anyhow::anyhow!("--where: {e}"))?;
+                let chosen = snap
+                    .select(&sel)
+                    .map_err(|e| anyhow::anyhow!("--where: {e}"))?;
+                if chosen.is_empty() {
+                    anyhow::bail!("--where '{w}' matches no present resource");
+                }
+                failed.extend(chosen);
+            }
+            if failed.is_empty() {
+                anyhow::bail!("name the resources that fail, or give --where");
+            }
+            failed.sort_unstable();
+            failed.dedup();
             let result = snap.impact(&failed, max_depth);
             let mut out = std::io::stdout().lock();
             if json {
                 let items = |v: &[Impacted]| {
                     v.iter()
-                        .map(|i| impacted_json(&snap, i))
+                        .map(|i| impacted_json(&snap, &result, i))
                         .collect::<Vec<_>>()
                 };
                 let doc = json!({"down": items(&result.down), "degraded": items(&result.degraded)});
@@ -268,11 +323,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 writeln!(out, "DOWN ({}):", result.down.len())?;
                 for i in &result.down {
-                    writeln!(out, "  {}", describe(&snap, i))?;
+                    writeln!(out, "  {}", describe(&snap, &result, i))?;
                 }
                 writeln!(out, "DEGRADED ({}):", result.degraded.len())?;
                 for i in &result.degraded {
-                    writeln!(out, "  {}", describe(&snap, i))?;
+                    writeln!(out, "  {}", describe(&snap, &result, i))?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -280,33 +335,208 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dependencies {
             id,
             max_depth,
+            changed_since,
+            json,
+        } => {
+            let store = open(cli.database_url).await?;
+            let snap = snapshot_of(&store).await?;
+            let ix = resolve_ids(&snap, std::slice::from_ref(&id))?[0];
+            let mut out = std::io::stdout().lock();
+            match changed_since {
+                None => {
+                    let deps = snap.dependencies(ix, max_depth);
+                    if json {
+                        let doc: Vec<_> = deps
+                            .iter()
+                            .map(|d| {
+                                let r = snap.resource(d.node);
+                                json!({"id": r.id, "kind": r.kind, "depth": d.depth, "path": path_json(&snap, &d.path)})
+                            })
+                            .collect();
+                        serde_json::to_writer_pretty(&mut out, &doc)?;
+                        writeln!(out)?;
+                    } else {
+                        writeln!(out, "{id} needs ({}):", deps.len())?;
+                        for d in &deps {
+                            let r = snap.resource(d.node);
+                            writeln!(
+                                out,
+                                "  [{}] {} ({}) via {}",
+                                d.depth,
+                                r.id,
+                                r.kind,
+                                path_text(&snap, &d.path)
+                            )?;
+                        }
+                    }
+                }
+                Some(when) => {
+                    let since = parse_when(&when)?;
+                    let found =
+                        crate::incident::changed_dependencies(&store, &snap, ix, max_depth, since)
+                            .await?;
+                    if json {
+                        let doc: Vec<_> = found
+                            .iter()
+                            .map(|c| {
+                                let r = snap.resource(c.dependency.node);
+                                let changes: Vec<_> = c.changes.iter().map(change_json).collect();
+                                json!({"id": r.id, "kind": r.kind, "depth": c.dependency.depth,
+                                       "path": path_json(&snap, &c.dependency.path), "changes": changes})
+                            })
+                            .collect();
+                        serde_json::to_writer_pretty(&mut out, &doc)?;
+                        writeln!(out)?;
+                    } else {
+                        writeln!(
+                            out,
+                            "{id} needs, changed since {} ({}):",
+                            fmt_ms(since),
+                            found.len()
+                        )?;
+                        for c in &found {
+                            let r = snap.resource(c.dependency.node);
+                            writeln!(
+                                out,
+                                "  [{}] {} ({}) via {}",
+                                c.dependency.depth,
+                                r.id,
+                                r.kind,
+                                path_text(&snap, &c.dependency.path)
+                            )?;
+                            for ch in &c.changes {
+                                writeln!(
+                                    out,
+                                    "      {} {} by {}{}",
+                                    fmt_ms(ch.at),
+                                    ch.op.as_str(),
+                                    ch.source,
+                                    change_detail(ch)
+                                )?;
+                            }
+                        }
+                    }
+                }
+            }
+            store.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Spofs {
+            critical,
+            scope,
+            first,
             json,
         } => {
             let snap = load_snapshot(cli.database_url).await?;
-            let ix = resolve_ids(&snap, std::slice::from_ref(&id))?[0];
-            let deps = snap.dependencies(ix, max_depth);
+            let critical = critical
+                .iter()
+                .map(|c| LabelSelector::parse(c).map_err(|e| anyhow::anyhow!("--critical: {e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let scope = scope
+                .as_deref()
+                .map(|s| Selector::parse(s).map_err(|e| anyhow::anyhow!("--scope: {e}")))
+                .transpose()?;
+            let found = snap
+                .spofs(scope.as_ref(), &critical)
+                .map_err(|e| anyhow::anyhow!(e))?;
             let mut out = std::io::stdout().lock();
             if json {
-                let doc: Vec<_> = deps
+                let doc: Vec<_> = found
                     .iter()
-                    .map(|d| {
-                        let r = snap.resource(d.node);
-                        json!({"id": r.id, "kind": r.kind, "depth": d.depth, "path": path_json(&snap, &d.path)})
+                    .take(first)
+                    .map(|s| {
+                        let r = snap.resource(s.node);
+                        let down: Vec<&str> = s.critical_down.iter().map(|&c| snap.resource(c).id.as_str()).collect();
+                        json!({"id": r.id, "kind": r.kind, "takes_down": down, "down_count": s.down_count})
                     })
                     .collect();
                 serde_json::to_writer_pretty(&mut out, &doc)?;
                 writeln!(out)?;
             } else {
-                writeln!(out, "{id} needs ({}):", deps.len())?;
-                for d in &deps {
-                    let r = snap.resource(d.node);
+                writeln!(
+                    out,
+                    "{} single points of failure (critical: {}):",
+                    found.len(),
+                    critical
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )?;
+                for s in found.iter().take(first) {
+                    let r = snap.resource(s.node);
+                    let names: Vec<&str> = s
+                        .critical_down
+                        .iter()
+                        .take(5)
+                        .map(|&c| snap.resource(c).id.as_str())
+                        .collect();
+                    let more = s.critical_down.len().saturating_sub(names.len());
                     writeln!(
                         out,
-                        "  [{}] {} ({}) via {}",
-                        d.depth,
+                        "  {} ({}) takes down {} critical: {}{}",
                         r.id,
                         r.kind,
-                        path_text(&snap, &d.path)
+                        s.critical_down.len(),
+                        names.join(", "),
+                        if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        }
+                    )?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Path { from, to, json } => {
+            let snap = load_snapshot(cli.database_url).await?;
+            let ix = resolve_ids(&snap, &[from.clone(), to.clone()])?;
+            let mut out = std::io::stdout().lock();
+            match snap.path(ix[0], ix[1]) {
+                Some(p) if json => {
+                    serde_json::to_writer_pretty(&mut out, &path_json(&snap, &p))?;
+                    writeln!(out)?;
+                }
+                Some(p) => writeln!(
+                    out,
+                    "{}",
+                    if p.is_empty() {
+                        "(the same resource)".to_string()
+                    } else {
+                        path_text(&snap, &p)
+                    }
+                )?,
+                None if json => writeln!(out, "null")?,
+                None => writeln!(out, "{from} and {to} are not connected")?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cycles { json } => {
+            let snap = load_snapshot(cli.database_url).await?;
+            let cycles = snap.cycles();
+            let mut out = std::io::stdout().lock();
+            if json {
+                let doc: Vec<_> = cycles
+                    .iter()
+                    .map(|(members, cycle)| {
+                        let ids: Vec<&str> = members
+                            .iter()
+                            .map(|&m| snap.resource(m).id.as_str())
+                            .collect();
+                        json!({"resources": ids, "cycle": path_json(&snap, cycle)})
+                    })
+                    .collect();
+                serde_json::to_writer_pretty(&mut out, &doc)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "{} dependency cycles:", cycles.len())?;
+                for (members, cycle) in &cycles {
+                    writeln!(
+                        out,
+                        "  {} resources: {}",
+                        members.len(),
+                        path_text(&snap, cycle)
                     )?;
                 }
             }
@@ -368,13 +598,53 @@ async fn open(url: Option<String>) -> anyhow::Result<Store> {
 
 async fn load_snapshot(url: Option<String>) -> anyhow::Result<Snapshot> {
     let store = open(url).await?;
-    let (resources, relations) = store.load_all().await?;
+    let snap = snapshot_of(&store).await?;
     store.close().await;
+    Ok(snap)
+}
+
+async fn snapshot_of(store: &Store) -> anyhow::Result<Snapshot> {
+    let (resources, relations) = store.load_all().await?;
     Ok(Snapshot::build(
         resources,
         relations,
         crate::model::now_ms(),
     ))
+}
+
+/// `2026-11-27T10:00:00Z`, or a duration ago: `2h`, `30m`, `1d`.
+fn parse_when(s: &str) -> anyhow::Result<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    let d = humantime::parse_duration(s).map_err(|_| {
+        anyhow::anyhow!("--changed-since '{s}': expected an RFC 3339 time or a duration such as 2h")
+    })?;
+    Ok(crate::model::now_ms() - d.as_millis() as i64)
+}
+
+fn fmt_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+fn change_json(c: &crate::model::Change) -> serde_json::Value {
+    json!({"at": fmt_ms(c.at), "op": c.op.as_str(), "source": c.source, "resource_id": c.resource_id,
+           "relation": c.relation.as_ref().map(|(to, kind)| json!({"to": to, "kind": kind})), "diff": c.diff})
+}
+
+fn change_detail(c: &crate::model::Change) -> String {
+    let mut s = String::new();
+    if let Some((to, kind)) = &c.relation {
+        s.push_str(&format!(" (relation {} -[{kind}]-> {to})", c.resource_id));
+    }
+    if let Some(obj) = c.diff.as_object() {
+        let fields: Vec<&str> = obj.keys().map(String::as_str).collect();
+        s.push_str(&format!(" changed {}", fields.join(", ")));
+    }
+    s
 }
 
 fn resolve_ids(snap: &Snapshot, ids: &[String]) -> anyhow::Result<Vec<u32>> {
@@ -416,10 +686,11 @@ fn path_text(snap: &Snapshot, path: &[u32]) -> String {
         .join(", ")
 }
 
-fn impacted_json(snap: &Snapshot, i: &Impacted) -> serde_json::Value {
+fn impacted_json(snap: &Snapshot, result: &ImpactResult, i: &Impacted) -> serde_json::Value {
     let r = snap.resource(i.node);
+    let path = result.path(snap, i);
     let mut v =
-        json!({"id": r.id, "kind": r.kind, "depth": i.depth, "path": path_json(snap, &i.path)});
+        json!({"id": r.id, "kind": r.kind, "depth": i.depth, "path": path_json(snap, &path)});
     if let Some((left, total)) = i.aggregate {
         v["remaining"] = json!(left);
         v["total"] = json!(total);
@@ -427,17 +698,18 @@ fn impacted_json(snap: &Snapshot, i: &Impacted) -> serde_json::Value {
     v
 }
 
-fn describe(snap: &Snapshot, i: &Impacted) -> String {
+fn describe(snap: &Snapshot, result: &ImpactResult, i: &Impacted) -> String {
     let r = snap.resource(i.node);
+    let path = result.path(snap, i);
     let mut s = format!("[{}] {} ({})", i.depth, r.id, r.kind);
     if let Some((left, total)) = i.aggregate {
         s.push_str(&format!(" [{left}/{total} up]"));
     }
-    if i.path.is_empty() {
+    if path.is_empty() {
         s.push_str(" — failed");
     } else {
         s.push_str(" via ");
-        s.push_str(&path_text(snap, &i.path));
+        s.push_str(&path_text(snap, &path));
     }
     s
 }

@@ -1,18 +1,21 @@
 //! The in-memory graph: an immutable snapshot of the store (present and gone
-//! resources, relations, provenance) with two petgraph graphs over the
-//! present part: relations as stored, and impact edges in the direction a
-//! failure travels. Impact and dependency analysis live here.
+//! resources, relations, provenance), a petgraph graph of the present
+//! relations as stored, and compact CSR adjacency arrays of the impact edges
+//! (the direction a failure travels) for the hot path. Impact, dependencies,
+//! selectors, single points of failure, paths and cycles live here.
 //!
 //! This module does no IO. A new snapshot is built after each run and
 //! swapped in; readers keep the one they hold.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 
 use petgraph::Direction;
-use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
-use petgraph::visit::EdgeRef;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::{EdgeFiltered, EdgeRef};
+use rustc_hash::FxHashMap;
 
-use crate::model::{ImpactRule, Millis, Relation, Resource, Status};
+use crate::model::{ImpactRule, LabelSelector, Millis, Relation, Resource, Status};
 
 /// Index of a resource in [`Snapshot::resources`].
 pub type Ix = u32;
@@ -21,14 +24,61 @@ pub type RelIx = u32;
 
 const NONE: u32 = u32::MAX;
 
-/// An edge in the failure direction: a failure of its source reaches its target.
-#[derive(Debug, Clone, Copy)]
-pub struct ImpactEdge {
-    /// The relation this edge comes from.
-    pub rel: RelIx,
-    /// True for instance_of / routes_to: the target is down only when all
-    /// its aggregate inputs are.
-    pub aggregate: bool,
+/// Compressed sparse rows: the impact edges leaving each node.
+#[derive(Default)]
+struct Csr {
+    /// `off[v]..off[v+1]` are v's edges.
+    off: Vec<u32>,
+    /// The node at the other end.
+    other: Vec<u32>,
+    /// The relation behind the edge.
+    rel: Vec<u32>,
+    /// Aggregate (instance_of / routes_to) or hard.
+    agg: Vec<bool>,
+}
+
+impl Csr {
+    /// `edges` are (from, to, rel, aggregate); rows are indexed by `from`.
+    /// Also returns where each input edge landed.
+    fn build(n: usize, edges: &[(u32, u32, u32, bool)]) -> (Csr, Vec<u32>) {
+        let mut off = vec![0u32; n + 1];
+        for e in edges {
+            off[e.0 as usize + 1] += 1;
+        }
+        for i in 0..n {
+            off[i + 1] += off[i];
+        }
+        let mut pos: Vec<u32> = off[..n].to_vec();
+        let m = edges.len();
+        let (mut other, mut rel, mut agg) = (vec![0u32; m], vec![0u32; m], vec![false; m]);
+        let mut landed = Vec::with_capacity(m);
+        for e in edges {
+            let p = pos[e.0 as usize] as usize;
+            pos[e.0 as usize] += 1;
+            other[p] = e.1;
+            rel[p] = e.2;
+            agg[p] = e.3;
+            landed.push(p as u32);
+        }
+        (
+            Csr {
+                off,
+                other,
+                rel,
+                agg,
+            },
+            landed,
+        )
+    }
+
+    #[inline]
+    fn range(&self, v: u32) -> std::ops::Range<usize> {
+        self.off[v as usize] as usize..self.off[v as usize + 1] as usize
+    }
+
+    fn bytes(&self) -> usize {
+        self.off.len() * 4 + self.other.len() * 4 + self.rel.len() * 4 + self.agg.len()
+    }
 }
 
 /// An immutable view of the whole inventory.
@@ -40,8 +90,12 @@ pub struct Snapshot {
     index: HashMap<String, Ix>,
     /// Present relations between present resources, as stored (from → to).
     graph: DiGraph<(), RelIx, u32>,
-    /// The same relations with failure semantics, in the failure direction.
-    impact: DiGraph<(), ImpactEdge, u32>,
+    /// Impact edges in the failure direction (a failure of v reaches `other`).
+    fwd: Csr,
+    /// The same edges reversed (what v needs).
+    rev: Csr,
+    /// For each forward position, the position of the same edge in `rev`.
+    twin: Vec<u32>,
     /// Per resource: how many aggregate inputs (instances, targets) it has.
     agg_total: Vec<u32>,
     /// When the snapshot was built.
@@ -49,7 +103,7 @@ pub struct Snapshot {
 }
 
 /// Whether an impacted resource is down or only degraded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ImpactStatus {
     /// Failed, or forced down by the rules.
     Down,
@@ -59,7 +113,7 @@ pub enum ImpactStatus {
 }
 
 /// One resource reached by a failure.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Impacted {
     /// The resource.
     pub node: Ix,
@@ -67,19 +121,58 @@ pub struct Impacted {
     pub status: ImpactStatus,
     /// Relations on the explaining path (0 for a failed resource).
     pub depth: u32,
-    /// The explaining path: relations from a failed resource to this one.
-    pub path: Vec<RelIx>,
     /// For resources with instances/targets: (still up, total).
     pub aggregate: Option<(u32, u32)>,
 }
 
-/// The answer to "what if these fail".
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The answer to "what if these fail". Paths are computed on demand with
+/// [`ImpactResult::path`], so a hub failure reaching tens of thousands of
+/// resources costs no more than the traversal.
+#[derive(Debug, Clone, Default)]
 pub struct ImpactResult {
     /// Down resources, by depth then id.
     pub down: Vec<Impacted>,
     /// Degraded resources, by depth then id.
     pub degraded: Vec<Impacted>,
+    /// Per reached node: (CSR position of its down parent edge, of its reach parent edge).
+    parents: FxHashMap<Ix, (u32, u32)>,
+}
+
+impl ImpactResult {
+    /// The explaining path of an impacted resource: relations from a failed
+    /// resource to it, in failure order.
+    pub fn path(&self, snap: &Snapshot, item: &Impacted) -> Vec<RelIx> {
+        let down = item.status == ImpactStatus::Down;
+        let mut path = Vec::with_capacity(item.depth as usize);
+        let mut node = item.node;
+        loop {
+            let Some(&(dp, rp)) = self.parents.get(&node) else {
+                break;
+            };
+            let p = if down { dp } else { rp };
+            if p == NONE {
+                break;
+            }
+            path.push(snap.rev_rel_at(p));
+            node = snap.rev.other[p as usize];
+        }
+        path.reverse();
+        path
+    }
+
+    /// How many down and degraded resources there are of each kind, by kind.
+    pub fn counts_by_kind(&self, snap: &Snapshot) -> Vec<(String, usize, usize)> {
+        let mut m: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+        for i in &self.down {
+            m.entry(&snap.resource(i.node).kind).or_default().0 += 1;
+        }
+        for i in &self.degraded {
+            m.entry(&snap.resource(i.node).kind).or_default().1 += 1;
+        }
+        m.into_iter()
+            .map(|(k, (d, g))| (k.to_string(), d, g))
+            .collect()
+    }
 }
 
 /// Something a resource needs, transitively.
@@ -91,6 +184,107 @@ pub struct Dependency {
     pub depth: u32,
     /// Relations from the asking resource to this one.
     pub path: Vec<RelIx>,
+}
+
+/// Which resources a query means: ANDed conditions over present resources.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Selector {
+    /// Resource kind.
+    pub kind: Option<String>,
+    /// Label selectors, ANDed.
+    pub labels: Vec<LabelSelector>,
+    /// Everything inside this container, transitively (contained_in).
+    pub contained_in: Option<String>,
+}
+
+impl Selector {
+    /// Parses `kind=host,contained_in=zone:a,rack=r12,tier!=3,env`: `kind`
+    /// and `contained_in` (or `in`) are reserved; `label:EXPR` or any other
+    /// term is a label selector.
+    pub fn parse(s: &str) -> Result<Selector, String> {
+        let mut sel = Selector::default();
+        for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if let Some(v) = term.strip_prefix("kind=") {
+                sel.kind = Some(v.trim().to_string());
+            } else if let Some(v) = term
+                .strip_prefix("contained_in=")
+                .or_else(|| term.strip_prefix("in="))
+            {
+                sel.contained_in = Some(v.trim().to_string());
+            } else {
+                let expr = term.strip_prefix("label:").unwrap_or(term);
+                sel.labels.push(LabelSelector::parse(expr)?);
+            }
+        }
+        if sel.is_empty() {
+            return Err(format!("empty selector '{s}'"));
+        }
+        Ok(sel)
+    }
+
+    /// True when it selects nothing in particular (every resource).
+    pub fn is_empty(&self) -> bool {
+        self.kind.is_none() && self.labels.is_empty() && self.contained_in.is_none()
+    }
+}
+
+/// A single point of failure: its failure alone takes critical resources down.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spof {
+    /// The resource.
+    pub node: Ix,
+    /// The critical resources its failure takes down (not counting itself).
+    pub critical_down: Vec<Ix>,
+    /// Everything its failure takes down, itself included.
+    pub down_count: usize,
+}
+
+/// Per-thread scratch space for traversals, reset in O(1) by bumping an epoch.
+#[derive(Default)]
+struct Scratch {
+    epoch: u32,
+    down_stamp: Vec<u32>,
+    down_depth: Vec<u32>,
+    down_parent: Vec<u32>,
+    agg_stamp: Vec<u32>,
+    agg_down: Vec<u32>,
+    reach_stamp: Vec<u32>,
+    reach_depth: Vec<u32>,
+    reach_parent: Vec<u32>,
+    queue: VecDeque<u32>,
+    order: Vec<u32>,
+}
+
+impl Scratch {
+    fn begin(&mut self, n: usize) {
+        if self.down_stamp.len() < n {
+            for v in [
+                &mut self.down_stamp,
+                &mut self.down_depth,
+                &mut self.down_parent,
+                &mut self.agg_stamp,
+                &mut self.agg_down,
+                &mut self.reach_stamp,
+                &mut self.reach_depth,
+                &mut self.reach_parent,
+            ] {
+                v.resize(n, 0);
+            }
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.down_stamp.fill(0);
+            self.agg_stamp.fill(0);
+            self.reach_stamp.fill(0);
+            self.epoch = 1;
+        }
+        self.queue.clear();
+        self.order.clear();
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 impl Snapshot {
@@ -113,12 +307,11 @@ impl Snapshot {
             .filter(|r| r.status == Status::Present)
             .count();
         let mut graph = DiGraph::with_capacity(n, present_rel);
-        let mut impact = DiGraph::with_capacity(n, present_rel);
         for _ in 0..n {
             graph.add_node(());
-            impact.add_node(());
         }
         let mut agg_total = vec![0u32; n];
+        let mut edges: Vec<(u32, u32, u32, bool)> = Vec::with_capacity(present_rel);
         for (ri, rel) in relations.iter().enumerate() {
             if rel.status != Status::Present {
                 continue;
@@ -131,33 +324,35 @@ impl Snapshot {
             {
                 continue;
             }
-            let (fi, ti) = (NodeIndex::new(f as usize), NodeIndex::new(t as usize));
-            graph.add_edge(fi, ti, ri as RelIx);
+            graph.add_edge(
+                NodeIndex::new(f as usize),
+                NodeIndex::new(t as usize),
+                ri as RelIx,
+            );
             if let Some(rule) = ImpactRule::of(&rel.kind) {
-                let (src, dst) = if rule.to_reaches_from {
-                    (ti, fi)
-                } else {
-                    (fi, ti)
-                };
-                impact.add_edge(
-                    src,
-                    dst,
-                    ImpactEdge {
-                        rel: ri as RelIx,
-                        aggregate: rule.aggregate,
-                    },
-                );
+                let (src, dst) = if rule.to_reaches_from { (t, f) } else { (f, t) };
+                edges.push((src, dst, ri as RelIx, rule.aggregate));
                 if rule.aggregate {
-                    agg_total[dst.index()] += 1;
+                    agg_total[dst as usize] += 1;
                 }
             }
+        }
+        let (fwd, fwd_at) = Csr::build(n, &edges);
+        let reversed: Vec<(u32, u32, u32, bool)> =
+            edges.iter().map(|&(s, d, r, a)| (d, s, r, a)).collect();
+        let (rev, rev_at) = Csr::build(n, &reversed);
+        let mut twin = vec![0u32; edges.len()];
+        for (f, r) in fwd_at.into_iter().zip(rev_at) {
+            twin[f as usize] = r;
         }
         Snapshot {
             resources,
             relations,
             index,
             graph,
-            impact,
+            fwd,
+            rev,
+            twin,
             agg_total,
             built_at,
         }
@@ -181,6 +376,10 @@ impl Snapshot {
     /// The relation at an index.
     pub fn relation(&self, ix: RelIx) -> &Relation {
         &self.relations[ix as usize]
+    }
+
+    fn rev_rel_at(&self, pos: u32) -> RelIx {
+        self.rev.rel[pos as usize]
     }
 
     /// Index of a relation by its key.
@@ -221,152 +420,433 @@ impl Snapshot {
         self.agg_total[ix as usize]
     }
 
+    /// How many impact edges leave a resource (how many resources its failure reaches directly).
+    pub fn fan_out(&self, ix: Ix) -> usize {
+        self.fwd.range(ix).len()
+    }
+
     /// What goes down and what is degraded when every resource in `failed`
     /// fails. See the README for the rules; `max_depth` trims the answer,
     /// never the computation.
     pub fn impact(&self, failed: &[Ix], max_depth: Option<u32>) -> ImpactResult {
-        let n = self.resources.len();
-        // DOWN: the least fixed point, propagated from the failed set only, so a
-        // cycle never keeps itself down.
-        let mut down_depth = vec![NONE; n];
-        let mut down_parent: Vec<u32> = vec![NONE; n];
-        let mut agg_down = vec![0u32; n];
-        let mut queue = VecDeque::new();
+        SCRATCH.with(|s| self.impact_in(&mut s.borrow_mut(), failed, max_depth))
+    }
+
+    /// DOWN: the least fixed point, propagated from the failed set only, so a
+    /// cycle never keeps itself down. Leaves the down nodes in `s.order`.
+    fn down_pass(&self, s: &mut Scratch, failed: &[Ix]) {
+        let e = s.epoch;
         for &f in failed {
-            if down_depth[f as usize] == NONE {
-                down_depth[f as usize] = 0;
-                queue.push_back(f);
+            let fi = f as usize;
+            if s.down_stamp[fi] != e {
+                s.down_stamp[fi] = e;
+                s.down_depth[fi] = 0;
+                s.down_parent[fi] = NONE;
+                s.queue.push_back(f);
             }
         }
-        while let Some(u) = queue.pop_front() {
-            let du = down_depth[u as usize];
-            for e in self.impact.edges(NodeIndex::new(u as usize)) {
-                let v = e.target().index();
-                if down_depth[v] != NONE {
+        while let Some(u) = s.queue.pop_front() {
+            s.order.push(u);
+            let du = s.down_depth[u as usize];
+            for p in self.fwd.range(u) {
+                let v = self.fwd.other[p] as usize;
+                if s.down_stamp[v] == e {
                     continue;
                 }
-                if e.weight().aggregate {
-                    agg_down[v] += 1;
-                    if agg_down[v] < self.agg_total[v] {
+                if self.fwd.agg[p] {
+                    if s.agg_stamp[v] != e {
+                        s.agg_stamp[v] = e;
+                        s.agg_down[v] = 0;
+                    }
+                    s.agg_down[v] += 1;
+                    if s.agg_down[v] < self.agg_total[v] {
                         continue;
                     }
                 }
-                down_depth[v] = du + 1;
-                down_parent[v] = e.id().index() as u32;
-                queue.push_back(v as Ix);
+                s.down_stamp[v] = e;
+                s.down_depth[v] = du + 1;
+                s.down_parent[v] = p as u32;
+                s.queue.push_back(v as u32);
             }
         }
+    }
+
+    fn impact_in(&self, s: &mut Scratch, failed: &[Ix], max_depth: Option<u32>) -> ImpactResult {
+        let n = self.resources.len();
+        s.begin(n);
+        let e = s.epoch;
+        self.down_pass(s, failed);
+        s.order.clear();
         // Reachability along every impact edge: DOWN ∪ DEGRADED.
-        let mut reach_depth = vec![NONE; n];
-        let mut reach_parent: Vec<u32> = vec![NONE; n];
-        let mut order = Vec::new();
         for &f in failed {
-            if reach_depth[f as usize] == NONE {
-                reach_depth[f as usize] = 0;
-                queue.push_back(f);
+            let fi = f as usize;
+            if s.reach_stamp[fi] != e {
+                s.reach_stamp[fi] = e;
+                s.reach_depth[fi] = 0;
+                s.reach_parent[fi] = NONE;
+                s.queue.push_back(f);
             }
         }
-        while let Some(u) = queue.pop_front() {
-            order.push(u);
-            let du = reach_depth[u as usize];
-            for e in self.impact.edges(NodeIndex::new(u as usize)) {
-                let v = e.target().index();
-                if reach_depth[v] == NONE {
-                    reach_depth[v] = du + 1;
-                    reach_parent[v] = e.id().index() as u32;
-                    queue.push_back(v as Ix);
+        while let Some(u) = s.queue.pop_front() {
+            s.order.push(u);
+            let du = s.reach_depth[u as usize];
+            for p in self.fwd.range(u) {
+                let v = self.fwd.other[p] as usize;
+                if s.reach_stamp[v] != e {
+                    s.reach_stamp[v] = e;
+                    s.reach_depth[v] = du + 1;
+                    s.reach_parent[v] = p as u32;
+                    s.queue.push_back(v as u32);
                 }
             }
         }
         let mut result = ImpactResult::default();
-        for u in order {
+        result.parents.reserve(s.order.len());
+        for &u in &s.order {
             let ui = u as usize;
             let total = self.agg_total[ui];
-            let aggregate = (total > 0).then(|| (total - agg_down[ui].min(total), total));
-            let (status, depth, parents) = if down_depth[ui] != NONE {
-                (ImpactStatus::Down, down_depth[ui], &down_parent)
+            let agg_down = if s.agg_stamp[ui] == e {
+                s.agg_down[ui]
             } else {
-                (ImpactStatus::Degraded, reach_depth[ui], &reach_parent)
+                0
             };
+            let is_down = s.down_stamp[ui] == e;
+            let aggregate = (total > 0).then(|| (total - agg_down.min(total), total));
+            let depth = if is_down {
+                s.down_depth[ui]
+            } else {
+                s.reach_depth[ui]
+            };
+            // Parents are stored as positions in the *reverse* CSR, whose
+            // `other` is the node the failure came from.
+            let dp = if is_down {
+                self.to_rev_pos(s.down_parent[ui])
+            } else {
+                NONE
+            };
+            let rp = self.to_rev_pos(s.reach_parent[ui]);
+            result.parents.insert(u, (dp, rp));
             if max_depth.is_some_and(|m| depth > m) {
                 continue;
             }
             let item = Impacted {
                 node: u,
-                status,
+                status: if is_down {
+                    ImpactStatus::Down
+                } else {
+                    ImpactStatus::Degraded
+                },
                 depth,
-                path: self.path_back(u, parents),
                 aggregate,
             };
-            match status {
-                ImpactStatus::Down => result.down.push(item),
-                ImpactStatus::Degraded => result.degraded.push(item),
+            if is_down {
+                result.down.push(item);
+            } else {
+                result.degraded.push(item);
             }
         }
-        let key = |i: &Impacted| (i.depth, i.node);
-        result.down.sort_by_key(key);
-        result.degraded.sort_by_key(key);
+        let key = |i: &Impacted| ((i.depth as u64) << 32) | i.node as u64;
+        result.down.sort_unstable_by_key(key);
+        result.degraded.sort_unstable_by_key(key);
         result
     }
 
-    /// Follows parent edges back to a failed resource; returns relations in
-    /// failure order.
-    fn path_back(&self, mut node: Ix, parents: &[u32]) -> Vec<RelIx> {
-        let mut path = Vec::new();
-        while parents[node as usize] != NONE {
-            let e = EdgeIndex::new(parents[node as usize] as usize);
-            path.push(self.impact[e].rel);
-            let (src, _) = self.impact.edge_endpoints(e).expect("parent edge exists");
-            node = src.index() as Ix;
+    /// Maps a forward-CSR edge position to the matching reverse-CSR position.
+    fn to_rev_pos(&self, fwd_pos: u32) -> u32 {
+        if fwd_pos == NONE {
+            NONE
+        } else {
+            self.twin[fwd_pos as usize]
         }
-        path.reverse();
-        path
     }
 
     /// Everything `ix` needs, transitively: every resource whose failure
     /// reaches it. Each with its shortest path, nearest first.
     pub fn dependencies(&self, ix: Ix, max_depth: Option<u32>) -> Vec<Dependency> {
-        let n = self.resources.len();
-        let mut depth = vec![NONE; n];
-        let mut parent: Vec<u32> = vec![NONE; n];
+        let mut depth: FxHashMap<u32, (u32, u32)> = FxHashMap::default(); // node -> (depth, fwd pos to child)
         let mut queue = VecDeque::from([ix]);
-        depth[ix as usize] = 0;
-        let mut out = Vec::new();
+        depth.insert(ix, (0, NONE));
+        let mut order = Vec::new();
         while let Some(u) = queue.pop_front() {
-            let du = depth[u as usize];
+            let du = depth[&u].0;
             if u != ix {
-                // Path from the asking resource outwards to u.
-                let mut path = Vec::new();
-                let mut cur = u;
-                while parent[cur as usize] != NONE {
-                    let e = EdgeIndex::new(parent[cur as usize] as usize);
-                    path.push(self.impact[e].rel);
-                    let (_, dst) = self.impact.edge_endpoints(e).expect("parent edge exists");
-                    cur = dst.index() as Ix;
-                }
-                path.reverse();
-                out.push(Dependency {
-                    node: u,
-                    depth: du,
-                    path,
-                });
+                order.push(u);
             }
             if max_depth.is_some_and(|m| du >= m) {
                 continue;
             }
-            for e in self
-                .impact
-                .edges_directed(NodeIndex::new(u as usize), Direction::Incoming)
-            {
-                let v = e.source().index();
-                if depth[v] == NONE {
-                    depth[v] = du + 1;
-                    parent[v] = e.id().index() as u32;
-                    queue.push_back(v as Ix);
+            for p in self.rev.range(u) {
+                let v = self.rev.other[p];
+                if let std::collections::hash_map::Entry::Vacant(slot) = depth.entry(v) {
+                    slot.insert((du + 1, p as u32));
+                    queue.push_back(v);
                 }
             }
         }
+        let mut out: Vec<Dependency> = order
+            .into_iter()
+            .map(|u| {
+                let mut path = Vec::new();
+                let mut cur = u;
+                loop {
+                    let (_, p) = depth[&cur];
+                    if p == NONE {
+                        break;
+                    }
+                    path.push(self.rev.rel[p as usize]);
+                    // rev edge p goes from the needing node to `cur`; find the needing node.
+                    cur = self.rev_source(p);
+                }
+                path.reverse();
+                Dependency {
+                    node: u,
+                    depth: depth[&u].0,
+                    path,
+                }
+            })
+            .collect();
         out.sort_by_key(|d| (d.depth, d.node));
+        out
+    }
+
+    /// The row (source node) of a reverse-CSR position.
+    fn rev_source(&self, pos: u32) -> u32 {
+        // off is sorted: the row is the last v with off[v] <= pos.
+        (self.rev.off.partition_point(|&o| o <= pos) - 1) as u32
+    }
+
+    /// Present resources matching a selector, by id.
+    pub fn select(&self, sel: &Selector) -> Result<Vec<Ix>, String> {
+        let inside: Option<rustc_hash::FxHashSet<Ix>> = match &sel.contained_in {
+            None => None,
+            Some(id) => {
+                let c = self
+                    .lookup(id)
+                    .ok_or_else(|| format!("unknown resource id '{id}'"))?;
+                let mut seen = rustc_hash::FxHashSet::default();
+                let mut stack = vec![c];
+                while let Some(u) = stack.pop() {
+                    for e in self
+                        .graph
+                        .edges_directed(NodeIndex::new(u as usize), Direction::Incoming)
+                    {
+                        if self.relations[*e.weight() as usize].kind == "contained_in" {
+                            let v = e.source().index() as Ix;
+                            if seen.insert(v) {
+                                stack.push(v);
+                            }
+                        }
+                    }
+                }
+                Some(seen)
+            }
+        };
+        Ok((0..self.resources.len() as Ix)
+            .filter(|&ix| {
+                let r = self.resource(ix);
+                r.status == Status::Present
+                    && sel.kind.as_ref().is_none_or(|k| &r.kind == k)
+                    && sel.labels.iter().all(|l| l.matches(&r.labels))
+                    && inside.as_ref().is_none_or(|s| s.contains(&ix))
+            })
+            .collect())
+    }
+
+    /// Single points of failure: every candidate (present resources, or
+    /// those matching `scope`) whose failure alone takes down at least one
+    /// resource matching `critical` other than itself. Sorted by how many
+    /// critical resources each takes down, most first.
+    ///
+    /// Only ancestors of critical resources in the impact graph can qualify,
+    /// so only they are tried; each try is a down-propagation in per-thread
+    /// scratch space (no allocation), spread over the available cores.
+    pub fn spofs(
+        &self,
+        scope: Option<&Selector>,
+        critical: &[LabelSelector],
+    ) -> Result<Vec<Spof>, String> {
+        let n = self.resources.len();
+        let is_critical: Vec<bool> = self
+            .resources
+            .iter()
+            .map(|r| r.status == Status::Present && critical.iter().all(|c| c.matches(&r.labels)))
+            .collect();
+        // Ancestors of critical resources: the only resources that can take one down.
+        let mut anc = vec![false; n];
+        let mut stack: Vec<u32> = (0..n as u32).filter(|&i| is_critical[i as usize]).collect();
+        for &c in &stack {
+            anc[c as usize] = true;
+        }
+        while let Some(u) = stack.pop() {
+            for p in self.rev.range(u) {
+                let v = self.rev.other[p] as usize;
+                if !anc[v] {
+                    anc[v] = true;
+                    stack.push(v as u32);
+                }
+            }
+        }
+        let in_scope: Option<rustc_hash::FxHashSet<Ix>> = match scope {
+            Some(s) if !s.is_empty() => Some(self.select(s)?.into_iter().collect()),
+            _ => None,
+        };
+        let candidates: Vec<u32> = (0..n as u32)
+            .filter(|&i| {
+                anc[i as usize]
+                    && self.resources[i as usize].status == Status::Present
+                    && in_scope.as_ref().is_none_or(|s| s.contains(&i))
+            })
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |p| p.get())
+            .clamp(1, 8);
+        let chunk = candidates.len().div_ceil(threads).max(1);
+        let mut found: Vec<Spof> = std::thread::scope(|scope| {
+            let handles: Vec<_> = candidates
+                .chunks(chunk)
+                .map(|part| {
+                    let is_critical = &is_critical;
+                    scope.spawn(move || {
+                        let mut out = Vec::new();
+                        SCRATCH.with(|s| {
+                            let s = &mut *s.borrow_mut();
+                            for &x in part {
+                                s.begin(n);
+                                self.down_pass(s, &[x]);
+                                let crit: Vec<Ix> = s
+                                    .order
+                                    .iter()
+                                    .copied()
+                                    .filter(|&v| v != x && is_critical[v as usize])
+                                    .collect();
+                                if !crit.is_empty() {
+                                    out.push(Spof {
+                                        node: x,
+                                        critical_down: crit,
+                                        down_count: s.order.len(),
+                                    });
+                                }
+                            }
+                        });
+                        out
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("spof worker"))
+                .collect()
+        });
+        for f in &mut found {
+            f.critical_down.sort_unstable();
+        }
+        found.sort_by(|a, b| {
+            b.critical_down
+                .len()
+                .cmp(&a.critical_down.len())
+                .then(b.down_count.cmp(&a.down_count))
+                .then(a.node.cmp(&b.node))
+        });
+        Ok(found)
+    }
+
+    /// The shortest chain of present relations between two resources,
+    /// following relations in either direction. `None` when unconnected.
+    pub fn path(&self, from: Ix, to: Ix) -> Option<Vec<RelIx>> {
+        if from == to {
+            return Some(Vec::new());
+        }
+        let mut prev: FxHashMap<u32, (u32, RelIx)> = FxHashMap::default();
+        let mut queue = VecDeque::from([from]);
+        prev.insert(from, (NONE, NONE));
+        while let Some(u) = queue.pop_front() {
+            let un = NodeIndex::new(u as usize);
+            let out = self
+                .graph
+                .edges_directed(un, Direction::Outgoing)
+                .map(|e| (e.target(), *e.weight()));
+            let inc = self
+                .graph
+                .edges_directed(un, Direction::Incoming)
+                .map(|e| (e.source(), *e.weight()));
+            for (v, rel) in out.chain(inc) {
+                let v = v.index() as u32;
+                if prev.contains_key(&v) {
+                    continue;
+                }
+                prev.insert(v, (u, rel));
+                if v == to {
+                    let mut path = Vec::new();
+                    let mut cur = to;
+                    while let Some(&(p, rel)) = prev.get(&cur) {
+                        if p == NONE {
+                            break;
+                        }
+                        path.push(rel);
+                        cur = p;
+                    }
+                    path.reverse();
+                    return Some(path);
+                }
+                queue.push_back(v);
+            }
+        }
+        None
+    }
+
+    /// Dependency cycles: strongly connected groups of resources linked by
+    /// present `depends_on` relations, each with one cycle through its first
+    /// member as an explanation. Sorted by size, largest first.
+    pub fn cycles(&self) -> Vec<(Vec<Ix>, Vec<RelIx>)> {
+        let deps = EdgeFiltered::from_fn(&self.graph, |e| {
+            self.relations[*e.weight() as usize].kind == "depends_on"
+        });
+        let mut out: Vec<(Vec<Ix>, Vec<RelIx>)> = petgraph::algo::tarjan_scc(&deps)
+            .into_iter()
+            .filter(|c| c.len() > 1)
+            .map(|c| {
+                let mut members: Vec<Ix> = c.iter().map(|n| n.index() as Ix).collect();
+                members.sort_unstable();
+                let set: rustc_hash::FxHashSet<Ix> = members.iter().copied().collect();
+                // BFS from the first member back to itself inside the group.
+                let start = members[0];
+                let mut prev: FxHashMap<u32, (u32, RelIx)> = FxHashMap::default();
+                let mut queue = VecDeque::from([start]);
+                let mut cycle = Vec::new();
+                'bfs: while let Some(u) = queue.pop_front() {
+                    for e in self
+                        .graph
+                        .edges_directed(NodeIndex::new(u as usize), Direction::Outgoing)
+                    {
+                        let rel = *e.weight();
+                        if self.relations[rel as usize].kind != "depends_on" {
+                            continue;
+                        }
+                        let v = e.target().index() as u32;
+                        if !set.contains(&v) {
+                            continue;
+                        }
+                        if v == start {
+                            cycle.push(rel);
+                            let mut cur = u;
+                            while cur != start {
+                                let (p, r) = prev[&cur];
+                                cycle.push(r);
+                                cur = p;
+                            }
+                            cycle.reverse();
+                            break 'bfs;
+                        }
+                        if let std::collections::hash_map::Entry::Vacant(slot) = prev.entry(v) {
+                            slot.insert((u, rel));
+                            queue.push_back(v);
+                        }
+                    }
+                }
+                (members, cycle)
+            })
+            .collect();
+        out.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0[0].cmp(&b.0[0])));
         out
     }
 
@@ -378,5 +858,16 @@ impl Snapshot {
             .filter(|r| r.status == Status::Present)
             .count();
         (present, self.graph.edge_count())
+    }
+
+    /// Approximate bytes held by the graph structures (not the resource and
+    /// relation records): petgraph and the two CSR indexes.
+    pub fn graph_bytes(&self) -> usize {
+        self.graph.node_count() * 8
+            + self.graph.edge_count() * 16
+            + self.fwd.bytes()
+            + self.rev.bytes()
+            + self.twin.len() * 4
+            + self.agg_total.len() * 4
     }
 }

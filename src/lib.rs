@@ -12,6 +12,7 @@ pub mod collector;
 pub mod config;
 pub mod generate;
 pub mod graph;
+pub mod incident;
 pub mod model;
 pub mod scheduler;
 pub mod store;

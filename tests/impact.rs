@@ -245,8 +245,8 @@ fn multiple_failures_and_paths_explain_each_resource() {
         .find(|i| s.resource(i.node).id == "api")
         .unwrap();
     assert_eq!(api.depth, 3);
-    let path: Vec<(String, String, String)> = api
-        .path
+    let path: Vec<(String, String, String)> = r
+        .path(&s, api)
         .iter()
         .map(|&p| {
             let p = s.relation(p);
@@ -408,15 +408,32 @@ proptest! {
         prop_assert_eq!(&all, &reach);
         prop_assert!(got_down.is_disjoint(&got_degraded));
         // Every path starts at a failed resource and ends at the resource.
+        // Paths are chains of relations from a failed resource to the
+        // resource; a DOWN resource's path runs through DOWN resources only.
+        let failed_ids: BTreeSet<String> = failed.iter().map(|&f| name(f)).collect();
+        let down_ids: BTreeSet<String> = got_down.iter().map(|&d| name(d)).collect();
         for item in r.down.iter().chain(r.degraded.iter()) {
-            prop_assert_eq!(item.path.len() as u32, item.depth);
-            if let Some(&last) = item.path.last() {
-                let rel = s.relation(last);
-                let me = &s.resource(item.node).id;
-                prop_assert!(&rel.from == me || &rel.to == me);
-            } else {
-                prop_assert!(ix.contains(&item.node));
+            let path = r.path(&s, item);
+            prop_assert_eq!(path.len() as u32, item.depth);
+            let me = s.resource(item.node).id.clone();
+            if path.is_empty() {
+                prop_assert!(failed_ids.contains(&me));
+                continue;
             }
+            let first = s.relation(path[0]);
+            let mut at = if failed_ids.contains(&first.from) { first.from.clone() } else { first.to.clone() };
+            prop_assert!(failed_ids.contains(&at), "path starts at a failed resource");
+            for &p in &path {
+                let rel = s.relation(p);
+                let next = if rel.from == at { rel.to.clone() } else if rel.to == at { rel.from.clone() } else {
+                    return Err(TestCaseError::fail(format!("path is not a chain at {at}")));
+                };
+                if item.status == ImpactStatus::Down {
+                    prop_assert!(down_ids.contains(&next), "DOWN path passes through {next}, not down");
+                }
+                at = next;
+            }
+            prop_assert_eq!(at, me);
         }
     }
 }
