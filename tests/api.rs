@@ -475,3 +475,108 @@ async fn history_of_a_page_of_resources() {
         "{orders}"
     );
 }
+
+/// The incident queries over GraphQL on the demo: a zone outage by selector,
+/// counts and paging, single points of failure, paths, cycles and
+/// "what changed upstream".
+#[tokio::test]
+async fn incident_queries_over_graphql() {
+    let s = Server::start(None).await;
+    let v = s
+        .gql(
+            r#"{ impact(where: {containedIn: "zone:eu-central-1a"}) { downCount degradedCount
+                 failed { id } countsByKind { kind down degraded } down(first: 2, offset: 1) { resource { id } } } }"#,
+            json!({}),
+        )
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+    let imp = &v["data"]["impact"];
+    let failed: Vec<&str> = imp["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        failed.contains(&"host:web-1")
+            && failed.contains(&"subnet:prod-a")
+            && !failed.contains(&"host:web-2")
+    );
+    assert_eq!(imp["down"].as_array().unwrap().len(), 2);
+    let hosts = imp["countsByKind"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kind"] == "host")
+        .unwrap();
+    assert_eq!(hosts["down"], 10, "{imp}");
+    let total: i64 = imp["countsByKind"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["down"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, imp["downCount"].as_i64().unwrap());
+
+    let v = s
+        .gql(r#"{ impact(failed: []) { downCount } }"#, json!({}))
+        .await;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_INPUT", "{v}");
+    let v = s
+        .gql(
+            r#"{ impact(where: {containedIn: "zone:mars"}) { downCount } }"#,
+            json!({}),
+        )
+        .await;
+    assert!(error_message(&v).contains("zone:mars"), "{v}");
+
+    let v = s
+        .gql(r#"{ spofs(critical: ["tier=1"]) { resource { id } takesDownCount takesDown(first: 3) { id } downCount } }"#, json!({}))
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+    let spofs = v["data"]["spofs"].as_array().unwrap();
+    let ids: Vec<&str> = spofs
+        .iter()
+        .map(|x| x["resource"]["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"host:db-1"),
+        "db-1 carries orders and payments: {ids:?}"
+    );
+    assert!(
+        !ids.contains(&"host:app-1"),
+        "app-1 only hosts redundant instances: {ids:?}"
+    );
+
+    let v = s
+        .gql(
+            r#"{ path(from: "lb:public", to: "db:orders") { kind from { id } to { id } } }"#,
+            json!({}),
+        )
+        .await;
+    let path = v["data"]["path"].as_array().unwrap();
+    assert_eq!(path.first().unwrap()["from"]["id"], "lb:public");
+    assert_eq!(path.last().unwrap()["to"]["id"], "db:orders");
+    let v = s
+        .gql(
+            r#"{ cycles { resources { id } relations { kind } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(v["data"]["cycles"], json!([]), "the demo has no cycles");
+
+    let v = s
+        .gql(
+            r#"{ dependencies(id: "svc:checkout", changedSince: "2000-01-01T00:00:00Z") { resource { id } lastChangedAt changes { op } } }"#,
+            json!({}),
+        )
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+    let deps = v["data"]["dependencies"].as_array().unwrap();
+    assert!(deps.iter().all(|d| d["changes"][0]["op"] == "create"));
+    assert!(deps.iter().any(|d| d["resource"]["id"] == "db:orders"));
+    let v = s
+        .gql(r#"{ dependencies(id: "svc:checkout", changedSince: "2999-01-01T00:00:00Z") { resource { id } } }"#, json!({}))
+        .await;
+    assert_eq!(v["data"]["dependencies"], json!([]));
+}

@@ -437,3 +437,225 @@ proptest! {
         }
     }
 }
+
+fn labelled(id: &str, kind: &str, labels: &[(&str, &str)]) -> Resource {
+    let mut r = resource(id);
+    r.kind = kind.into();
+    r.labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    r
+}
+
+fn build(res: Vec<Resource>, rels: &[(&str, &str, &str)]) -> Snapshot {
+    Snapshot::build(
+        res,
+        rels.iter().map(|(f, k, t)| relation(f, t, k)).collect(),
+        0,
+    )
+}
+
+#[test]
+fn selectors_pick_kinds_labels_and_everything_inside_a_container() {
+    use infragraph::graph::Selector;
+    let s = build(
+        vec![
+            labelled("zone:a", "availability_zone", &[]),
+            labelled("zone:b", "availability_zone", &[]),
+            labelled("subnet:a1", "subnet", &[]),
+            labelled("h1", "host", &[("rack", "r12")]),
+            labelled("h2", "host", &[("rack", "r7")]),
+            labelled("h3", "host", &[("rack", "r12")]),
+            labelled("app", "service", &[]),
+        ],
+        &[
+            ("subnet:a1", "contained_in", "zone:a"),
+            ("h1", "contained_in", "subnet:a1"),
+            ("h2", "contained_in", "subnet:a1"),
+            ("h3", "contained_in", "zone:b"),
+            ("app", "runs_on", "h3"),
+        ],
+    );
+    let names = |v: Vec<u32>| {
+        v.into_iter()
+            .map(|i| s.resource(i).id.clone())
+            .collect::<Vec<_>>()
+    };
+    let sel = Selector::parse("contained_in=zone:a").unwrap();
+    assert_eq!(
+        names(s.select(&sel).unwrap()),
+        vec!["h1", "h2", "subnet:a1"]
+    );
+    let sel = Selector::parse("kind=host,rack=r12").unwrap();
+    assert_eq!(names(s.select(&sel).unwrap()), vec!["h1", "h3"]);
+    let sel = Selector::parse("in=zone:a,label:rack!=r12,kind=host").unwrap();
+    assert_eq!(names(s.select(&sel).unwrap()), vec!["h2"]);
+    assert!(
+        s.select(&Selector::parse("contained_in=zone:nope").unwrap())
+            .unwrap_err()
+            .contains("zone:nope")
+    );
+    assert!(Selector::parse("").is_err());
+    // A zone outage as a selector: the same DOWN set as failing the zone, minus the zone.
+    let chosen = s
+        .select(&Selector::parse("contained_in=zone:b").unwrap())
+        .unwrap();
+    let a = s.impact(&chosen, None);
+    let down: Vec<String> = a
+        .down
+        .iter()
+        .map(|i| s.resource(i.node).id.clone())
+        .collect();
+    assert_eq!(down, vec!["h3", "app"]);
+}
+
+#[test]
+fn spofs_are_resources_whose_failure_alone_takes_down_a_critical_one() {
+    use infragraph::graph::Selector;
+    use infragraph::model::LabelSelector;
+    let s = build(
+        vec![
+            labelled("svc", "service", &[("tier", "1")]),
+            labelled("i1", "service_instance", &[]),
+            labelled("i2", "service_instance", &[]),
+            labelled("h1", "host", &[]),
+            labelled("h2", "host", &[]),
+            labelled("h3", "host", &[]),
+            labelled("db", "database", &[("tier", "2")]),
+            labelled("batch", "service", &[("tier", "3")]),
+        ],
+        &[
+            ("i1", "instance_of", "svc"),
+            ("i2", "instance_of", "svc"),
+            ("i1", "runs_on", "h2"),
+            ("i2", "runs_on", "h3"),
+            ("svc", "depends_on", "db"),
+            ("db", "runs_on", "h1"),
+            ("batch", "depends_on", "svc"),
+        ],
+    );
+    let tier1 = [LabelSelector::parse("tier=1").unwrap()];
+    let found = s.spofs(None, &tier1).unwrap();
+    let names: Vec<(&str, Vec<&str>)> = found
+        .iter()
+        .map(|f| {
+            (
+                s.resource(f.node).id.as_str(),
+                f.critical_down
+                    .iter()
+                    .map(|&c| s.resource(c).id.as_str())
+                    .collect(),
+            )
+        })
+        .collect();
+    // h1 takes db and svc (and batch) down: the most down first; redundant
+    // instances and their hosts are not single points of failure.
+    assert_eq!(names, vec![("h1", vec!["svc"]), ("db", vec!["svc"])]);
+    assert_eq!(found[0].down_count, 4);
+    // Scope: only hosts are tried.
+    let hosts = Selector::parse("kind=host").unwrap();
+    let found = s.spofs(Some(&hosts), &tier1).unwrap();
+    assert_eq!(found.len(), 1);
+    // Another notion of critical.
+    let tier2 = [LabelSelector::parse("tier=2").unwrap()];
+    let found = s.spofs(None, &tier2).unwrap();
+    assert_eq!(
+        found
+            .iter()
+            .map(|f| s.resource(f.node).id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["h1"]
+    );
+}
+
+#[test]
+fn spofs_agree_with_one_impact_per_resource() {
+    use infragraph::model::LabelSelector;
+    // A generated estate: the optimized search must find exactly what the
+    // naive one does.
+    let estate = infragraph::generate::generate(infragraph::generate::Size::Small, 3);
+    let res: Vec<Resource> = estate
+        .resources
+        .iter()
+        .map(|r| {
+            let mut x = labelled(&r.id, &r.kind, &[]);
+            x.labels = r.labels.clone();
+            x
+        })
+        .collect();
+    let rels: Vec<Relation> = estate
+        .relations
+        .iter()
+        .map(|r| relation(&r.from, &r.to, &r.kind))
+        .collect();
+    let s = Snapshot::build(res, rels, 0);
+    let critical = [LabelSelector::parse("tier=1").unwrap()];
+    let fast: BTreeSet<u32> = s
+        .spofs(None, &critical)
+        .unwrap()
+        .iter()
+        .map(|f| f.node)
+        .collect();
+    let mut naive = BTreeSet::new();
+    for ix in 0..s.resources.len() as u32 {
+        let r = s.impact(&[ix], None);
+        if r.down
+            .iter()
+            .any(|d| d.node != ix && critical[0].matches(&s.resource(d.node).labels))
+        {
+            naive.insert(ix);
+        }
+    }
+    assert!(!naive.is_empty());
+    assert_eq!(fast, naive);
+}
+
+#[test]
+fn path_follows_relations_either_way_and_cycles_are_found() {
+    let s = graph(&[
+        ("a", "depends_on", "b"),
+        ("c", "runs_on", "b"),
+        ("c", "depends_on", "d"),
+        ("d", "depends_on", "e"),
+        ("e", "depends_on", "c"),
+        ("x", "depends_on", "y"),
+    ]);
+    let l = |id: &str| s.lookup(id).unwrap();
+    let p = s.path(l("a"), l("d")).unwrap();
+    let hops: Vec<(String, String)> = p
+        .iter()
+        .map(|&r| (s.relation(r).from.clone(), s.relation(r).to.clone()))
+        .collect();
+    assert_eq!(
+        hops,
+        vec![
+            ("a".into(), "b".into()),
+            ("c".into(), "b".into()),
+            ("c".into(), "d".into())
+        ]
+    );
+    assert_eq!(s.path(l("a"), l("x")), None);
+    assert_eq!(s.path(l("a"), l("a")), Some(vec![]));
+    let cycles = s.cycles();
+    assert_eq!(cycles.len(), 1);
+    let members: Vec<&str> = cycles[0]
+        .0
+        .iter()
+        .map(|&m| s.resource(m).id.as_str())
+        .collect();
+    assert_eq!(members, vec!["c", "d", "e"]);
+    let cycle: Vec<(String, String)> = cycles[0]
+        .1
+        .iter()
+        .map(|&r| (s.relation(r).from.clone(), s.relation(r).to.clone()))
+        .collect();
+    assert_eq!(
+        cycle,
+        vec![
+            ("c".into(), "d".into()),
+            ("d".into(), "e".into()),
+            ("e".into(), "c".into())
+        ]
+    );
+}

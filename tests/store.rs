@@ -395,3 +395,89 @@ async fn manual_assertions_are_additive_and_retractable(url: String) {
     assert_eq!(m1.status, Status::Gone);
     store.close().await;
 }
+
+mod changed {
+    use super::*;
+    both_backends!(changed_dependencies_follow_the_change_log);
+}
+
+/// `dependencies(changedSince)`: the incident question "what changed
+/// upstream?", checked against the store's own history.
+async fn changed_dependencies_follow_the_change_log(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let f = Files::new();
+    let p = f.write(
+        "inv.yaml",
+        "resources:
+  - {id: web, kind: service}
+  - {id: db, kind: database, labels: {v: '1'}}
+  - {id: cache, kind: cache}
+  - {id: host, kind: host}
+relations:
+  - {from: web, to: db, kind: depends_on}
+  - {from: web, to: cache, kind: depends_on}
+  - {from: db, to: host, kind: runs_on}
+",
+    );
+    load(&store, std::slice::from_ref(&p)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let since = infragraph::model::now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // db changes a label; web stops depending on cache; host is untouched.
+    f.write(
+        "inv.yaml",
+        "resources:
+  - {id: web, kind: service}
+  - {id: db, kind: database, labels: {v: '2'}}
+  - {id: cache, kind: cache}
+  - {id: host, kind: host}
+relations:
+  - {from: web, to: db, kind: depends_on}
+  - {from: db, to: host, kind: runs_on}
+",
+    );
+    load(&store, std::slice::from_ref(&p)).await;
+    let (res, rels) = store.load_all().await.unwrap();
+    let snap = infragraph::graph::Snapshot::build(res, rels, 0);
+    let web = snap.lookup("web").unwrap();
+    let all = snap.dependencies(web, None);
+    assert_eq!(all.len(), 2, "db and host; cache is no longer a dependency");
+    let changed = infragraph::incident::changed_dependencies(&store, &snap, web, None, since)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = changed
+        .iter()
+        .map(|c| snap.resource(c.dependency.node).id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&"db") && ids.contains(&"cache"), "{ids:?}");
+    let db = changed
+        .iter()
+        .find(|c| snap.resource(c.dependency.node).id == "db")
+        .unwrap();
+    assert!(
+        db.changes
+            .iter()
+            .any(|c| c.op == ChangeOp::Update && c.diff["labels"]["new"]["v"] == "2")
+    );
+    let cache = changed
+        .iter()
+        .find(|c| snap.resource(c.dependency.node).id == "cache")
+        .unwrap();
+    assert!(
+        cache
+            .changes
+            .iter()
+            .any(|c| c.op == ChangeOp::Retire && c.relation.is_some())
+    );
+    assert_eq!(snap.relation(cache.dependency.path[0]).to, "cache");
+    // Nothing changed before the first load's window.
+    let later = infragraph::model::now_ms() + 1000;
+    assert!(
+        infragraph::incident::changed_dependencies(&store, &snap, web, None, later)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.close().await;
+}
