@@ -3,7 +3,8 @@
 //! it back into the graph, and time impact queries.
 //!
 //! `cargo bench --bench load` (medium); `INFRAGRAPH_BENCH_SIZE=small|large`
-//! to change the size. PostgreSQL is skipped, with a note, when unreachable.
+//! to change the size; `INFRAGRAPH_BENCH_RESYNC=0` skips the unchanged
+//! re-sync. PostgreSQL is skipped, with a note, when unreachable.
 
 use std::time::{Duration, Instant};
 
@@ -48,16 +49,29 @@ async fn store_figures(name: &str, url: &str, batch: &ScopeBatch) -> Option<Snap
     let run = store.apply(input(batch)).await.unwrap();
     let first = t.elapsed();
     assert!(run.error.is_none(), "{:?}", run.error);
-    let t = Instant::now();
-    let run2 = store.apply(input(batch)).await.unwrap();
-    let again = t.elapsed();
-    assert_eq!(run2.created + run2.updated + run2.retired, 0);
+    let again = if std::env::var("INFRAGRAPH_BENCH_RESYNC").as_deref() == Ok("0") {
+        Duration::ZERO
+    } else {
+        let t = Instant::now();
+        let run2 = store.apply(input(batch)).await.unwrap();
+        assert_eq!(run2.created + run2.updated + run2.retired, 0);
+        t.elapsed()
+    };
+    let rss_before = rss_bytes();
     let t = Instant::now();
     let (res, rels) = store.load_all().await.unwrap();
     let load = t.elapsed();
     let t = Instant::now();
     let snap = Snapshot::build(res, rels, now_ms());
     let build = t.elapsed();
+    let rss_after = rss_bytes();
+    let rels = snap.relations.len().max(1);
+    println!(
+        "{name}: memory: {} MB resident for the snapshot ({} bytes per relation, records included); graph indexes {} bytes per relation",
+        (rss_after.saturating_sub(rss_before)) / (1 << 20),
+        rss_after.saturating_sub(rss_before) / rels,
+        snap.graph_bytes() / rels
+    );
     println!(
         "{name}: first load {} ({} resources, {} relations); unchanged re-sync {}; read back {}; graph build {}; total to graph {}",
         secs(first),
@@ -72,11 +86,24 @@ async fn store_figures(name: &str, url: &str, batch: &ScopeBatch) -> Option<Snap
     Some(snap)
 }
 
+/// Resident set size of this process, from /proc (0 where unavailable).
+fn rss_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<usize>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn impact_figures(snap: &Snapshot) {
+/// Prints impact figures; returns the id of the largest-reach hub.
+fn impact_figures(snap: &Snapshot) -> String {
     let n = snap.resources.len() as u32;
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let mut times = Vec::new();
@@ -102,11 +129,15 @@ fn impact_figures(snap: &Snapshot) {
     fan.sort_unstable_by(|a, b| b.cmp(a));
     let mut times = Vec::new();
     let mut worst = 0;
+    let mut hub = String::new();
     for &(_, ix) in fan.iter().take(10) {
         let t = Instant::now();
         let r = snap.impact(&[ix], None);
         times.push(t.elapsed());
-        worst = worst.max(r.down.len() + r.degraded.len());
+        if r.down.len() + r.degraded.len() > worst {
+            worst = r.down.len() + r.degraded.len();
+            hub = snap.resource(ix).id.clone();
+        }
     }
     times.sort();
     println!(
@@ -114,6 +145,23 @@ fn impact_figures(snap: &Snapshot) {
         ms(percentile(&times, 0.5)),
         ms(*times.last().unwrap())
     );
+    // The same with every path materialized (what a client asking for all
+    // paths makes the server do).
+    if let Some(ix) = snap.lookup(&hub) {
+        let t = Instant::now();
+        let r = snap.impact(&[ix], None);
+        let hops: usize = r
+            .down
+            .iter()
+            .chain(r.degraded.iter())
+            .map(|i| r.path(snap, i).len())
+            .sum();
+        println!(
+            "impact of {hub} with all {} paths materialized ({hops} relations): {}",
+            r.down.len() + r.degraded.len(),
+            ms(t.elapsed())
+        );
+    }
     if let Some(zone) = snap.lookup("zone:r0a") {
         let t = Instant::now();
         let r = snap.impact(&[zone], None);
@@ -124,6 +172,94 @@ fn impact_figures(snap: &Snapshot) {
             r.degraded.len()
         );
     }
+    let critical = [infragraph::model::LabelSelector::parse("tier=1").unwrap()];
+    let t = Instant::now();
+    let spofs = snap.spofs(None, &critical).unwrap();
+    println!(
+        "spofs over the whole estate (critical: tier=1): {} found in {}",
+        spofs.len(),
+        secs(t.elapsed())
+    );
+    hub
+}
+
+/// The same blast radius (plain reachability, redundancy-blind) as one
+/// recursive SQL query on PostgreSQL.
+async fn recursive_sql(url: &str, hub: &str) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+    let sql = "WITH RECURSIVE edges(src, dst) AS (
+            SELECT to_id, from_id FROM relations
+             WHERE status = 'present' AND kind IN ('depends_on', 'runs_on', 'contained_in', 'routes_to')
+            UNION ALL
+            SELECT from_id, to_id FROM relations
+             WHERE status = 'present' AND kind IN ('attached_to', 'instance_of')),
+          reach(id) AS (SELECT $1::text UNION SELECT e.dst FROM reach JOIN edges e ON e.src = reach.id)
+        SELECT count(*) FROM reach";
+    let t = Instant::now();
+    let n: i64 = sqlx::query_scalar(sql)
+        .bind(hub)
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    println!(
+        "postgres recursive SQL, same hub {hub} (plain reachability): {n} resources in {}",
+        ms(t.elapsed())
+    );
+}
+
+/// GraphQL end to end over HTTP: the hub's whole impact list.
+async fn graphql_figures(sqlite: &str, hub: &str) {
+    let store = Store::connect(sqlite).await.unwrap();
+    let app = infragraph::app::App::new(store, None).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(infragraph::cli::serve_on(
+        listener,
+        app,
+        std::future::pending(),
+    ));
+    let client = reqwest::Client::new();
+    let q = format!(
+        "{{ impact(failed: [\"{hub}\"]) {{ downCount degradedCount down {{ resource {{ id }} status depth }} degraded {{ resource {{ id }} status depth redundancy }} }} }}"
+    );
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let body = client
+            .post(format!("http://{addr}/graphql"))
+            .json(&serde_json::json!({"query": q}))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        times.push(t.elapsed());
+        bytes = body.len();
+        assert!(
+            !body.contains("\"errors\""),
+            "{}",
+            &body[..body.len().min(300)]
+        );
+    }
+    times.sort();
+    let counts = client
+        .post(format!("http://{addr}/graphql"))
+        .json(&serde_json::json!({"query": format!("{{ impact(failed: [\"{hub}\"]) {{ downCount degradedCount }} }}")}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    println!(
+        "graphql over HTTP, impact of {hub} with every resource listed: median {} ({} KB); {}",
+        ms(percentile(&times, 0.5)),
+        bytes / 1024,
+        counts
+    );
 }
 
 #[tokio::main]
@@ -163,10 +299,19 @@ async fn main() {
         Ok::<_, sqlx::Error>(c)
     }
     .await;
+    let hub = snap.as_ref().map(impact_figures);
+    drop(snap);
+    if let Some(hub) = &hub {
+        graphql_figures(&sqlite, hub).await;
+    }
     match created {
         Ok(mut admin_conn) => {
             let base = admin.rsplit_once('/').unwrap().0;
-            store_figures("postgres", &format!("{base}/{name}"), &batch).await;
+            let url = format!("{base}/{name}");
+            store_figures("postgres", &url, &batch).await;
+            if let Some(hub) = &hub {
+                recursive_sql(&url, hub).await;
+            }
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE {name} WITH (FORCE)"
             )))
@@ -175,8 +320,5 @@ async fn main() {
             .unwrap();
         }
         Err(e) => println!("postgres: skipped ({e})"),
-    }
-    if let Some(snap) = snap {
-        impact_figures(&snap);
     }
 }

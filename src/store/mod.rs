@@ -105,80 +105,55 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Every resource and relation, present and gone, with provenance.
+    /// Every resource and relation, present and gone, with provenance. One
+    /// streamed row per resource and per relation (provenance comes from the
+    /// summary column the reconciler keeps).
     #[tracing::instrument(skip_all)]
     pub async fn load_all(&self) -> anyhow::Result<(Vec<Resource>, Vec<Relation>)> {
+        use futures_util::TryStreamExt;
         let mut conn = self.pool.acquire().await?;
-        let mut res_sources: HashMap<String, Vec<Provenance>> = HashMap::new();
-        let rows = sqlx::query(
-            "SELECT resource_id, source, status, first_seen, last_seen, gone_at FROM resource_sources",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        for row in rows {
-            let id: String = row.try_get(0)?;
-            res_sources
-                .entry(id)
-                .or_default()
-                .push(provenance(&row, 1)?);
+        let mut resources = Vec::new();
+        {
+            let mut rows = sqlx::query(
+                "SELECT id, kind, name, labels, attributes, status, first_seen, last_seen, gone_at, provenance \
+                 FROM resources",
+            )
+            .fetch(&mut *conn);
+            while let Some(row) = rows.try_next().await? {
+                resources.push(Resource {
+                    id: row.try_get(0)?,
+                    kind: row.try_get(1)?,
+                    name: row.try_get(2)?,
+                    labels: parse_labels(row.try_get_unchecked::<&str, _>(3)?)?,
+                    attributes: parse_json(row.try_get_unchecked::<&str, _>(4)?)?,
+                    status: status(&row, 5)?,
+                    first_seen: row.try_get(6)?,
+                    last_seen: row.try_get(7)?,
+                    gone_at: row.try_get(8)?,
+                    sources: parse_provenance(row.try_get_unchecked::<&str, _>(9)?)?,
+                });
+            }
         }
-        let rows = sqlx::query(
-            "SELECT id, kind, name, labels, attributes, status, first_seen, last_seen, gone_at FROM resources",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut resources = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: String = row.try_get(0)?;
-            let mut sources = res_sources.remove(&id).unwrap_or_default();
-            sources.sort_by(|a, b| a.source.cmp(&b.source));
-            resources.push(Resource {
-                kind: row.try_get(1)?,
-                name: row.try_get(2)?,
-                labels: parse_labels(&row.try_get::<String, _>(3)?)?,
-                attributes: parse_json(&row.try_get::<String, _>(4)?)?,
-                status: status(&row, 5)?,
-                first_seen: row.try_get(6)?,
-                last_seen: row.try_get(7)?,
-                gone_at: row.try_get(8)?,
-                sources,
-                id,
-            });
-        }
-        let mut rel_sources: HashMap<(String, String, String), Vec<Provenance>> = HashMap::new();
-        let rows = sqlx::query(
-            "SELECT from_id, to_id, kind, source, status, first_seen, last_seen, gone_at FROM relation_sources",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        for row in rows {
-            let key = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            rel_sources
-                .entry(key)
-                .or_default()
-                .push(provenance(&row, 3)?);
-        }
-        let rows = sqlx::query(
-            "SELECT from_id, to_id, kind, attributes, status, first_seen, last_seen, gone_at FROM relations",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut relations = Vec::with_capacity(rows.len());
-        for row in rows {
-            let key: (String, String, String) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            let mut sources = rel_sources.remove(&key).unwrap_or_default();
-            sources.sort_by(|a, b| a.source.cmp(&b.source));
-            relations.push(Relation {
-                from: key.0,
-                to: key.1,
-                kind: key.2,
-                attributes: parse_json(&row.try_get::<String, _>(3)?)?,
-                status: status(&row, 4)?,
-                first_seen: row.try_get(5)?,
-                last_seen: row.try_get(6)?,
-                gone_at: row.try_get(7)?,
-                sources,
-            });
+        let mut relations = Vec::new();
+        {
+            let mut rows = sqlx::query(
+                "SELECT from_id, to_id, kind, attributes, status, first_seen, last_seen, gone_at, provenance \
+                 FROM relations",
+            )
+            .fetch(&mut *conn);
+            while let Some(row) = rows.try_next().await? {
+                relations.push(Relation {
+                    from: row.try_get(0)?,
+                    to: row.try_get(1)?,
+                    kind: row.try_get(2)?,
+                    attributes: parse_json(row.try_get_unchecked::<&str, _>(3)?)?,
+                    status: status(&row, 4)?,
+                    first_seen: row.try_get(5)?,
+                    last_seen: row.try_get(6)?,
+                    gone_at: row.try_get(7)?,
+                    sources: parse_provenance(row.try_get_unchecked::<&str, _>(8)?)?,
+                });
+            }
         }
         Ok((resources, relations))
     }
@@ -336,26 +311,56 @@ pub fn redact(url: &str) -> String {
     url.to_string()
 }
 
-fn provenance(row: &AnyRow, at: usize) -> anyhow::Result<Provenance> {
-    Ok(Provenance {
-        source: row.try_get(at)?,
-        status: status(row, at + 1)?,
-        first_seen: row.try_get(at + 2)?,
-        last_seen: row.try_get(at + 3)?,
-        gone_at: row.try_get(at + 4)?,
-    })
-}
-
 fn status(row: &AnyRow, at: usize) -> anyhow::Result<Status> {
     let s: String = row.try_get(at)?;
     Status::parse(&s).with_context(|| format!("unknown status '{s}' in database"))
 }
 
+/// The provenance summary column: `[[source, status, first_seen, last_seen, gone_at], ...]`.
+fn parse_provenance(s: &str) -> anyhow::Result<Vec<Provenance>> {
+    type Row = (String, String, Millis, Millis, Option<Millis>);
+    let rows: Vec<Row> =
+        serde_json::from_str(s).with_context(|| format!("corrupt provenance in database: {s}"))?;
+    let mut out = rows
+        .into_iter()
+        .map(|(source, st, first_seen, last_seen, gone_at)| {
+            Ok(Provenance {
+                status: Status::parse(&st)
+                    .with_context(|| format!("unknown status '{st}' in provenance"))?,
+                source,
+                first_seen,
+                last_seen,
+                gone_at,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    out.sort_by(|a, b| a.source.cmp(&b.source));
+    Ok(out)
+}
+
+/// Renders the provenance summary column.
+pub(crate) fn provenance_json<'a>(
+    rows: impl Iterator<Item = (&'a str, Status, Millis, Millis, Option<Millis>)>,
+) -> String {
+    let v: Vec<serde_json::Value> = rows
+        .map(|(source, st, first, last, gone)| {
+            serde_json::json!([source, st.as_str(), first, last, gone])
+        })
+        .collect();
+    serde_json::Value::Array(v).to_string()
+}
+
 pub(crate) fn parse_labels(s: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    if s == "{}" {
+        return Ok(BTreeMap::new());
+    }
     serde_json::from_str(s).with_context(|| format!("corrupt labels in database: {s}"))
 }
 
 pub(crate) fn parse_json(s: &str) -> anyhow::Result<serde_json::Value> {
+    if s == "null" {
+        return Ok(serde_json::Value::Null);
+    }
     serde_json::Value::from_str(s).with_context(|| format!("corrupt JSON in database: {s}"))
 }
 

@@ -7,14 +7,17 @@
 //! a complete batch retires what its source reported before and no longer
 //! does. Any error rolls the whole run back and records a failed run instead.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use collectors::{Collection, ObservedRelation, ObservedResource};
 use serde_json::{Value, json};
 use sqlx::{Any, Row, Transaction};
 
 use super::{
-    Backend, MAX_PARAMS, Store, dynamic, parse_json, parse_labels, placeholders, values_clause,
+    Backend, MAX_PARAMS, Store, dynamic, parse_json, parse_labels, placeholders, provenance_json,
+    values_clause,
 };
 use crate::model::{ChangeOp, Millis, Run, RunStatus, Status, now_ms};
 
@@ -252,9 +255,9 @@ async fn reconcile(
     // --- What this run reports, per source -------------------------------
     let mut observed_res: Vec<(String, &ObservedResource)> = Vec::new();
     let mut observed_rel: Vec<(String, &ObservedRelation)> = Vec::new();
-    let mut kinds: HashMap<&str, (&str, String)> = HashMap::new();
+    let mut kinds: HashMap<&str, (&str, String)> = HashMap::default();
     let mut complete_sources: Vec<String> = Vec::new();
-    let mut seen_by_source: HashSet<(String, Key)> = HashSet::new();
+    let mut seen_by_source: HashSet<(String, Key)> = HashSet::default();
     for batch in &collection.batches {
         let source = source_name(&input.collector, &batch.scope);
         if batch.complete && !input.additive {
@@ -403,7 +406,7 @@ async fn reconcile(
 
     // --- Provenance rows --------------------------------------------------
     let mut touched: BTreeSet<String> = BTreeSet::new();
-    let mut reporter: HashMap<String, String> = HashMap::new();
+    let mut reporter: HashMap<String, String> = HashMap::default();
     for (source, r) in &observed_res {
         let entry = res_sources.entry(r.id.clone()).or_default();
         let first_seen = entry
@@ -430,7 +433,7 @@ async fn reconcile(
             .or_insert_with(|| source.clone());
     }
     let mut rel_touched: BTreeSet<RelKey> = BTreeSet::new();
-    let mut rel_reporter: HashMap<RelKey, String> = HashMap::new();
+    let mut rel_reporter: HashMap<RelKey, String> = HashMap::default();
     for (source, rel) in &observed_rel {
         let key = (rel.from.clone(), rel.to.clone(), rel.kind.clone());
         let entry = rel_sources.entry(key.clone()).or_default();
@@ -540,6 +543,9 @@ async fn reconcile(
             V::I(new.last_seen),
             V::OI(new.gone_at),
             V::I(updated_at),
+            V::T(provenance_json(sources.iter().map(|(src, r)| {
+                (src.as_str(), r.status, r.first_seen, r.last_seen, r.gone_at)
+            }))),
         ]);
     }
     let mut src_writes: Vec<Vec<V>> = Vec::new();
@@ -610,6 +616,9 @@ async fn reconcile(
             V::I(new.last_seen),
             V::OI(new.gone_at),
             V::I(updated_at),
+            V::T(provenance_json(sources.iter().map(|(src, r)| {
+                (src.as_str(), r.status, r.first_seen, r.last_seen, r.gone_at)
+            }))),
         ]);
         for (source, s) in sources {
             if !s.dirty {
@@ -634,11 +643,12 @@ async fn reconcile(
     write_rows(
         tx,
         b,
-        "INSERT INTO resources (id, kind, name, labels, attributes, status, first_seen, last_seen, gone_at, updated_at) VALUES ",
+        "INSERT INTO resources (id, kind, name, labels, attributes, status, first_seen, last_seen, gone_at, updated_at, provenance) VALUES ",
         " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name, labels = excluded.labels, \
          attributes = excluded.attributes, status = excluded.status, first_seen = excluded.first_seen, \
-         last_seen = excluded.last_seen, gone_at = excluded.gone_at, updated_at = excluded.updated_at",
-        10,
+         last_seen = excluded.last_seen, gone_at = excluded.gone_at, updated_at = excluded.updated_at, \
+         provenance = excluded.provenance",
+        11,
         res_writes,
     )
     .await?;
@@ -656,11 +666,11 @@ async fn reconcile(
     write_rows(
         tx,
         b,
-        "INSERT INTO relations (from_id, to_id, kind, attributes, status, first_seen, last_seen, gone_at, updated_at) VALUES ",
+        "INSERT INTO relations (from_id, to_id, kind, attributes, status, first_seen, last_seen, gone_at, updated_at, provenance) VALUES ",
         " ON CONFLICT (from_id, to_id, kind) DO UPDATE SET attributes = excluded.attributes, status = excluded.status, \
          first_seen = excluded.first_seen, last_seen = excluded.last_seen, gone_at = excluded.gone_at, \
-         updated_at = excluded.updated_at",
-        9,
+         updated_at = excluded.updated_at, provenance = excluded.provenance",
+        10,
         rel_writes,
     )
     .await?;
@@ -940,7 +950,7 @@ async fn load_resources(
         ids,
     )
     .await?;
-    let mut out = HashMap::with_capacity(rows.len());
+    let mut out = HashMap::with_capacity_and_hasher(rows.len(), Default::default());
     for row in rows {
         out.insert(
             row.try_get(0)?,
@@ -972,7 +982,7 @@ async fn load_resource_sources(
         ids,
     )
     .await?;
-    let mut out: HashMap<String, BTreeMap<String, ResSource>> = HashMap::new();
+    let mut out: HashMap<String, BTreeMap<String, ResSource>> = HashMap::default();
     for row in rows {
         out.entry(row.try_get(0)?).or_default().insert(
             row.try_get(1)?,
@@ -1004,7 +1014,7 @@ async fn load_relations(
         from_ids,
     )
     .await?;
-    let mut out = HashMap::with_capacity(rows.len());
+    let mut out = HashMap::with_capacity_and_hasher(rows.len(), Default::default());
     for row in rows {
         out.insert(
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
@@ -1033,7 +1043,7 @@ async fn load_relation_sources(
         from_ids,
     )
     .await?;
-    let mut out: HashMap<RelKey, BTreeMap<String, RelSource>> = HashMap::new();
+    let mut out: HashMap<RelKey, BTreeMap<String, RelSource>> = HashMap::default();
     for row in rows {
         out.entry((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
             .or_default()
