@@ -57,20 +57,19 @@ async fn store_figures(name: &str, url: &str, batch: &ScopeBatch) -> Option<Snap
         assert_eq!(run2.created + run2.updated + run2.retired, 0);
         t.elapsed()
     };
-    let rss_before = rss_bytes();
     let t = Instant::now();
     let (res, rels) = store.load_all().await.unwrap();
     let load = t.elapsed();
     let t = Instant::now();
     let snap = Snapshot::build(res, rels, now_ms());
     let build = t.elapsed();
-    let rss_after = rss_bytes();
     let rels = snap.relations.len().max(1);
     println!(
-        "{name}: memory: {} MB resident for the snapshot ({} bytes per relation, records included); graph indexes {} bytes per relation",
-        (rss_after.saturating_sub(rss_before)) / (1 << 20),
-        rss_after.saturating_sub(rss_before) / rels,
-        snap.graph_bytes() / rels
+        "{name}: memory: snapshot ≈ {} MB ≈ {} bytes per relation (records, provenance, index and graph); graph structures alone {} bytes per relation; process resident {} MB",
+        snap.memory_estimate() / (1 << 20),
+        snap.memory_estimate() / rels,
+        snap.graph_bytes() / rels,
+        rss_bytes() / (1 << 20)
     );
     println!(
         "{name}: first load {} ({} resources, {} relations); unchanged re-sync {}; read back {}; graph build {}; total to graph {}",
@@ -220,9 +219,35 @@ async fn graphql_figures(sqlite: &str, hub: &str) {
         std::future::pending(),
     ));
     let client = reqwest::Client::new();
-    let q = format!(
-        "{{ impact(failed: [\"{hub}\"]) {{ downCount degradedCount down {{ resource {{ id }} status depth }} degraded {{ resource {{ id }} status depth redundancy }} }} }}"
-    );
+    for (label, q) in [
+        (
+            "nested resource { id } status depth",
+            format!(
+                "{{ impact(failed: [\"{hub}\"]) {{ down {{ resource {{ id }} status depth }} degraded {{ resource {{ id }} status depth redundancy }} }} }}"
+            ),
+        ),
+        (
+            "flat id status depth",
+            format!(
+                "{{ impact(failed: [\"{hub}\"]) {{ down {{ id status depth }} degraded {{ id status depth redundancy }} }} }}"
+            ),
+        ),
+        (
+            "table (one JSON value)",
+            format!("{{ impact(failed: [\"{hub}\"]) {{ table }} }}"),
+        ),
+    ] {
+        graphql_one(&client, addr, hub, label, &q).await;
+    }
+}
+
+async fn graphql_one(
+    client: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    hub: &str,
+    label: &str,
+    q: &str,
+) {
     let mut times = Vec::new();
     let mut bytes = 0;
     for _ in 0..5 {
@@ -245,20 +270,10 @@ async fn graphql_figures(sqlite: &str, hub: &str) {
         );
     }
     times.sort();
-    let counts = client
-        .post(format!("http://{addr}/graphql"))
-        .json(&serde_json::json!({"query": format!("{{ impact(failed: [\"{hub}\"]) {{ downCount degradedCount }} }}")}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     println!(
-        "graphql over HTTP, impact of {hub} with every resource listed: median {} ({} KB); {}",
+        "graphql over HTTP, impact of {hub}, every resource listed as {label}: median {} ({} KB)",
         ms(percentile(&times, 0.5)),
         bytes / 1024,
-        counts
     );
 }
 

@@ -494,6 +494,18 @@ pub struct ImpactedResource {
 
 #[Object]
 impl ImpactedResource {
+    /// The resource's id (the same as `resource { id }`, cheaper for long lists).
+    async fn id(&self) -> &str {
+        &self.snap.resource(self.item.node).id
+    }
+    /// The resource's kind.
+    async fn kind(&self) -> &str {
+        &self.snap.resource(self.item.node).kind
+    }
+    /// The resource's name.
+    async fn name(&self) -> &str {
+        &self.snap.resource(self.item.node).name
+    }
     /// The resource.
     async fn resource(&self) -> Resource {
         Resource {
@@ -611,6 +623,33 @@ impl Impact {
     /// How many resources are degraded.
     async fn degraded_count(&self) -> i32 {
         self.result.degraded.len() as i32
+    }
+    /// The whole answer as one JSON array, for clients that want every
+    /// impacted resource of a large failure fast: `[{"id", "kind", "status",
+    /// "depth", "remaining", "total"}]`, down first. No paths (ask `down` /
+    /// `degraded` for those).
+    async fn table(&self) -> Json<serde_json::Value> {
+        let row = |i: &Impacted, status: &str| {
+            let r = self.snap.resource(i.node);
+            let mut m = serde_json::Map::with_capacity(6);
+            m.insert("id".into(), r.id.clone().into());
+            m.insert("kind".into(), r.kind.clone().into());
+            m.insert("status".into(), status.into());
+            m.insert("depth".into(), i.depth.into());
+            if let Some((left, total)) = i.aggregate {
+                m.insert("remaining".into(), left.into());
+                m.insert("total".into(), total.into());
+            }
+            serde_json::Value::Object(m)
+        };
+        let rows: Vec<serde_json::Value> = self
+            .result
+            .down
+            .iter()
+            .map(|i| row(i, "DOWN"))
+            .chain(self.result.degraded.iter().map(|i| row(i, "DEGRADED")))
+            .collect();
+        Json(serde_json::Value::Array(rows))
     }
     /// Down and degraded counts per resource kind.
     async fn counts_by_kind(&self) -> Vec<KindCount> {

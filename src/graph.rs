@@ -134,8 +134,53 @@ pub struct ImpactResult {
     pub down: Vec<Impacted>,
     /// Degraded resources, by depth then id.
     pub degraded: Vec<Impacted>,
-    /// Per reached node: (CSR position of its down parent edge, of its reach parent edge).
-    parents: FxHashMap<Ix, (u32, u32)>,
+    /// Per reached node: (reverse-CSR position of its down parent edge, of its reach parent edge).
+    parents: Parents,
+}
+
+/// Parent edges of the reached nodes: a hash map for small answers, a dense
+/// array (one slot per resource) when the answer is a sizeable share of the
+/// estate and hashing would cost more than the traversal.
+#[derive(Debug, Clone)]
+enum Parents {
+    Sparse(FxHashMap<Ix, (u32, u32)>),
+    Dense(Vec<(u32, u32)>),
+}
+
+impl Default for Parents {
+    fn default() -> Self {
+        Parents::Sparse(FxHashMap::default())
+    }
+}
+
+impl Parents {
+    fn with(reached: usize, n: usize) -> Parents {
+        if reached * 16 > n {
+            Parents::Dense(vec![(NONE, NONE); n])
+        } else {
+            let mut m = FxHashMap::default();
+            m.reserve(reached);
+            Parents::Sparse(m)
+        }
+    }
+
+    #[inline]
+    fn set(&mut self, node: Ix, p: (u32, u32)) {
+        match self {
+            Parents::Sparse(m) => {
+                m.insert(node, p);
+            }
+            Parents::Dense(v) => v[node as usize] = p,
+        }
+    }
+
+    #[inline]
+    fn get(&self, node: Ix) -> Option<(u32, u32)> {
+        match self {
+            Parents::Sparse(m) => m.get(&node).copied(),
+            Parents::Dense(v) => v.get(node as usize).copied(),
+        }
+    }
 }
 
 impl ImpactResult {
@@ -145,7 +190,7 @@ impl ImpactResult {
         let down = item.status == ImpactStatus::Down;
         let mut path = Vec::with_capacity(item.depth as usize);
         let mut node = item.node;
-        while let Some(&(dp, rp)) = self.parents.get(&node) {
+        while let Some((dp, rp)) = self.parents.get(node) {
             let p = if down { dp } else { rp };
             if p == NONE {
                 break;
@@ -497,8 +542,10 @@ impl Snapshot {
                 }
             }
         }
-        let mut result = ImpactResult::default();
-        result.parents.reserve(s.order.len());
+        let mut result = ImpactResult {
+            parents: Parents::with(s.order.len(), n),
+            ..Default::default()
+        };
         for &u in &s.order {
             let ui = u as usize;
             let total = self.agg_total[ui];
@@ -522,7 +569,7 @@ impl Snapshot {
                 NONE
             };
             let rp = self.to_rev_pos(s.reach_parent[ui]);
-            result.parents.insert(u, (dp, rp));
+            result.parents.set(u, (dp, rp));
             if max_depth.is_some_and(|m| depth > m) {
                 continue;
             }
@@ -855,6 +902,55 @@ impl Snapshot {
             .filter(|r| r.status == Status::Present)
             .count();
         (present, self.graph.edge_count())
+    }
+
+    /// Approximate heap bytes of the whole snapshot: resource and relation
+    /// records (strings, labels, attributes, provenance), the id index and the
+    /// graph structures.
+    pub fn memory_estimate(&self) -> usize {
+        fn s(x: &str) -> usize {
+            x.len()
+        }
+        fn json(v: &serde_json::Value) -> usize {
+            if v.is_null() {
+                0
+            } else {
+                v.to_string().len() * 3
+            }
+        }
+        fn prov(p: &[crate::model::Provenance]) -> usize {
+            p.iter()
+                .map(|p| std::mem::size_of::<crate::model::Provenance>() + s(&p.source))
+                .sum()
+        }
+        let res: usize = self
+            .resources
+            .iter()
+            .map(|r| {
+                std::mem::size_of::<Resource>()
+                    + s(&r.id)
+                    + s(&r.kind)
+                    + s(&r.name)
+                    + r.labels.iter().map(|(k, v)| 48 + s(k) + s(v)).sum::<usize>()
+                    + json(&r.attributes)
+                    + prov(&r.sources)
+                    // the id index: a key copy, the value, hash table overhead
+                    + s(&r.id) + std::mem::size_of::<String>() + 8
+            })
+            .sum();
+        let rel: usize = self
+            .relations
+            .iter()
+            .map(|r| {
+                std::mem::size_of::<Relation>()
+                    + s(&r.from)
+                    + s(&r.to)
+                    + s(&r.kind)
+                    + json(&r.attributes)
+                    + prov(&r.sources)
+            })
+            .sum();
+        res + rel + self.graph_bytes()
     }
 
     /// Approximate bytes held by the graph structures (not the resource and

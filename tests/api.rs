@@ -580,3 +580,36 @@ async fn incident_queries_over_graphql() {
         .await;
     assert_eq!(v["data"]["dependencies"], json!([]));
 }
+
+/// The lean shapes for large answers: flat fields and the JSON table agree
+/// with the nested lists.
+#[tokio::test]
+async fn impact_table_and_flat_fields_match_the_lists() {
+    let s = Server::start(None).await;
+    let v = s
+        .gql(
+            r#"{ impact(failed: ["host:app-1"]) { table down { id kind resource { id } } degraded { id redundancy } } }"#,
+            json!({}),
+        )
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+    let imp = &v["data"]["impact"];
+    for d in imp["down"].as_array().unwrap() {
+        assert_eq!(d["id"], d["resource"]["id"]);
+    }
+    let table = imp["table"].as_array().unwrap();
+    assert_eq!(
+        table.len(),
+        imp["down"].as_array().unwrap().len() + imp["degraded"].as_array().unwrap().len()
+    );
+    let auth = table.iter().find(|r| r["id"] == "svc:auth").unwrap();
+    assert_eq!(auth["status"], "DEGRADED");
+    assert_eq!(
+        (auth["remaining"].as_i64(), auth["total"].as_i64()),
+        (Some(2), Some(3))
+    );
+    assert_eq!(
+        table[0],
+        json!({"id": "host:app-1", "kind": "host", "status": "DOWN", "depth": 0})
+    );
+}
