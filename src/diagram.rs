@@ -650,6 +650,18 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
                 b.node(&r.id, keys, styled(&r.kind, label));
                 drawn += 1;
             }
+            // Lay each subnet's hosts out in rows of a few (invisible
+            // edges), not one row as wide as the page.
+            let mut by_cluster: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+            for (id, (path, _)) in &b.nodes {
+                by_cluster.entry(path.clone()).or_default().push(id.clone());
+            }
+            for ids in by_cluster.values() {
+                let cols = ((ids.len() as f64).sqrt().ceil() as usize).clamp(3, 6);
+                for i in cols..ids.len() {
+                    b.edge(&ids[i - cols], &ids[i], "grid", vec![("style", "invis".into())]);
+                }
+            }
             for (lb, hosts) in &lb_targets {
                 let r = snap.resource(*lb);
                 let pools: Vec<String> = lb_pools[lb].iter().map(|s| clip(s)).collect();
@@ -1042,7 +1054,8 @@ fn impact(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
             (DEGRADED_FILL, "black", "DEGRADED".to_string())
         };
         label.push_str(&format!("\n{status}"));
-        if let Some((left, total)) = i.aggregate {
+        // Redundancy counts where some was lost: `2/3 left`.
+        if let Some((left, total)) = i.aggregate.filter(|(l, t)| l < t) {
             label.push_str(&format!(" · {left}/{total} left"));
         }
         let (shape, _) = look(&r.kind);
