@@ -292,10 +292,12 @@ async fn diagram_http(
             text(StatusCode::NOT_FOUND, e.to_string())
         }
         Ok(Err(DiagramOrRender::Diagram(e))) => text(StatusCode::BAD_REQUEST, e.to_string()),
-        Ok(Err(DiagramOrRender::Render(e @ (RenderError::DotMissing(_) | RenderError::Timeout(_))))) => {
-            text(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        Ok(Err(DiagramOrRender::Render(
+            e @ (RenderError::DotMissing(_) | RenderError::Timeout(_)),
+        ))) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Ok(Err(DiagramOrRender::Render(e))) => {
+            text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
-        Ok(Err(DiagramOrRender::Render(e))) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("diagram task failed: {e}"),

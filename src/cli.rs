@@ -708,10 +708,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             match &out.output {
                 None => std::io::stdout().lock().write_all(dot.as_bytes())?,
                 Some(p) => {
-                    let bytes = tokio::task::spawn_blocking(move || {
-                        crate::diagram::render(&dot, format)
-                    })
-                    .await??;
+                    let bytes =
+                        tokio::task::spawn_blocking(move || crate::diagram::render(&dot, format))
+                            .await??;
                     std::fs::write(p, bytes)
                         .with_context(|| format!("cannot write {}", p.display()))?;
                     eprintln!("wrote {} ({} nodes)", p.display(), diagram.nodes);

@@ -244,10 +244,12 @@ impl Builder {
         let mut clusters = self.clusters;
         for path in by_path.keys() {
             for i in 1..=path.len() {
-                clusters.entry(path[..i].to_vec()).or_insert_with(|| Cluster {
-                    label: path[i - 1].clone(),
-                    attrs: Vec::new(),
-                });
+                clusters
+                    .entry(path[..i].to_vec())
+                    .or_insert_with(|| Cluster {
+                        label: path[i - 1].clone(),
+                        attrs: Vec::new(),
+                    });
             }
         }
         let paths: Vec<Vec<String>> = clusters.keys().cloned().collect();
@@ -467,7 +469,9 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
             "contained_in" | "attached_to" if tk == "vpc" => place[f as usize].vpc = Some(t),
             "contained_in" | "attached_to" if is_zone(tk) => place[f as usize].zone = Some(t),
             "contained_in" | "attached_to" if tk == "subnet" => place[f as usize].subnet = Some(t),
-            "attached_to" if snap.resource(f).kind == "volume" => *attached.entry(t).or_default() += 1,
+            "attached_to" if snap.resource(f).kind == "volume" => {
+                *attached.entry(t).or_default() += 1
+            }
             "contained_in" => {}
             "runs_on" => runs_on_host.entry(t).or_default().push(f),
             "routes_to" if snap.resource(f).kind == "load_balancer" => routes.push((f, t)),
@@ -480,7 +484,10 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
         p.region
             .or_else(|| p.vpc.and_then(|v| place[v as usize].region))
             .or_else(|| p.zone.and_then(|z| place[z as usize].region))
-            .or_else(|| p.subnet.and_then(|s| place[s as usize].vpc.and_then(|v| place[v as usize].region)))
+            .or_else(|| {
+                p.subnet
+                    .and_then(|s| place[s as usize].vpc.and_then(|v| place[v as usize].region))
+            })
     };
     // Path of a subnet; of a resource placed in a subnet/vpc/zone/region.
     let path_of = |ix: Ix| -> Vec<Ix> {
@@ -601,13 +608,20 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
                 ("fillcolor", "#ffffff".into()),
                 ("color", "#82b366".into()),
             ],
-            _ => vec![("style", "rounded,dashed".into()), ("color", "#999999".into())],
+            _ => vec![
+                ("style", "rounded,dashed".into()),
+                ("color", "#999999".into()),
+            ],
         }
     };
     let add_path = |b: &mut Builder, path: &[Ix]| -> Vec<String> {
         let keys: Vec<String> = path.iter().map(|&p| key(p)).collect();
         for i in 1..=path.len() {
-            b.cluster(&keys[..i], cluster_label(path[i - 1]), style_of(path[i - 1]));
+            b.cluster(
+                &keys[..i],
+                cluster_label(path[i - 1]),
+                style_of(path[i - 1]),
+            );
         }
         keys
     };
@@ -659,7 +673,12 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
             for ids in by_cluster.values() {
                 let cols = ((ids.len() as f64).sqrt().ceil() as usize).clamp(3, 6);
                 for i in cols..ids.len() {
-                    b.edge(&ids[i - cols], &ids[i], "grid", vec![("style", "invis".into())]);
+                    b.edge(
+                        &ids[i - cols],
+                        &ids[i],
+                        "grid",
+                        vec![("style", "invis".into())],
+                    );
                 }
             }
             for (lb, hosts) in &lb_targets {
@@ -703,13 +722,21 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
                 if level == 2 && p.last().is_some_and(|&l| snap.resource(l).kind == "subnet") {
                     p.pop();
                 }
-                *counts.entry(p).or_default().entry(r.kind.clone()).or_default() += 1;
+                *counts
+                    .entry(p)
+                    .or_default()
+                    .entry(r.kind.clone())
+                    .or_default() += 1;
             }
             if level == 2 {
                 // Subnets themselves are counted in their VPC-zone node.
                 for &s in &subnets {
                     let p = path_of(s);
-                    *counts.entry(p).or_default().entry("subnet".into()).or_default() += 1;
+                    *counts
+                        .entry(p)
+                        .or_default()
+                        .entry("subnet".into())
+                        .or_default() += 1;
                 }
             }
             for (path, kinds) in &counts {
@@ -786,7 +813,11 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
         );
     }
     let title = match scope {
-        Some(s) => format!("Network: {} ({})", snap.resource(s).id, plural(drawn, "node")),
+        Some(s) => format!(
+            "Network: {} ({})",
+            snap.resource(s).id,
+            plural(drawn, "node")
+        ),
         None => format!("Network ({})", plural(drawn, "node")),
     };
     let graph = b.finish(graph_attrs(&title, &notes, "TB"), Vec::new());
@@ -832,7 +863,9 @@ fn dependencies(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError
             continue;
         }
         let (d, o) = evidence(rel);
-        let e = edges.entry((a, z)).or_insert((false, false, BTreeSet::new()));
+        let e = edges
+            .entry((a, z))
+            .or_insert((false, false, BTreeSet::new()));
         e.0 |= d;
         e.1 |= o;
         e.2.insert(rel.kind.as_str());
@@ -1018,7 +1051,9 @@ fn impact(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
     let mut items: Vec<_> = result.down.iter().chain(&result.degraded).collect();
     items.sort_by_key(|i| (i.depth, i.status == ImpactStatus::Degraded, i.node));
     let total = items.len();
-    let budget = opts.max_nodes.saturating_sub(failed.len().min(opts.max_nodes));
+    let budget = opts
+        .max_nodes
+        .saturating_sub(failed.len().min(opts.max_nodes));
     let mut notes = Vec::new();
     let shown: Vec<_> = items
         .iter()
@@ -1152,7 +1187,10 @@ fn impact(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
             );
         }
     }
-    let failed_ids: Vec<&str> = failed.iter().map(|&f| snap.resource(f).id.as_str()).collect();
+    let failed_ids: Vec<&str> = failed
+        .iter()
+        .map(|&f| snap.resource(f).id.as_str())
+        .collect();
     let title = format!(
         "Impact of {}: {} down, {} degraded",
         clip(&failed_ids.join(", ")),
@@ -1187,8 +1225,20 @@ fn legend() -> Stmt {
         Stmt::Attribute(attr("style", "rounded")),
         Stmt::Attribute(attr("color", "#bbbbbb")),
         Stmt::Attribute(attr("fontsize", "10")),
-        entry("legend:failed", "FAILED", FAILED_FILL, "white", "rounded,filled,bold"),
-        entry("legend:down", "DOWN\n(every input lost)", DOWN_FILL, "black", "rounded,filled,bold"),
+        entry(
+            "legend:failed",
+            "FAILED",
+            FAILED_FILL,
+            "white",
+            "rounded,filled,bold",
+        ),
+        entry(
+            "legend:down",
+            "DOWN\n(every input lost)",
+            DOWN_FILL,
+            "black",
+            "rounded,filled,bold",
+        ),
         entry(
             "legend:degraded",
             "DEGRADED · 2/3 left\n(lost redundancy or a dependency degraded)",
@@ -1270,7 +1320,9 @@ pub enum RenderError {
     #[error("Graphviz `dot` failed: {0}")]
     Failed(String),
     /// `dot` took too long and was stopped.
-    #[error("Graphviz `dot` took longer than {0} s and was stopped; narrow the diagram (--scope, --around, --hops) or lower max nodes")]
+    #[error(
+        "Graphviz `dot` took longer than {0} s and was stopped; narrow the diagram (--scope, --around, --hops) or lower max nodes"
+    )]
     Timeout(u64),
 }
 

@@ -82,10 +82,25 @@ fn estate() -> (Vec<Resource>, Vec<Relation>) {
         res("igw:main", "internet_gateway", "igw", &[]),
         res("nat:a", "nat_gateway", "nat-a", &[]),
         res("svc:web", "service", "web", &[("team", "front")]),
-        res("svc:web@h1", "service_instance", "web on h1", &[("team", "front")]),
-        res("svc:web@h2", "service_instance", "web on h2", &[("team", "front")]),
+        res(
+            "svc:web@h1",
+            "service_instance",
+            "web on h1",
+            &[("team", "front")],
+        ),
+        res(
+            "svc:web@h2",
+            "service_instance",
+            "web on h2",
+            &[("team", "front")],
+        ),
         res("svc:api", "service", "api", &[("team", "back")]),
-        res("svc:api@h2", "service_instance", "api on h2", &[("team", "back")]),
+        res(
+            "svc:api@h2",
+            "service_instance",
+            "api on h2",
+            &[("team", "back")],
+        ),
         res("db:main", "database", "main-db", &[("team", "back")]),
         res("ext:pay", "external_endpoint", "pay.example", &[]),
         res("lb:front", "load_balancer", "front", &[("team", "front")]),
@@ -120,7 +135,12 @@ fn estate() -> (Vec<Resource>, Vec<Relation>) {
         // observed by an agent only
         rel_from("svc:api", "db:main", "depends_on", &["agent:h2"]),
         // both
-        rel_from("svc:api", "ext:pay", "depends_on", &["inventory:test", "agent:h2"]),
+        rel_from(
+            "svc:api",
+            "ext:pay",
+            "depends_on",
+            &["inventory:test", "agent:h2"],
+        ),
     ];
     (r, l)
 }
@@ -217,14 +237,12 @@ fn build(snap: &Snapshot, kind: Kind, opts: &Options) -> (String, Parsed) {
     (dot, p)
 }
 
-fn visible_edge<'a>(
-    p: &'a Parsed,
-    from: &str,
-    to: &str,
-) -> Option<&'a BTreeMap<String, String>> {
+fn visible_edge<'a>(p: &'a Parsed, from: &str, to: &str) -> Option<&'a BTreeMap<String, String>> {
     p.edges
         .iter()
-        .find(|(a, b, at)| a == from && b == to && at.get("style").map(String::as_str) != Some("invis"))
+        .find(|(a, b, at)| {
+            a == from && b == to && at.get("style").map(String::as_str) != Some("invis")
+        })
         .map(|e| &e.2)
 }
 
@@ -252,7 +270,10 @@ fn network_has_nested_clusters_hosts_gateways_and_load_balancer_targets() {
     // Gateways: the internet gateway at the VPC edge, the NAT in its subnet, the route between.
     assert_eq!(p.nodes["igw:main"].0.as_deref(), Some(vpc));
     assert_eq!(p.nodes["nat:a"].0.as_deref(), Some(subnet_a));
-    assert_eq!(visible_edge(&p, "nat:a", "igw:main").unwrap()["label"], "routes via");
+    assert_eq!(
+        visible_edge(&p, "nat:a", "igw:main").unwrap()["label"],
+        "routes via"
+    );
     // The load balancer points at the hosts of its target pool.
     assert!(p.nodes["lb:front"].1["label"].contains("→ web"));
     assert!(visible_edge(&p, "lb:front", "host:h1").is_some());
@@ -302,9 +323,18 @@ fn dependencies_fold_instances_and_style_edges_by_evidence() {
     assert_eq!(p.nodes["db:main"].0.as_deref(), Some("cluster_team: back"));
     assert_eq!(p.nodes["ext:pay"].0, None);
     // Declared solid, observed dashed, both bold; the LB → service edge from folded routes.
-    assert_eq!(visible_edge(&p, "svc:web", "svc:api").unwrap()["style"], "solid");
-    assert_eq!(visible_edge(&p, "svc:api", "db:main").unwrap()["style"], "dashed");
-    assert_eq!(visible_edge(&p, "svc:api", "ext:pay").unwrap()["style"], "bold");
+    assert_eq!(
+        visible_edge(&p, "svc:web", "svc:api").unwrap()["style"],
+        "solid"
+    );
+    assert_eq!(
+        visible_edge(&p, "svc:api", "db:main").unwrap()["style"],
+        "dashed"
+    );
+    assert_eq!(
+        visible_edge(&p, "svc:api", "ext:pay").unwrap()["style"],
+        "bold"
+    );
     assert!(visible_edge(&p, "lb:front", "svc:web").is_some());
     // Hosts are not in the service view.
     assert!(!p.nodes.contains_key("host:h1"));
@@ -348,11 +378,18 @@ fn impact_colours_down_and_degraded_and_has_a_legend() {
     let inst = &p.nodes["svc:web@h1"].1;
     assert!(inst["label"].ends_with("DOWN"));
     let web = &p.nodes["svc:web"].1;
-    assert!(web["label"].ends_with("DEGRADED · 1/2 left"), "{}", web["label"]);
+    assert!(
+        web["label"].ends_with("DEGRADED · 1/2 left"),
+        "{}",
+        web["label"]
+    );
     assert_ne!(inst["fillcolor"], web["fillcolor"]);
     assert_ne!(inst["fillcolor"], h1["fillcolor"]);
     // The failure's path, in the direction it travelled.
-    assert_eq!(visible_edge(&p, "host:h1", "svc:web@h1").unwrap()["label"], "runs on");
+    assert_eq!(
+        visible_edge(&p, "host:h1", "svc:web@h1").unwrap()["label"],
+        "runs on"
+    );
     assert!(visible_edge(&p, "svc:web@h1", "svc:web").is_some());
     assert!(visible_edge(&p, "svc:web@h1", "lb:front").is_some());
     // Context: where the failed host lives, unaffected.
@@ -361,7 +398,12 @@ fn impact_colours_down_and_degraded_and_has_a_legend() {
     assert!(!p.nodes.contains_key("host:h3"));
     // The legend.
     assert_eq!(p.cluster_labels["cluster_legend"], "Legend");
-    for id in ["legend:failed", "legend:down", "legend:degraded", "legend:context"] {
+    for id in [
+        "legend:failed",
+        "legend:down",
+        "legend:degraded",
+        "legend:context",
+    ] {
         assert_eq!(p.nodes[id].0.as_deref(), Some("cluster_legend"), "{id}");
     }
     assert!(matches!(
@@ -422,15 +464,26 @@ fn hostile_names_stay_inside_their_strings() {
         let hostile_nodes: Vec<_> = p
             .nodes
             .values()
-            .filter(|(_, a)| a.get("label").is_some_and(|l| l.starts_with("evil \"quote\" } ] ; <script>")))
+            .filter(|(_, a)| {
+                a.get("label")
+                    .is_some_and(|l| l.starts_with("evil \"quote\" } ] ; <script>"))
+            })
             .collect();
         assert!(!hostile_nodes.is_empty(), "{kind:?}: {dot}");
         for (_, a) in hostile_nodes {
-            assert!(a["label"].contains("<script>alert(1)</script>\nline2 \\"), "{:?}", a["label"]);
+            assert!(
+                a["label"].contains("<script>alert(1)</script>\nline2 \\"),
+                "{:?}",
+                a["label"]
+            );
         }
     }
     let (_, p) = build(&snap, Kind::Dependencies, &Options::default());
-    assert!(p.nodes.contains_key("svc:\"x\"}<b>\n"), "{:?}", p.nodes.keys());
+    assert!(
+        p.nodes.contains_key("svc:\"x\"}<b>\n"),
+        "{:?}",
+        p.nodes.keys()
+    );
 }
 
 /// Whether `dot` can run here; in CI it must.
@@ -459,9 +512,15 @@ fn every_view_renders_to_svg_and_png_with_node_titles() {
         ..Options::default()
     };
     for (kind, titles) in [
-        (Kind::Network, &["host:h1", "host:h3", "lb:front", "igw:main"][..]),
+        (
+            Kind::Network,
+            &["host:h1", "host:h3", "lb:front", "igw:main"][..],
+        ),
         (Kind::Dependencies, &["svc:web", "svc:api", "db:main"][..]),
-        (Kind::Impact, &["host:h1", "svc:web@h1", "svc:web", "legend:down"][..]),
+        (
+            Kind::Impact,
+            &["host:h1", "svc:web@h1", "svc:web", "legend:down"][..],
+        ),
     ] {
         let dot = diagram::build(&snap, kind, &opts).unwrap().dot();
         let svg = String::from_utf8(diagram::render(&dot, Format::Svg).unwrap()).unwrap();
@@ -569,7 +628,10 @@ fn large_scopes_are_folded_and_capped_with_a_note() {
         assert!(drawn <= 40 + 12, "{kind:?}: {drawn} nodes");
         assert!(!d.notes.is_empty(), "{kind:?}: no note");
         // The note is in the diagram itself.
-        assert!(d.dot().contains(&diagram::quote(&d.notes[0])[1..20]), "{kind:?}");
+        assert!(
+            d.dot().contains(&diagram::quote(&d.notes[0])[1..20]),
+            "{kind:?}"
+        );
     }
     let net = diagram::build(&snap, Kind::Network, &opts).unwrap();
     assert!(net.notes[0].contains("folded"), "{:?}", net.notes);
@@ -587,7 +649,11 @@ mod http {
     use infragraph::collector::ConfiguredCollector;
     use infragraph::store::Store;
 
-    async fn start() -> (std::net::SocketAddr, common::TestDb, tokio::sync::oneshot::Sender<()>) {
+    async fn start() -> (
+        std::net::SocketAddr,
+        common::TestDb,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
         let db = common::TestDb::sqlite();
         let store = Store::connect(&db.url).await.unwrap();
         let collector = ConfiguredCollector::Inventory(collectors::inventory::InventoryConfig {
@@ -648,7 +714,9 @@ mod http {
             .json()
             .await
             .unwrap();
-        let dot = v["data"]["diagram"].as_str().unwrap_or_else(|| panic!("{v}"));
+        let dot = v["data"]["diagram"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{v}"));
         let p = parse(dot);
         assert!(p.nodes["svc:checkout"].1["label"].starts_with("checkout ×3"));
         assert!(p.nodes.contains_key("db:orders"));
