@@ -182,14 +182,16 @@ struct Cluster {
     attrs: Vec<(&'static str, String)>,
 }
 
+type Attrs = Vec<(&'static str, String)>;
+
 #[derive(Default)]
 struct Builder {
     /// Cluster path (keys from the outermost) → cluster.
     clusters: BTreeMap<Vec<String>, Cluster>,
     /// Node id → (cluster path, attributes).
-    nodes: BTreeMap<String, (Vec<String>, Vec<(&'static str, String)>)>,
+    nodes: BTreeMap<String, (Vec<String>, Attrs)>,
     /// (from, to, key) → attributes.
-    edges: BTreeMap<(String, String, String), Vec<(&'static str, String)>>,
+    edges: BTreeMap<(String, String, String), Attrs>,
 }
 
 impl Builder {
@@ -382,7 +384,7 @@ fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -145,10 +145,7 @@ impl ImpactResult {
         let down = item.status == ImpactStatus::Down;
         let mut path = Vec::with_capacity(item.depth as usize);
         let mut node = item.node;
-        loop {
-            let Some(&(dp, rp)) = self.parents.get(&node) else {
-                break;
-            };
+        while let Some(&(dp, rp)) = self.parents.get(&node) {
             let p = if down { dp } else { rp };
             if p == NONE {
                 break;
