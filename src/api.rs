@@ -70,6 +70,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/healthz", get(healthz))
+        .route("/diagrams/{file}", get(diagram_http))
         .route("/", get(|| async { Redirect::temporary("/graphql") }))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .with_state(state)
@@ -183,6 +184,147 @@ async fn healthz(State(state): State<AppState>) -> Response {
         })),
     )
         .into_response()
+}
+
+/// `GET /diagrams/{network|dependencies|impact}.{svg|png|dot}`: query
+/// parameters `scope`, `show_reachability`, `around`, `hops`, `group_by`,
+/// `failed` (repeated or comma-separated), `max_nodes`. Errors are plain
+/// text with the reason: 400 bad input, 404 unknown id or view, 503 when
+/// Graphviz is missing or too slow, 500 when it fails.
+async fn diagram_http(
+    State(state): State<AppState>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+    axum::extract::Query(params): axum::extract::Query<Vec<(String, String)>>,
+) -> Response {
+    use crate::diagram::{DiagramError, Format, Kind, Options, RenderError};
+    let text = |code: StatusCode, msg: String| {
+        (
+            code,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            msg + "\n",
+        )
+            .into_response()
+    };
+    let Some((view, ext)) = file.rsplit_once('.') else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "expected /diagrams/VIEW.FORMAT, e.g. /diagrams/network.svg".into(),
+        );
+    };
+    let kind = match view {
+        "network" => Kind::Network,
+        "dependencies" => Kind::Dependencies,
+        "impact" => Kind::Impact,
+        _ => {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("no diagram '{view}': network, dependencies or impact"),
+            );
+        }
+    };
+    let Some(format) = Format::from_extension(ext) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no format '{ext}': svg, png or dot"),
+        );
+    };
+    let mut opts = Options::default();
+    for (k, v) in params {
+        let num = |v: &str| {
+            v.parse::<u32>()
+                .map_err(|_| format!("{k} must be a non-negative integer, not '{v}'"))
+        };
+        let res: Result<(), String> = match k.as_str() {
+            "scope" => {
+                opts.scope = Some(v);
+                Ok(())
+            }
+            "around" => {
+                opts.around = Some(v);
+                Ok(())
+            }
+            "group_by" | "groupBy" => {
+                opts.group_by = Some(v);
+                Ok(())
+            }
+            "show_reachability" | "showReachability" => {
+                opts.show_reachability = matches!(v.as_str(), "" | "1" | "true" | "yes");
+                Ok(())
+            }
+            "hops" => num(&v).map(|h| opts.hops = Some(h)),
+            "max_nodes" | "maxNodes" => num(&v).map(|h| opts.max_nodes = h as usize),
+            "failed" => {
+                opts.failed.extend(
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from),
+                );
+                Ok(())
+            }
+            _ => Err(format!("unknown parameter '{k}'")),
+        };
+        if let Err(e) = res {
+            return text(StatusCode::BAD_REQUEST, e);
+        }
+    }
+    let snap = state.app.snapshot();
+    let result = tokio::task::spawn_blocking(move || {
+        let d = crate::diagram::build(&snap, kind, &opts)?;
+        crate::diagram::render(&d.dot(), format).map_err(DiagramOrRender::Render)
+    })
+    .await;
+    match result {
+        Ok(Ok(bytes)) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, format.content_type()),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'none'; style-src 'unsafe-inline'",
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(Err(DiagramOrRender::Diagram(e @ DiagramError::Unknown(_)))) => {
+            text(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Ok(Err(DiagramOrRender::Diagram(e))) => text(StatusCode::BAD_REQUEST, e.to_string()),
+        Ok(Err(DiagramOrRender::Render(
+            e @ (RenderError::DotMissing(_) | RenderError::Timeout(_)),
+        ))) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Ok(Err(DiagramOrRender::Render(e))) => {
+            text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("diagram task failed: {e}"),
+        ),
+    }
+}
+
+enum DiagramOrRender {
+    Diagram(crate::diagram::DiagramError),
+    Render(crate::diagram::RenderError),
+}
+
+impl From<crate::diagram::DiagramError> for DiagramOrRender {
+    fn from(e: crate::diagram::DiagramError) -> Self {
+        DiagramOrRender::Diagram(e)
+    }
+}
+
+/// Which diagram `Query.diagram` draws.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum DiagramKind {
+    /// Region → VPC → zone → subnet → hosts, gateways, load balancers.
+    Network,
+    /// Services (instances folded in), datastores, load balancers, external endpoints.
+    Dependencies,
+    /// The blast radius of `failed`, with a legend.
+    Impact,
 }
 
 fn to_dt(ms: Millis) -> DateTime<Utc> {
@@ -1039,6 +1181,50 @@ impl Query {
             result: Arc::new(result),
             failed: ixs,
         })
+    }
+
+    /// A diagram as Graphviz DOT text (render it with `dot -Tsvg`, or fetch
+    /// `/diagrams/KIND.svg`). `scope` and `showReachability` are for the
+    /// network, `around`, `hops` and `groupBy` for dependencies, `failed`
+    /// and `hops` for impact. Larger scopes are folded and capped at
+    /// `maxNodes` (default 300), with a note in the diagram.
+    #[allow(clippy::too_many_arguments)]
+    async fn diagram(
+        &self,
+        ctx: &Context<'_>,
+        kind: DiagramKind,
+        scope: Option<String>,
+        show_reachability: Option<bool>,
+        around: Option<String>,
+        hops: Option<i32>,
+        group_by: Option<String>,
+        #[graphql(default)] failed: Vec<async_graphql::ID>,
+        max_nodes: Option<i32>,
+    ) -> async_graphql::Result<String> {
+        use crate::diagram::{DiagramError, Kind, Options};
+        let snap = snap(ctx).clone();
+        let opts = Options {
+            scope,
+            show_reachability: show_reachability.unwrap_or(false),
+            around,
+            hops: hops.map(|h| h.max(0) as u32),
+            group_by,
+            failed: failed.into_iter().map(|f| f.0).collect(),
+            max_nodes: max_nodes.map_or(crate::diagram::DEFAULT_MAX_NODES, |m| m.max(0) as usize),
+        };
+        let kind = match kind {
+            DiagramKind::Network => Kind::Network,
+            DiagramKind::Dependencies => Kind::Dependencies,
+            DiagramKind::Impact => Kind::Impact,
+        };
+        let d = tokio::task::spawn_blocking(move || crate::diagram::build(&snap, kind, &opts))
+            .await
+            .map_err(|e| async_graphql::Error::new(format!("diagram task failed: {e}")))?
+            .map_err(|e| match e {
+                DiagramError::Unknown(_) => client_error("UNKNOWN_RESOURCE", e.to_string()),
+                DiagramError::Invalid(_) => client_error("BAD_INPUT", e.to_string()),
+            })?;
+        Ok(d.dot())
     }
 
     /// What a resource needs, transitively, nearest first: the root-cause

@@ -129,6 +129,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Draw a diagram: the network, the service dependencies, or the impact of a failure.
+    Diagram {
+        #[command(subcommand)]
+        view: DiagramCommand,
+    },
     /// Print the GraphQL schema (SDL).
     Schema,
     /// Generate a realistic estate as an inventory file (deterministic).
@@ -143,6 +148,58 @@ pub enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+}
+
+/// Diagram views. Without -o the DOT text goes to standard output.
+#[derive(Subcommand, Debug)]
+pub enum DiagramCommand {
+    /// Region → VPC → zone → subnet → hosts, gateways, load balancers and their targets.
+    Network {
+        /// Only what is contained (transitively) in this resource, e.g. vpc:prod or subnet:prod-a
+        #[arg(long, value_name = "ID")]
+        scope: Option<String>,
+        /// Draw security-group reachability (allows_traffic_from) as dashed edges
+        #[arg(long)]
+        show_reachability: bool,
+        #[command(flatten)]
+        out: DiagramOut,
+    },
+    /// Services (instances folded in), datastores, load balancers, external endpoints.
+    Dependencies {
+        /// Centre on this resource
+        #[arg(long, value_name = "ID")]
+        around: Option<String>,
+        /// Hops around --around [default: 2]
+        #[arg(long, requires = "around")]
+        hops: Option<u32>,
+        /// Cluster by this label, e.g. team
+        #[arg(long, value_name = "LABEL")]
+        group_by: Option<String>,
+        #[command(flatten)]
+        out: DiagramOut,
+    },
+    /// The blast radius: failed resources, what goes DOWN and what is DEGRADED.
+    Impact {
+        /// Failed resource ids
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Only resources within this many relations of a failed one
+        #[arg(long)]
+        hops: Option<u32>,
+        #[command(flatten)]
+        out: DiagramOut,
+    },
+}
+
+/// Where a diagram goes.
+#[derive(clap::Args, Debug)]
+pub struct DiagramOut {
+    /// Output file: .svg or .png (rendered by Graphviz `dot`) or .dot; DOT to standard output when absent
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Largest number of nodes drawn; larger scopes are folded and capped
+    #[arg(long, default_value_t = crate::diagram::DEFAULT_MAX_NODES)]
+    max_nodes: usize,
 }
 
 /// Collectors runnable from the command line.
@@ -581,6 +638,82 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                             .map(|e| format!("  error: {e}"))
                             .unwrap_or_default()
                     )?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Diagram { view } => {
+            use crate::diagram::{Format, Kind, Options};
+            let (kind, opts, out) = match view {
+                DiagramCommand::Network {
+                    scope,
+                    show_reachability,
+                    out,
+                } => (
+                    Kind::Network,
+                    Options {
+                        scope,
+                        show_reachability,
+                        max_nodes: out.max_nodes,
+                        ..Options::default()
+                    },
+                    out,
+                ),
+                DiagramCommand::Dependencies {
+                    around,
+                    hops,
+                    group_by,
+                    out,
+                } => (
+                    Kind::Dependencies,
+                    Options {
+                        around,
+                        hops,
+                        group_by,
+                        max_nodes: out.max_nodes,
+                        ..Options::default()
+                    },
+                    out,
+                ),
+                DiagramCommand::Impact { ids, hops, out } => (
+                    Kind::Impact,
+                    Options {
+                        failed: ids,
+                        hops,
+                        max_nodes: out.max_nodes,
+                        ..Options::default()
+                    },
+                    out,
+                ),
+            };
+            let format = match &out.output {
+                None => Format::Dot,
+                Some(p) => p
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .and_then(Format::from_extension)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "-o {}: the file name must end in .svg, .png or .dot",
+                            p.display()
+                        )
+                    })?,
+            };
+            let snap = load_snapshot(cli.database_url).await?;
+            let diagram = crate::diagram::build(&snap, kind, &opts)?;
+            let dot = diagram.dot();
+            for n in &diagram.notes {
+                eprintln!("note: {n}");
+            }
+            match &out.output {
+                None => std::io::stdout().lock().write_all(dot.as_bytes())?,
+                Some(p) => {
+                    let bytes =
+                        tokio::task::spawn_blocking(move || crate::diagram::render(&dot, format))
+                            .await??;
+                    std::fs::write(p, bytes)
+                        .with_context(|| format!("cannot write {}", p.display()))?;
+                    eprintln!("wrote {} ({} nodes)", p.display(), diagram.nodes);
                 }
             }
             Ok(ExitCode::SUCCESS)

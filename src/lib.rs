@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod collector;
 pub mod config;
+pub mod diagram;
 pub mod generate;
 pub mod graph;
 pub mod incident;

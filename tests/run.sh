@@ -19,6 +19,15 @@ if [ "${CI:-}" = "true" ]; then
   export INFRAGRAPH_REQUIRE_POSTGRES=1
 fi
 
+# Graphviz: the diagram tests render SVG/PNG with `dot` (and fail without it
+# when CI=true). Install Debian's package where we can.
+if ! command -v dot >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "installing graphviz"
+  SUDO=""
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq graphviz >/dev/null || echo "could not install graphviz: diagram render tests will skip (or fail in CI)"
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
