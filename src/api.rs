@@ -35,8 +35,10 @@ pub type InfraSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Deepest query accepted (GraphiQL's introspection query needs 13).
 pub const MAX_DEPTH: usize = 16;
-/// Largest query complexity accepted.
-pub const MAX_COMPLEXITY: usize = 5_000;
+/// Largest query complexity accepted. Lists count: `resources(first: N)`
+/// costs N times its selection, a resource's `relations` 10 times theirs, so
+/// nesting relations four deep is refused however small the estate.
+pub const MAX_COMPLEXITY: usize = 50_000;
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 1 << 20;
 /// Largest page of `resources`.
@@ -346,6 +348,39 @@ fn internal(err: anyhow::Error) -> async_graphql::Error {
     client_error("INTERNAL", "internal error; the server log has the details")
 }
 
+/// Resolves the ids of a failed set: every unknown id is named, and a GONE
+/// resource is refused (failing something that is already gone answers nothing).
+fn resolve_failed(snap: &Snapshot, ids: &[async_graphql::ID]) -> async_graphql::Result<Vec<Ix>> {
+    let unknown: Vec<String> = ids
+        .iter()
+        .filter(|id| snap.lookup(id).is_none())
+        .map(|id| format!("'{}'", id.as_str()))
+        .collect();
+    if !unknown.is_empty() {
+        let s = if unknown.len() > 1 { "s" } else { "" };
+        return Err(client_error(
+            "UNKNOWN_RESOURCE",
+            format!("unknown resource id{s} {}", unknown.join(", ")),
+        ));
+    }
+    let ixs: Vec<Ix> = ids.iter().filter_map(|id| snap.lookup(id)).collect();
+    if let Some(&g) = ixs
+        .iter()
+        .find(|&&ix| snap.resource(ix).status != model::Status::Present)
+    {
+        let r = snap.resource(g);
+        return Err(client_error(
+            "GONE_RESOURCE",
+            format!(
+                "resource '{}' is GONE since {} (no source reports it); its failure impacts nothing in the current graph",
+                r.id,
+                r.gone_at.map(|t| to_dt(t).to_rfc3339()).unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(ixs)
+}
+
 fn resolve(snap: &Snapshot, id: &str) -> async_graphql::Result<Ix> {
     snap.lookup(id)
         .ok_or_else(|| client_error("UNKNOWN_RESOURCE", format!("unknown resource id '{id}'")))
@@ -497,6 +532,7 @@ impl Resource {
         provenance(&self.r().sources)
     }
     /// Its present relations; both directions by default, optionally one kind.
+    #[graphql(complexity = "10 * child_complexity")]
     async fn relations(&self, direction: Option<Direction>, kind: Option<String>) -> Vec<Relation> {
         let (out, inc) = match direction.unwrap_or(Direction::Both) {
             Direction::Outgoing => (true, false),
@@ -1072,6 +1108,7 @@ impl Query {
     /// ANDed) and a case-insensitive search over id and name. Present ones
     /// unless `status` says otherwise. Relay-paginated by id.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "first.unwrap_or(100).max(1) as usize * child_complexity")]
     async fn resources(
         &self,
         ctx: &Context<'_>,
@@ -1150,10 +1187,7 @@ impl Query {
         max_depth: Option<i32>,
     ) -> async_graphql::Result<Impact> {
         let snap = snap(ctx);
-        let mut ixs = failed
-            .iter()
-            .map(|id| resolve(snap, id))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut ixs = resolve_failed(snap, &failed)?;
         if let Some(w) = r#where {
             let sel = w.parse()?;
             if sel.is_empty() {
@@ -1287,6 +1321,12 @@ impl Query {
     ) -> async_graphql::Result<Vec<Spof>> {
         let snap = snap(ctx);
         let scope = scope.map(|s| s.parse()).transpose()?;
+        if critical.as_ref().is_some_and(|c| c.is_empty()) {
+            return Err(client_error(
+                "BAD_SELECTOR",
+                "critical must name at least one label selector (default: tier=1)",
+            ));
+        }
         let critical = critical
             .unwrap_or_else(|| vec!["tier=1".into()])
             .iter()

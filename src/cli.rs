@@ -30,7 +30,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 #[command(name = "infragraph", version, about)]
 pub struct Cli {
     /// Store URL: sqlite://PATH or postgres://USER@HOST/DB [default: sqlite://infragraph.db]
-    #[arg(long, global = true, env = "INFRAGRAPH_DATABASE_URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "INFRAGRAPH_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
     /// Log filter, e.g. debug or infragraph=debug [default: info for serve, warn otherwise]
     #[arg(long, global = true, env = "INFRAGRAPH_LOG")]
@@ -293,7 +298,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let token = match token_file.or(cfg.token_file.clone()) {
                 Some(p) => Some(read_token(&p)?),
                 None => match std::env::var("INFRAGRAPH_TOKEN") {
-                    Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+                    Ok(t) if !t.trim().is_empty() => {
+                        let t = t.trim().to_string();
+                        if t.len() < 16 {
+                            anyhow::bail!(
+                                "INFRAGRAPH_TOKEN: the token must be at least 16 characters"
+                            );
+                        }
+                        Some(t)
+                    }
                     _ => None,
                 },
             };
@@ -350,7 +363,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let snap = load_snapshot(cli.database_url).await?;
-            let mut failed = resolve_ids(&snap, &ids)?;
+            let mut failed = resolve_failed(&snap, &ids)?;
             if let Some(w) = &r#where {
                 let sel = Selector::parse(w).map_err(|e| anyhow::anyhow!("--where: {e}"))?;
                 let chosen = snap
@@ -622,12 +635,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         chrono::DateTime::from_timestamp_millis(r.started_at).unwrap_or_default();
                     writeln!(
                         out,
-                        "{:>5}  {}  {:<8} {:<10} {:<7} seen {}/{} created {} updated {} retired {}{}",
+                        "{:>5}  {}  {:<8} {:<10} {}  seen {}/{} created {} updated {} retired {}{}",
                         r.id,
                         when.format("%Y-%m-%d %H:%M:%S"),
                         r.status.as_str(),
                         r.collector,
-                        "",
+                        r.scope,
                         r.resources_seen,
                         r.relations_seen,
                         r.created,
@@ -800,11 +813,29 @@ fn resolve_ids(snap: &Snapshot, ids: &[String]) -> anyhow::Result<Vec<u32>> {
     Ok(ids.iter().filter_map(|id| snap.lookup(id)).collect())
 }
 
+/// Like [`resolve_ids`], and refuses GONE resources: their failure impacts
+/// nothing in the current graph, which must not read as "nothing breaks".
+fn resolve_failed(snap: &Snapshot, ids: &[String]) -> anyhow::Result<Vec<u32>> {
+    let ixs = resolve_ids(snap, ids)?;
+    for &ix in &ixs {
+        let r = snap.resource(ix);
+        if r.status != crate::model::Status::Present {
+            anyhow::bail!(
+                "resource '{}' is GONE since {} (no source reports it); its failure impacts nothing in the current graph",
+                r.id,
+                r.gone_at.map(fmt_ms).unwrap_or_default()
+            );
+        }
+    }
+    Ok(ixs)
+}
+
 fn path_json(snap: &Snapshot, path: &[u32]) -> Vec<serde_json::Value> {
     path.iter()
         .map(|&r| {
             let r = snap.relation(r);
-            json!({"from": r.from, "to": r.to, "kind": r.kind})
+            let sources: Vec<&str> = r.sources.iter().map(|p| p.source.as_str()).collect();
+            json!({"from": r.from, "to": r.to, "kind": r.kind, "sources": sources})
         })
         .collect()
 }
@@ -822,8 +853,11 @@ fn path_text(snap: &Snapshot, path: &[u32]) -> String {
 fn impacted_json(snap: &Snapshot, result: &ImpactResult, i: &Impacted) -> serde_json::Value {
     let r = snap.resource(i.node);
     let path = result.path(snap, i);
-    let mut v =
-        json!({"id": r.id, "kind": r.kind, "depth": i.depth, "path": path_json(snap, &path)});
+    let status = match i.status {
+        crate::graph::ImpactStatus::Down => "down",
+        crate::graph::ImpactStatus::Degraded => "degraded",
+    };
+    let mut v = json!({"id": r.id, "kind": r.kind, "status": status, "depth": i.depth, "path": path_json(snap, &path)});
     if let Some((left, total)) = i.aggregate {
         v["remaining"] = json!(left);
         v["total"] = json!(total);

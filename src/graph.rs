@@ -549,12 +549,19 @@ impl Snapshot {
         for &u in &s.order {
             let ui = u as usize;
             let total = self.agg_total[ui];
-            let agg_down = if s.agg_stamp[ui] == e {
+            let is_down = s.down_stamp[ui] == e;
+            // The down-pass stops counting at a node once it is down, so for
+            // down aggregates count the down inputs here.
+            let agg_down = if total > 0 && is_down {
+                self.rev
+                    .range(u)
+                    .filter(|&q| self.rev.agg[q] && s.down_stamp[self.rev.other[q] as usize] == e)
+                    .count() as u32
+            } else if s.agg_stamp[ui] == e {
                 s.agg_down[ui]
             } else {
                 0
             };
-            let is_down = s.down_stamp[ui] == e;
             let aggregate = (total > 0).then(|| (total - agg_down.min(total), total));
             let depth = if is_down {
                 s.down_depth[ui]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::graph::{Dependency, Ix, Snapshot};
-use crate::model::{Change, ChangeOp, ImpactRule, Millis};
+use crate::model::{Change, ImpactRule, Millis};
 use crate::store::Store;
 
 /// A dependency with the changes the store recorded for it in a window.
@@ -40,12 +40,7 @@ pub async fn changed_dependencies(
         deps.iter().enumerate().map(|(i, d)| (d.node, i)).collect();
     // Relations retired in the window whose failure semantics made `to` a
     // dependency of `from`, where `from` is the resource or one of its deps.
-    let retired: Vec<Change> = store
-        .changes_since(since)
-        .await?
-        .into_iter()
-        .filter(|c| c.op == ChangeOp::Retire && c.relation.is_some())
-        .collect();
+    let retired: Vec<Change> = store.retired_relations_since(since).await?;
     for c in &retired {
         let (to, kind) = c.relation.as_ref().expect("filtered");
         let Some(rule) = ImpactRule::of(kind) else {
@@ -94,9 +89,34 @@ pub async fn changed_dependencies(
     let mut out: Vec<ChangedDependency> = deps
         .into_iter()
         .filter_map(|d| {
-            let changes = history
-                .remove(&snap.resource(d.node).id)
-                .unwrap_or_default();
+            let id = &snap.resource(d.node).id;
+            let on_path: std::collections::HashSet<(&str, &str, &str)> = d
+                .path
+                .iter()
+                .map(|&r| {
+                    let r = snap.relation(r);
+                    (r.from.as_str(), r.to.as_str(), r.kind.as_str())
+                })
+                .collect();
+            // Its own changes and those of its outgoing relations (what it
+            // needs); an incoming relation (a new dependant of a hub) is not
+            // an upstream change unless it is on the path.
+            let changes: Vec<Change> = history
+                .remove(id)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| match &c.relation {
+                    None => true,
+                    Some((to, kind)) => {
+                        c.resource_id == *id
+                            || on_path.contains(&(
+                                c.resource_id.as_str(),
+                                to.as_str(),
+                                kind.as_str(),
+                            ))
+                    }
+                })
+                .collect();
             (!changes.is_empty()).then_some(ChangedDependency {
                 dependency: d,
                 changes,

@@ -5,10 +5,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             // `infragraph impact ... | head` closing the pipe is not an error.
-            let broken_pipe = err
-                .chain()
-                .filter_map(|e| e.downcast_ref::<std::io::Error>())
-                .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe);
+            let broken_pipe = err.chain().any(|e| {
+                e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+                    || e.downcast_ref::<serde_json::Error>()
+                        .is_some_and(|e| e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+            });
             if broken_pipe {
                 return ExitCode::SUCCESS;
             }

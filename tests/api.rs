@@ -348,6 +348,18 @@ async fn limits_on_depth_and_body_size_and_the_edges() {
     }
     q.push_str("} }");
     let v = s.gql(&q, json!({})).await;
+    let msg = error_message(&v).to_lowercase();
+    assert!(
+        msg.contains("nested too deep") || msg.contains("too complex"),
+        "{v}"
+    );
+    // Deep but cheap: the depth limit alone refuses it.
+    let deep = format!(
+        "{{ __schema {{ types {{ fields {{ type {{ {} name {} }} }} }} }} }}",
+        "ofType { ".repeat(14),
+        "} ".repeat(14)
+    );
+    let v = s.gql(&deep, json!({})).await;
     assert!(
         error_message(&v).to_lowercase().contains("nested too deep"),
         "{v}"
@@ -612,4 +624,62 @@ async fn impact_table_and_flat_fields_match_the_lists() {
         table[0],
         json!({"id": "host:app-1", "kind": "host", "status": "DOWN", "depth": 0})
     );
+}
+
+/// Regressions from review: lists count towards the complexity limit, so a
+/// small query cannot fan out exponentially; GONE and unknown ids in a failed
+/// set are named; `critical: []` is refused.
+#[tokio::test]
+async fn list_amplification_gone_ids_and_empty_critical_are_refused() {
+    let s = Server::start(Some(TOKEN)).await;
+    let mut q = String::from("{ resources(first: 10000) { edges { node { ");
+    for _ in 0..4 {
+        q.push_str("relations { from { ");
+    }
+    q.push_str("id");
+    for _ in 0..4 {
+        q.push_str(" } }");
+    }
+    q.push_str(" } } } }");
+    let v = s.gql(&q, json!({})).await;
+    assert!(error_message(&v).to_lowercase().contains("complex"), "{v}");
+    // A normal page with one level of relations stays fine.
+    let v = s
+        .gql(
+            r#"{ resources(first: 100) { edges { node { id relations { kind to { id } } } } } }"#,
+            json!({}),
+        )
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+
+    let v = s
+        .gql(
+            r#"{ impact(failed: ["x:1", "x:2"]) { downCount } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_message(&v), "unknown resource ids 'x:1', 'x:2'");
+    let v = s
+        .gql_with(
+            r#"mutation { assertResource(id: "tmp:1", kind: "host") { id } }"#,
+            json!({}),
+            Some(TOKEN),
+        )
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+    s.gql_with(
+        r#"mutation { retractResource(id: "tmp:1") }"#,
+        json!({}),
+        Some(TOKEN),
+    )
+    .await;
+    let v = s
+        .gql(r#"{ impact(failed: ["tmp:1"]) { downCount } }"#, json!({}))
+        .await;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "GONE_RESOURCE", "{v}");
+
+    let v = s
+        .gql(r#"{ spofs(critical: []) { downCount } }"#, json!({}))
+        .await;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_SELECTOR", "{v}");
 }

@@ -70,14 +70,14 @@ fn collect_and_impact_from_the_command_line() {
     let down = v["down"].as_array().unwrap();
     assert_eq!(
         down[0],
-        json!({"id": "host:db-1", "kind": "host", "depth": 0, "path": []})
+        json!({"id": "host:db-1", "kind": "host", "status": "down", "depth": 0, "path": []})
     );
     let checkout = down.iter().find(|d| d["id"] == "svc:checkout").unwrap();
     assert_eq!(checkout["depth"], 2);
     assert_eq!(
         checkout["path"],
-        json!([{"from": "db:orders", "to": "host:db-1", "kind": "runs_on"},
-               {"from": "svc:checkout", "to": "db:orders", "kind": "depends_on"}])
+        json!([{"from": "db:orders", "to": "host:db-1", "kind": "runs_on", "sources": [format!("inventory:{}", common::demo_inventory().display())]},
+               {"from": "svc:checkout", "to": "db:orders", "kind": "depends_on", "sources": [format!("inventory:{}", common::demo_inventory().display())]}])
     );
     assert!(v["degraded"].is_array());
 
@@ -276,4 +276,70 @@ async fn serve_runs_the_configured_collectors_on_their_interval() {
     wait_for(r#"{ resource(id: "s1") { status } }"#, "GONE").await;
     let v = gql(r#"{ runs(last: 10) { status collector } }"#).await;
     assert!(v["data"]["runs"].as_array().unwrap().len() >= 2, "{v}");
+}
+
+/// Regressions from review: an emptied file must not retire everything, a
+/// GONE resource cannot be "failed", `./x` and `x` are one source, and
+/// `--help` never prints the database password.
+#[test]
+fn emptied_files_gone_ids_path_spelling_and_help() {
+    let db = common::TestDb::sqlite();
+    let files = common::Files::new();
+    let p = files.write(
+        "inv.yaml",
+        "resources:\n  - {id: a, kind: host}\n  - {id: b, kind: host}\n",
+    );
+    let dir = files.dir.path();
+    let collect = |arg: &str| {
+        bin()
+            .current_dir(dir)
+            .arg("--database-url")
+            .arg(&db.url)
+            .args(["collect", "inventory", arg])
+            .output()
+            .unwrap()
+    };
+    assert!(collect("./inv.yaml").status.success());
+    std::fs::write(&p, "resources:\n  - {id: a, kind: host}\n").unwrap();
+    let out = collect("inv.yaml");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 retired"),
+        "same source whatever the spelling: {}",
+        text(&out.stdout)
+    );
+
+    std::fs::write(&p, "").unwrap();
+    let out = collect("inv.yaml");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no 'resources:' list"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(&db.url, &["impact", "b"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("resource 'b' is GONE"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&db.url, &["impact", "a"]);
+    assert!(out.status.success());
+
+    let out = bin()
+        .env(
+            "INFRAGRAPH_DATABASE_URL",
+            "postgres://u:hunter2@127.0.0.1:1/x",
+        )
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        !text(&out.stdout).contains("hunter2"),
+        "{}",
+        text(&out.stdout)
+    );
 }

@@ -134,6 +134,18 @@ fn instance_of_is_down_only_when_all_instances_are() {
     // 3 of 3 down: down, 0/3 left.
     let a = impact(&s, &["i1", "i2", "i3"]);
     assert_eq!(a.down, ids(&["i1", "i2", "i3", "svc"]));
+    let l = |id: &str| s.lookup(id).unwrap();
+    let r = s.impact(&[l("i1"), l("i2"), l("i3")], None);
+    let svc = r.down.iter().find(|i| i.node == l("svc")).unwrap();
+    assert_eq!(
+        svc.aggregate,
+        Some((0, 3)),
+        "a down service counts its down instances"
+    );
+    // The service failed itself with one instance down: 2/3 still up.
+    let r = s.impact(&[l("svc"), l("i1")], None);
+    let svc = r.down.iter().find(|i| i.node == l("svc")).unwrap();
+    assert_eq!(svc.aggregate, Some((2, 3)));
     // The service failing does not fail its instances.
     assert_eq!(impact(&s, &["svc"]).down, ids(&["svc"]));
 }

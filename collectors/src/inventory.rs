@@ -50,10 +50,32 @@ impl InventoryConfig {
     pub fn scope(&self) -> String {
         self.paths
             .iter()
-            .map(|p| p.display().to_string())
+            .map(|p| normalize(p))
             .collect::<Vec<_>>()
             .join(",")
     }
+}
+
+/// The scope (and so the source name) of a file: its path with `.` and
+/// `..` components resolved lexically, so `./inv.yaml` and `inv.yaml` are
+/// the same source. The path is not made absolute: the same file given
+/// relative to another directory is another source.
+pub fn normalize(path: &Path) -> String {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.is_empty() {
+        return ".".into();
+    }
+    out.iter().collect::<PathBuf>().display().to_string()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +111,7 @@ pub async fn collect(config: &InventoryConfig) -> Result<Collection, CollectErro
                 path: path.display().to_string(),
                 source,
             })?;
-        let scope = path.display().to_string();
+        let scope = normalize(path);
         let batch = parse(
             &scope,
             &text,
@@ -119,7 +141,7 @@ pub fn parse_file(name: &str, path: &Path, text: &str) -> Result<ScopeBatch, Col
 #[serde(deny_unknown_fields)]
 struct RawFile {
     #[serde(default)]
-    resources: Vec<RawResource>,
+    resources: Option<Vec<RawResource>>,
     #[serde(default)]
     relations: Vec<RawRelation>,
 }
@@ -152,12 +174,15 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
         Some(l) => CollectError::Invalid(format!("{name}:{l}: {msg}")),
         None => CollectError::Invalid(format!("{name}: {msg}")),
     };
-    if text.trim().is_empty() {
-        return Ok(ScopeBatch {
-            scope: name.to_string(),
-            complete: true,
-            ..Default::default()
-        });
+    // A file that is empty, only comments, or lacks `resources:` is far more
+    // likely truncated than meant to retire everything it listed before.
+    const NO_RESOURCES: &str = "no 'resources:' list (an empty or truncated file?); to retire everything this file declared, write 'resources: []'";
+    let blank = text.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "---" || t == "..."
+    });
+    if blank {
+        return Err(invalid(None, NO_RESOURCES.into()));
     }
     let raw: RawFile = match format {
         Format::Yaml => serde_yaml_ng::from_str(text).map_err(|e| {
@@ -176,9 +201,12 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
         None => name.to_string(),
     };
 
-    let mut resources: Vec<ObservedResource> = Vec::with_capacity(raw.resources.len());
-    let mut by_id: HashMap<String, usize> = HashMap::with_capacity(raw.resources.len());
-    for (i, r) in raw.resources.into_iter().enumerate() {
+    let Some(raw_resources) = raw.resources else {
+        return Err(invalid(None, NO_RESOURCES.into()));
+    };
+    let mut resources: Vec<ObservedResource> = Vec::with_capacity(raw_resources.len());
+    let mut by_id: HashMap<String, usize> = HashMap::with_capacity(raw_resources.len());
+    for (i, r) in raw_resources.into_iter().enumerate() {
         let line = res_line(i);
         let id = r.id.trim().to_string();
         if id.is_empty() {
@@ -197,7 +225,15 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
         for (k, v) in r.labels {
             let value = match v {
                 serde_json::Value::String(s) => s,
-                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+                serde_json::Value::Number(n) => {
+                    return Err(invalid(
+                        line,
+                        format!(
+                            "resource '{id}': label '{k}' value {n} must be quoted (\"{n}\") to keep its exact text"
+                        ),
+                    ));
+                }
                 serde_json::Value::Bool(b) => b.to_string(),
                 other => {
                     return Err(invalid(
@@ -504,9 +540,36 @@ mod tests {
     }
 
     #[test]
-    fn empty_file_is_an_empty_complete_batch() {
-        let b = yaml("\n").unwrap();
+    fn empty_or_truncated_files_are_rejected_but_an_explicit_empty_list_is_not() {
+        for text in ["\n", "# only a comment\n", "---\n", "relations: []\n"] {
+            let err = yaml(text).unwrap_err().to_string();
+            assert!(err.contains("no 'resources:' list"), "{text:?}: {err}");
+        }
+        let b = yaml("resources: []\n").unwrap();
         assert!(b.complete && b.resources.is_empty());
+    }
+
+    #[test]
+    fn float_labels_must_be_quoted() {
+        let err = yaml("resources:\n  - {id: a, kind: host, labels: {v: 1.50}}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("label 'v' value 1.5 must be quoted"), "{err}");
+        let b = yaml("resources:\n  - {id: a, kind: host, labels: {v: \"1.50\", n: 7, b: true}}\n")
+            .unwrap();
+        assert_eq!(b.resources[0].labels["v"], "1.50");
+        assert_eq!(b.resources[0].labels["n"], "7");
+    }
+
+    #[test]
+    fn paths_are_normalized_into_one_source() {
+        assert_eq!(normalize(Path::new("./inv.yaml")), "inv.yaml");
+        assert_eq!(
+            normalize(Path::new("examples/../examples/./demo.yaml")),
+            "examples/demo.yaml"
+        );
+        assert_eq!(normalize(Path::new("/abs/./x.json")), "/abs/x.json");
+        assert_eq!(normalize(Path::new("../up.yaml")), "../up.yaml");
     }
 
     #[tokio::test]

@@ -251,6 +251,15 @@ async fn reconcile(
     .await?;
     let run_id: i64 = row.try_get(0)?;
     let mut counts = Counts::default();
+    if b == Backend::Postgres {
+        // Runs read provenance, merge and write back: serialize them, so two
+        // collectors (or a collector and a CLI run) reporting the same
+        // resource cannot overwrite each other's merge. SQLite already
+        // serializes writers at the first INSERT above.
+        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(7243190)) AS l")
+            .fetch_one(&mut **tx)
+            .await?;
+    }
 
     // --- What this run reports, per source -------------------------------
     let mut observed_res: Vec<(String, &ObservedResource)> = Vec::new();
@@ -260,7 +269,9 @@ async fn reconcile(
     let mut seen_by_source: HashSet<(String, Key)> = HashSet::default();
     for batch in &collection.batches {
         let source = source_name(&input.collector, &batch.scope);
-        if batch.complete && !input.additive {
+        // Retirement by absence needs the whole run to be complete: a partial
+        // run (any incomplete scope, any warning) retires nothing anywhere.
+        if batch.complete && !input.additive && collection.is_complete() {
             complete_sources.push(source.clone());
         }
         for r in &batch.resources {
@@ -493,6 +504,7 @@ async fn reconcile(
     // --- Merged views and the change log ---------------------------------
     let mut changes: Vec<ChangeRow> = Vec::new();
     let mut res_writes: Vec<Vec<V>> = Vec::new();
+    let mut final_status: HashMap<String, Status> = HashMap::default();
     for id in &touched {
         let sources = &res_sources[id];
         let old = existing.remove(id);
@@ -502,6 +514,7 @@ async fn reconcile(
             .or_else(|| old.as_ref().map(|o| o.kind.clone()))
             .unwrap_or_default();
         let new = merge_resource(id, kind, sources, old.as_ref(), now);
+        final_status.insert(id.clone(), new.status);
         let source = reporter.get(id).cloned().unwrap_or_default();
         let op = classify(old.as_ref().map(|o| o.status), new.status);
         let diff = match &old {
@@ -547,6 +560,25 @@ async fn reconcile(
                 (src.as_str(), r.status, r.first_seen, r.last_seen, r.gone_at)
             }))),
         ]);
+    }
+    // A relation this run reports must not point at a resource this run
+    // retires (a file that drops a resource but keeps a relation to it).
+    for (source, rel) in &observed_rel {
+        for end in [&rel.from, &rel.to] {
+            let gone = match final_status.get(end) {
+                Some(st) => *st == Status::Gone,
+                None => existing
+                    .get(end)
+                    .is_some_and(|r| r.status != Status::Present),
+            };
+            if gone {
+                let origin = rel.origin.clone().unwrap_or_else(|| source.clone());
+                return Err(Failure::Invalid(format!(
+                    "{origin}: relation '{}' points to '{end}', which no source reports any more after this run",
+                    rel.kind
+                )));
+            }
+        }
     }
     let mut src_writes: Vec<Vec<V>> = Vec::new();
     for id in &touched {
