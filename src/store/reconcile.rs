@@ -167,6 +167,51 @@ impl Store {
     }
 }
 
+/// A small map from source name to its row: almost every resource or
+/// relation has one or two sources, and a BTreeMap allocates a whole node
+/// (≈1 KB) per entry, which is what made a 5M-relation run run out of memory.
+#[derive(Debug, Clone)]
+struct Sources<T>(Vec<(String, T)>);
+
+impl<T> Default for Sources<T> {
+    fn default() -> Self {
+        Sources(Vec::new())
+    }
+}
+
+impl<T> Sources<T> {
+    fn get(&self, source: &str) -> Option<&T> {
+        self.0.iter().find(|(s, _)| s == source).map(|(_, t)| t)
+    }
+    fn get_mut(&mut self, source: &str) -> Option<&mut T> {
+        self.0.iter_mut().find(|(s, _)| s == source).map(|(_, t)| t)
+    }
+    /// Inserts or replaces, keeping the entries sorted by source.
+    fn insert(&mut self, source: String, row: T) {
+        match self.0.binary_search_by(|(s, _)| s.as_str().cmp(&source)) {
+            Ok(i) => self.0[i].1 = row,
+            Err(i) => self.0.insert(i, (source, row)),
+        }
+    }
+    fn iter(&self) -> impl Iterator<Item = (&String, &T)> {
+        self.0.iter().map(|(s, t)| (s, t))
+    }
+    fn values(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map(|(_, t)| t)
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Sources<T> {
+    type Item = (&'a String, &'a T);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, T)>,
+        fn(&'a (String, T)) -> (&'a String, &'a T),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(s, t)| (s, t))
+    }
+}
+
 /// Per-source observation of a resource, as stored in `resource_sources`.
 #[derive(Debug, Clone)]
 struct ResSource {
@@ -221,14 +266,6 @@ enum V {
     OT(Option<String>),
     I(i64),
     OI(Option<i64>),
-}
-
-struct ChangeRow {
-    source: String,
-    resource_id: String,
-    relation: Option<(String, String)>,
-    op: ChangeOp,
-    diff: Value,
 }
 
 async fn reconcile(
@@ -501,9 +538,9 @@ async fn reconcile(
         }
     }
 
-    // --- Merged views and the change log ---------------------------------
-    let mut changes: Vec<ChangeRow> = Vec::new();
-    let mut res_writes: Vec<Vec<V>> = Vec::new();
+    // --- Merged views and the change log, written as they are computed ----
+    let mut changes = Batch::new(CHANGES_INSERT, "", 9);
+    let mut res_writes = Batch::new(RESOURCES_INSERT, RESOURCES_UPSERT, 11);
     let mut final_status: HashMap<String, Status> = HashMap::default();
     for id in &touched {
         let sources = &res_sources[id];
@@ -532,35 +569,42 @@ async fn reconcile(
                 ChangeOp::Update => counts.updated += 1,
                 ChangeOp::Retire => counts.retired += 1,
             }
-            changes.push(ChangeRow {
-                source,
-                resource_id: id.clone(),
-                relation: None,
-                op,
-                diff,
-            });
+            changes
+                .push(
+                    tx,
+                    b,
+                    change_row(now, run_id, source, id.clone(), None, op, diff),
+                )
+                .await?;
         }
         let updated_at = if op.is_some() || old.is_none() {
             now
         } else {
             old.as_ref().map_or(now, |o| o.last_seen)
         };
-        res_writes.push(vec![
-            V::T(id.clone()),
-            V::T(new.kind),
-            V::T(new.name),
-            V::T(serde_json::to_string(&new.labels).map_err(anyhow::Error::from)?),
-            V::T(new.attributes.to_string()),
-            V::T(new.status.as_str().into()),
-            V::I(new.first_seen),
-            V::I(new.last_seen),
-            V::OI(new.gone_at),
-            V::I(updated_at),
-            V::T(provenance_json(sources.iter().map(|(src, r)| {
-                (src.as_str(), r.status, r.first_seen, r.last_seen, r.gone_at)
-            }))),
-        ]);
+        res_writes
+            .push(
+                tx,
+                b,
+                [
+                    V::T(id.clone()),
+                    V::T(new.kind),
+                    V::T(new.name),
+                    V::T(serde_json::to_string(&new.labels).map_err(anyhow::Error::from)?),
+                    V::T(new.attributes.to_string()),
+                    V::T(new.status.as_str().into()),
+                    V::I(new.first_seen),
+                    V::I(new.last_seen),
+                    V::OI(new.gone_at),
+                    V::I(updated_at),
+                    V::T(provenance_json(sources.iter().map(|(src, r)| {
+                        (src.as_str(), r.status, r.first_seen, r.last_seen, r.gone_at)
+                    }))),
+                ],
+            )
+            .await?;
     }
+    res_writes.finish(tx, b).await?;
     // A relation this run reports must not point at a resource this run
     // retires (a file that drops a resource but keeps a relation to it).
     for (source, rel) in &observed_rel {
@@ -580,29 +624,36 @@ async fn reconcile(
             }
         }
     }
-    let mut src_writes: Vec<Vec<V>> = Vec::new();
+    let mut src_writes = Batch::new(RESOURCE_SOURCES_INSERT, RESOURCE_SOURCES_UPSERT, 10);
     for id in &touched {
         for (source, s) in &res_sources[id] {
             if !s.dirty {
                 continue;
             }
-            src_writes.push(vec![
-                V::T(id.clone()),
-                V::T(source.clone()),
-                V::OT(s.name.clone()),
-                V::T(serde_json::to_string(&s.labels).map_err(anyhow::Error::from)?),
-                V::T(s.attributes.to_string()),
-                V::T(s.status.as_str().into()),
-                V::I(s.first_seen),
-                V::I(s.last_seen),
-                V::OI(s.gone_at),
-                V::OI(s.run_id),
-            ]);
+            src_writes
+                .push(
+                    tx,
+                    b,
+                    [
+                        V::T(id.clone()),
+                        V::T(source.clone()),
+                        V::OT(s.name.clone()),
+                        V::T(serde_json::to_string(&s.labels).map_err(anyhow::Error::from)?),
+                        V::T(s.attributes.to_string()),
+                        V::T(s.status.as_str().into()),
+                        V::I(s.first_seen),
+                        V::I(s.last_seen),
+                        V::OI(s.gone_at),
+                        V::OI(s.run_id),
+                    ],
+                )
+                .await?;
         }
     }
+    src_writes.finish(tx, b).await?;
 
-    let mut rel_writes: Vec<Vec<V>> = Vec::new();
-    let mut rel_src_writes: Vec<Vec<V>> = Vec::new();
+    let mut rel_writes = Batch::new(RELATIONS_INSERT, RELATIONS_UPSERT, 10);
+    let mut rel_src_writes = Batch::new(RELATION_SOURCES_INSERT, RELATION_SOURCES_UPSERT, 10);
     for key in &rel_touched {
         let sources = &rel_sources[key];
         let old = existing_rel.remove(key);
@@ -625,127 +676,68 @@ async fn reconcile(
                 ChangeOp::Update => counts.updated += 1,
                 ChangeOp::Retire => counts.retired += 1,
             }
-            changes.push(ChangeRow {
-                source: rel_reporter.get(key).cloned().unwrap_or_default(),
-                resource_id: key.0.clone(),
-                relation: Some((key.1.clone(), key.2.clone())),
-                op,
-                diff,
-            });
+            let source = rel_reporter.get(key).cloned().unwrap_or_default();
+            let relation = Some((key.1.clone(), key.2.clone()));
+            changes
+                .push(
+                    tx,
+                    b,
+                    change_row(now, run_id, source, key.0.clone(), relation, op, diff),
+                )
+                .await?;
         }
         let updated_at = if op.is_some() || old.is_none() {
             now
         } else {
             old.as_ref().map_or(now, |o| o.last_seen)
         };
-        rel_writes.push(vec![
-            V::T(key.0.clone()),
-            V::T(key.1.clone()),
-            V::T(key.2.clone()),
-            V::T(new.attributes.to_string()),
-            V::T(new.status.as_str().into()),
-            V::I(new.first_seen),
-            V::I(new.last_seen),
-            V::OI(new.gone_at),
-            V::I(updated_at),
-            V::T(provenance_json(sources.iter().map(|(src, r)| {
-                (src.as_str(), r.status, r.first_seen, r.last_seen, r.gone_at)
-            }))),
-        ]);
+        rel_writes
+            .push(
+                tx,
+                b,
+                [
+                    V::T(key.0.clone()),
+                    V::T(key.1.clone()),
+                    V::T(key.2.clone()),
+                    V::T(new.attributes.to_string()),
+                    V::T(new.status.as_str().into()),
+                    V::I(new.first_seen),
+                    V::I(new.last_seen),
+                    V::OI(new.gone_at),
+                    V::I(updated_at),
+                    V::T(provenance_json(sources.iter().map(|(src, r)| {
+                        (src.as_str(), r.status, r.first_seen, r.last_seen, r.gone_at)
+                    }))),
+                ],
+            )
+            .await?;
         for (source, s) in sources {
             if !s.dirty {
                 continue;
             }
-            rel_src_writes.push(vec![
-                V::T(key.0.clone()),
-                V::T(key.1.clone()),
-                V::T(key.2.clone()),
-                V::T(source.clone()),
-                V::T(s.attributes.to_string()),
-                V::T(s.status.as_str().into()),
-                V::I(s.first_seen),
-                V::I(s.last_seen),
-                V::OI(s.gone_at),
-                V::OI(s.run_id),
-            ]);
+            rel_src_writes
+                .push(
+                    tx,
+                    b,
+                    [
+                        V::T(key.0.clone()),
+                        V::T(key.1.clone()),
+                        V::T(key.2.clone()),
+                        V::T(source.clone()),
+                        V::T(s.attributes.to_string()),
+                        V::T(s.status.as_str().into()),
+                        V::I(s.first_seen),
+                        V::I(s.last_seen),
+                        V::OI(s.gone_at),
+                        V::OI(s.run_id),
+                    ],
+                )
+                .await?;
         }
     }
-
-    // --- Write, batched ---------------------------------------------------
-    write_rows(
-        tx,
-        b,
-        "INSERT INTO resources (id, kind, name, labels, attributes, status, first_seen, last_seen, gone_at, updated_at, provenance) VALUES ",
-        " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name, labels = excluded.labels, \
-         attributes = excluded.attributes, status = excluded.status, first_seen = excluded.first_seen, \
-         last_seen = excluded.last_seen, gone_at = excluded.gone_at, updated_at = excluded.updated_at, \
-         provenance = excluded.provenance",
-        11,
-        res_writes,
-    )
-    .await?;
-    write_rows(
-        tx,
-        b,
-        "INSERT INTO resource_sources (resource_id, source, name, labels, attributes, status, first_seen, last_seen, gone_at, run_id) VALUES ",
-        " ON CONFLICT (resource_id, source) DO UPDATE SET name = excluded.name, labels = excluded.labels, \
-         attributes = excluded.attributes, status = excluded.status, first_seen = excluded.first_seen, \
-         last_seen = excluded.last_seen, gone_at = excluded.gone_at, run_id = excluded.run_id",
-        10,
-        src_writes,
-    )
-    .await?;
-    write_rows(
-        tx,
-        b,
-        "INSERT INTO relations (from_id, to_id, kind, attributes, status, first_seen, last_seen, gone_at, updated_at, provenance) VALUES ",
-        " ON CONFLICT (from_id, to_id, kind) DO UPDATE SET attributes = excluded.attributes, status = excluded.status, \
-         first_seen = excluded.first_seen, last_seen = excluded.last_seen, gone_at = excluded.gone_at, \
-         updated_at = excluded.updated_at, provenance = excluded.provenance",
-        10,
-        rel_writes,
-    )
-    .await?;
-    write_rows(
-        tx,
-        b,
-        "INSERT INTO relation_sources (from_id, to_id, kind, source, attributes, status, first_seen, last_seen, gone_at, run_id) VALUES ",
-        " ON CONFLICT (from_id, to_id, kind, source) DO UPDATE SET attributes = excluded.attributes, \
-         status = excluded.status, first_seen = excluded.first_seen, last_seen = excluded.last_seen, \
-         gone_at = excluded.gone_at, run_id = excluded.run_id",
-        10,
-        rel_src_writes,
-    )
-    .await?;
-    let change_rows = changes
-        .into_iter()
-        .map(|c| {
-            let (to, kind) = match c.relation {
-                Some((to, kind)) => (Some(to), Some(kind)),
-                None => (None, None),
-            };
-            vec![
-                V::I(now),
-                V::I(run_id),
-                V::T(c.source),
-                V::T(if to.is_some() { "relation" } else { "resource" }.into()),
-                V::T(c.resource_id),
-                V::OT(to),
-                V::OT(kind),
-                V::T(c.op.as_str().into()),
-                V::T(c.diff.to_string()),
-            ]
-        })
-        .collect();
-    write_rows(
-        tx,
-        b,
-        "INSERT INTO changes (at, run_id, source, entity, resource_id, to_id, kind, op, diff) VALUES ",
-        "",
-        9,
-        change_rows,
-    )
-    .await?;
+    rel_writes.finish(tx, b).await?;
+    rel_src_writes.finish(tx, b).await?;
+    changes.finish(tx, b).await?;
 
     sqlx::query(
         "UPDATE runs SET finished_at = $1, status = $2, resources_seen = $3, relations_seen = $4, \
@@ -780,7 +772,7 @@ fn classify(old: Option<Status>, new: Status) -> Option<ChangeOp> {
 fn merge_resource(
     id: &str,
     kind: String,
-    sources: &BTreeMap<String, ResSource>,
+    sources: &Sources<ResSource>,
     old: Option<&ResRow>,
     now: Millis,
 ) -> ResRow {
@@ -834,11 +826,7 @@ fn merge_resource(
     }
 }
 
-fn merge_relation(
-    sources: &BTreeMap<String, RelSource>,
-    old: Option<&RelRow>,
-    now: Millis,
-) -> RelRow {
+fn merge_relation(sources: &Sources<RelSource>, old: Option<&RelRow>, now: Millis) -> RelRow {
     let mut present: Vec<(&String, &RelSource)> = sources
         .iter()
         .filter(|(_, s)| s.status == Status::Present)
@@ -917,33 +905,122 @@ fn resource_diff(old: &ResRow, new: &ResRow) -> Value {
     }
 }
 
-async fn write_rows(
-    tx: &mut Transaction<'static, Any>,
-    b: Backend,
-    head: &str,
-    tail: &str,
+const RESOURCES_INSERT: &str = "INSERT INTO resources (id, kind, name, labels, attributes, status, first_seen, last_seen, gone_at, updated_at, provenance) VALUES ";
+const RESOURCES_UPSERT: &str = " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name, labels = excluded.labels, \
+     attributes = excluded.attributes, status = excluded.status, first_seen = excluded.first_seen, \
+     last_seen = excluded.last_seen, gone_at = excluded.gone_at, updated_at = excluded.updated_at, \
+     provenance = excluded.provenance";
+const RESOURCE_SOURCES_INSERT: &str = "INSERT INTO resource_sources (resource_id, source, name, labels, attributes, status, first_seen, last_seen, gone_at, run_id) VALUES ";
+const RESOURCE_SOURCES_UPSERT: &str = " ON CONFLICT (resource_id, source) DO UPDATE SET name = excluded.name, labels = excluded.labels, \
+     attributes = excluded.attributes, status = excluded.status, first_seen = excluded.first_seen, \
+     last_seen = excluded.last_seen, gone_at = excluded.gone_at, run_id = excluded.run_id";
+const RELATIONS_INSERT: &str = "INSERT INTO relations (from_id, to_id, kind, attributes, status, first_seen, last_seen, gone_at, updated_at, provenance) VALUES ";
+const RELATIONS_UPSERT: &str = " ON CONFLICT (from_id, to_id, kind) DO UPDATE SET attributes = excluded.attributes, status = excluded.status, \
+     first_seen = excluded.first_seen, last_seen = excluded.last_seen, gone_at = excluded.gone_at, \
+     updated_at = excluded.updated_at, provenance = excluded.provenance";
+const RELATION_SOURCES_INSERT: &str = "INSERT INTO relation_sources (from_id, to_id, kind, source, attributes, status, first_seen, last_seen, gone_at, run_id) VALUES ";
+const RELATION_SOURCES_UPSERT: &str = " ON CONFLICT (from_id, to_id, kind, source) DO UPDATE SET attributes = excluded.attributes, \
+     status = excluded.status, first_seen = excluded.first_seen, last_seen = excluded.last_seen, \
+     gone_at = excluded.gone_at, run_id = excluded.run_id";
+const CHANGES_INSERT: &str =
+    "INSERT INTO changes (at, run_id, source, entity, resource_id, to_id, kind, op, diff) VALUES ";
+
+/// One row of the change log.
+fn change_row(
+    now: Millis,
+    run_id: i64,
+    source: String,
+    resource_id: String,
+    relation: Option<(String, String)>,
+    op: ChangeOp,
+    diff: Value,
+) -> [V; 9] {
+    let (to, kind) = match relation {
+        Some((to, kind)) => (Some(to), Some(kind)),
+        None => (None, None),
+    };
+    [
+        V::I(now),
+        V::I(run_id),
+        V::T(source),
+        V::T(if to.is_some() { "relation" } else { "resource" }.into()),
+        V::T(resource_id),
+        V::OT(to),
+        V::OT(kind),
+        V::T(op.as_str().into()),
+        V::T(diff.to_string()),
+    ]
+}
+
+/// A multi-row upsert filled as rows are computed and flushed whenever it
+/// holds a statement's worth of parameters, so a run's memory does not grow
+/// with everything it writes.
+struct Batch {
+    head: &'static str,
+    tail: &'static str,
     cols: usize,
-    rows: Vec<Vec<V>>,
-) -> Result<(), Failure> {
-    let per = (MAX_PARAMS / cols).max(1);
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<Vec<V>> = rows.by_ref().take(per).collect();
-        let sql = format!("{head}{}{tail}", values_clause(b, chunk.len(), cols));
+    buf: Vec<V>,
+}
+
+impl Batch {
+    fn new(head: &'static str, tail: &'static str, cols: usize) -> Batch {
+        Batch {
+            head,
+            tail,
+            cols,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn push(
+        &mut self,
+        tx: &mut Transaction<'static, Any>,
+        b: Backend,
+        row: impl IntoIterator<Item = V>,
+    ) -> Result<(), Failure> {
+        self.buf.extend(row);
+        if self.buf.len() >= (MAX_PARAMS / self.cols).max(1) * self.cols {
+            self.flush(tx, b).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(
+        &mut self,
+        tx: &mut Transaction<'static, Any>,
+        b: Backend,
+    ) -> Result<(), Failure> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        debug_assert_eq!(self.buf.len() % self.cols, 0);
+        let rows = self.buf.len() / self.cols;
+        let sql = format!(
+            "{}{}{}",
+            self.head,
+            values_clause(b, rows, self.cols),
+            self.tail
+        );
         let mut q = dynamic(sql);
-        for row in chunk {
-            for v in row {
-                q = match v {
-                    V::T(s) => q.bind(s),
-                    V::OT(s) => q.bind(s),
-                    V::I(i) => q.bind(i),
-                    V::OI(i) => q.bind(i),
-                };
-            }
+        for v in self.buf.drain(..) {
+            q = match v {
+                V::T(s) => q.bind(s),
+                V::OT(s) => q.bind(s),
+                V::I(i) => q.bind(i),
+                V::OI(i) => q.bind(i),
+            };
         }
         q.execute(&mut **tx).await?;
+        Ok(())
     }
-    Ok(())
+
+    async fn finish(
+        &mut self,
+        tx: &mut Transaction<'static, Any>,
+        b: Backend,
+    ) -> Result<(), Failure> {
+        self.flush(tx, b).await
+    }
 }
 
 /// Runs `sql_head IN (...)` over `ids` in chunks.
@@ -1005,7 +1082,7 @@ async fn load_resource_sources(
     tx: &mut Transaction<'static, Any>,
     b: Backend,
     ids: &[String],
-) -> Result<HashMap<String, BTreeMap<String, ResSource>>, Failure> {
+) -> Result<HashMap<String, Sources<ResSource>>, Failure> {
     let rows = fetch_in(
         tx,
         b,
@@ -1014,7 +1091,7 @@ async fn load_resource_sources(
         ids,
     )
     .await?;
-    let mut out: HashMap<String, BTreeMap<String, ResSource>> = HashMap::default();
+    let mut out: HashMap<String, Sources<ResSource>> = HashMap::default();
     for row in rows {
         out.entry(row.try_get(0)?).or_default().insert(
             row.try_get(1)?,
@@ -1066,7 +1143,7 @@ async fn load_relation_sources(
     tx: &mut Transaction<'static, Any>,
     b: Backend,
     from_ids: &[String],
-) -> Result<HashMap<RelKey, BTreeMap<String, RelSource>>, Failure> {
+) -> Result<HashMap<RelKey, Sources<RelSource>>, Failure> {
     let rows = fetch_in(
         tx,
         b,
@@ -1075,7 +1152,7 @@ async fn load_relation_sources(
         from_ids,
     )
     .await?;
-    let mut out: HashMap<RelKey, BTreeMap<String, RelSource>> = HashMap::default();
+    let mut out: HashMap<RelKey, Sources<RelSource>> = HashMap::default();
     for row in rows {
         out.entry((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
             .or_default()
