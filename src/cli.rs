@@ -37,7 +37,7 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
-    /// Log filter, e.g. debug or infragraph=debug [default: info for serve, warn otherwise]
+    /// Log filter, e.g. debug or infragraph=debug [default: info for serve, error otherwise]
     #[arg(long, global = true, env = "INFRAGRAPH_LOG")]
     pub log: Option<String>,
     #[command(subcommand)]
@@ -253,7 +253,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let default_level = if matches!(cli.command, Command::Serve { .. }) {
         "info"
     } else {
-        "warn"
+        "error"
     };
     init_logging(cli.log.as_deref().unwrap_or(default_level));
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -766,7 +766,11 @@ fn parse_when(s: &str) -> anyhow::Result<i64> {
     let d = humantime::parse_duration(s).map_err(|_| {
         anyhow::anyhow!("--changed-since '{s}': expected an RFC 3339 time or a duration such as 2h")
     })?;
-    Ok(crate::model::now_ms() - d.as_millis() as i64)
+    let ago = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    crate::model::now_ms()
+        .checked_sub(ago)
+        .filter(|t| *t >= 0)
+        .ok_or_else(|| anyhow::anyhow!("--changed-since '{s}' reaches back before 1970"))
 }
 
 fn fmt_ms(ms: i64) -> String {
