@@ -93,7 +93,8 @@ pub struct ScopeBatch {
     /// The scope, e.g. `examples/demo.yaml`; the source is `collector:scope`.
     pub scope: String,
     /// True only when this scope was enumerated completely. The store retires
-    /// what a scope no longer reports only when its batch is complete.
+    /// what a source no longer reports only when the whole run is complete
+    /// (every batch complete, no warnings).
     pub complete: bool,
     /// Resources seen in this scope.
     pub resources: Vec<ObservedResource>,

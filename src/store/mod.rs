@@ -369,18 +369,6 @@ impl Store {
         rows.iter().map(change_from_row).collect()
     }
 
-    /// Every change at or after `since`, oldest first.
-    pub async fn changes_since(&self, since: Millis) -> anyhow::Result<Vec<Change>> {
-        let rows = sqlx::query(
-            "SELECT at, run_id, source, entity, resource_id, to_id, kind, op, diff FROM changes \
-             WHERE at >= $1 ORDER BY at, id",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(change_from_row).collect()
-    }
-
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
