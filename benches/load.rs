@@ -297,6 +297,7 @@ async fn main() {
         complete: true,
         resources: estate.resources,
         relations: estate.relations,
+        gone: Vec::new(),
     };
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());

@@ -1474,6 +1474,7 @@ impl Mutation {
             complete: false,
             resources: vec![r],
             relations: vec![],
+            gone: Vec::new(),
         };
         manual(&app, batch, vec![]).await?;
         let snap = app.snapshot();
@@ -1509,6 +1510,7 @@ impl Mutation {
             complete: false,
             resources: vec![],
             relations: vec![rel],
+            gone: Vec::new(),
         };
         manual(&app, batch, vec![]).await?;
         let snap = app.snapshot();

@@ -216,6 +216,80 @@ pub enum CollectCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Discover an AWS estate through the EC2 API (one scope per account and
+    /// region). Credentials come from the standard AWS chain. Needs a binary
+    /// built with `--features aws`.
+    #[command(name = "aws-ec2")]
+    AwsEc2(AwsEc2Args),
+}
+
+/// `collect aws-ec2` flags.
+#[derive(clap::Args, Debug)]
+#[cfg_attr(not(feature = "aws"), allow(dead_code))]
+pub struct AwsEc2Args {
+    /// Regions to collect (comma-separated); default: the credentials' region
+    #[arg(long, value_delimiter = ',', conflicts_with = "all_regions")]
+    regions: Vec<String>,
+    /// Collect every region enabled for each account
+    #[arg(long)]
+    all_regions: bool,
+    /// Named profile of the shared AWS config and credentials files
+    #[arg(long)]
+    profile: Option<String>,
+    /// Role to assume, one per account (repeatable, or comma-separated)
+    #[arg(long = "assume-role", value_name = "ARN", value_delimiter = ',')]
+    assume_role: Vec<String>,
+    /// External id for the assumed roles
+    #[arg(long)]
+    external_id: Option<String>,
+    /// Endpoint for every call (URL), or for one region's EC2 calls
+    /// (REGION=URL); repeatable
+    #[arg(long = "endpoint-url", value_name = "[REGION=]URL")]
+    endpoint_url: Vec<String>,
+    /// Tag key naming an instance's service (repeatable; first match wins;
+    /// default: Service, service, app)
+    #[arg(long = "service-tag", value_name = "KEY")]
+    service_tag: Vec<String>,
+    /// Attempts per API call, with the SDK's standard backoff
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
+}
+
+#[cfg(feature = "aws")]
+fn aws_ec2_collector(args: &AwsEc2Args) -> anyhow::Result<ConfiguredCollector> {
+    let mut cfg = collectors::aws_ec2::AwsEc2Config {
+        regions: args.regions.clone(),
+        all_regions: args.all_regions,
+        profile: args.profile.clone(),
+        roles: args.assume_role.clone(),
+        external_id: args.external_id.clone(),
+        max_attempts: args.max_attempts,
+        ..Default::default()
+    };
+    if !args.service_tag.is_empty() {
+        cfg.service_tags = args.service_tag.clone();
+    }
+    for e in &args.endpoint_url {
+        match e.split_once('=') {
+            Some((region, url)) if !region.contains('/') => {
+                cfg.region_endpoint_urls
+                    .insert(region.to_string(), url.to_string());
+            }
+            _ => {
+                if let Some(prev) = &cfg.endpoint_url {
+                    anyhow::bail!("--endpoint-url given twice without a region ({prev}, {e})");
+                }
+                cfg.endpoint_url = Some(e.clone());
+            }
+        }
+    }
+    cfg.validate()?;
+    Ok(ConfiguredCollector::AwsEc2(cfg))
+}
+
+#[cfg(not(feature = "aws"))]
+fn aws_ec2_collector(_args: &AwsEc2Args) -> anyhow::Result<ConfiguredCollector> {
+    anyhow::bail!(crate::collector::NO_AWS)
 }
 
 /// Parses the command line and runs it.
@@ -250,10 +324,12 @@ pub fn run() -> anyhow::Result<ExitCode> {
         }
         _ => {}
     }
-    let default_level = if matches!(cli.command, Command::Serve { .. }) {
-        "info"
-    } else {
-        "error"
+    let default_level = match cli.command {
+        Command::Serve { .. } => "info",
+        // Collectors show their progress (per region, per file); the SDKs
+        // and drivers below them only what went wrong.
+        Command::Collect { .. } => "warn,infragraph=info,collectors=info",
+        _ => "error",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_level));
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -314,14 +390,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Collect { collector } => {
-            let store = open(cli.database_url).await?;
             let collector = match collector {
                 CollectCommand::Inventory { files } => {
                     let cfg = collectors::inventory::InventoryConfig { paths: files };
                     cfg.validate()?;
                     ConfiguredCollector::Inventory(cfg)
                 }
+                CollectCommand::AwsEc2(args) => aws_ec2_collector(&args)?,
             };
+            let store = open(cli.database_url).await?;
             let run = collector.run(&store).await?;
             store.close().await;
             let summary = format!(

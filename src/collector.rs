@@ -13,10 +13,16 @@ use crate::store::{RunInput, Store};
 pub enum ConfiguredCollector {
     /// Inventory files.
     Inventory(collectors::inventory::InventoryConfig),
+    /// AWS EC2 (built with the `aws` feature).
+    #[cfg(feature = "aws")]
+    AwsEc2(collectors::aws_ec2::AwsEc2Config),
 }
 
 /// The collector types `[[collectors]] type = ...` accepts.
-pub const TYPES: &[&str] = &["inventory"];
+pub const TYPES: &[&str] = &["inventory", "aws-ec2"];
+
+/// The error for `aws-ec2` in a binary built without the `aws` feature.
+pub const NO_AWS: &str = "this infragraph was built without AWS support: rebuild with `cargo build --release --features aws` (or `cargo run --features aws -- ...`)";
 
 impl ConfiguredCollector {
     /// Builds a collector from its type and options (a TOML table). Relative
@@ -34,6 +40,15 @@ impl ConfiguredCollector {
                 cfg.validate()?;
                 Ok(ConfiguredCollector::Inventory(cfg))
             }
+            #[cfg(feature = "aws")]
+            "aws-ec2" => {
+                let cfg = collectors::aws_ec2::AwsEc2Config::deserialize(options)
+                    .map_err(|e| anyhow::anyhow!("collector 'aws-ec2': {e}"))?;
+                cfg.validate()?;
+                Ok(ConfiguredCollector::AwsEc2(cfg))
+            }
+            #[cfg(not(feature = "aws"))]
+            "aws-ec2" => anyhow::bail!("collector 'aws-ec2': {NO_AWS}"),
             other => anyhow::bail!(
                 "unknown collector type '{other}' (known types: {})",
                 TYPES.join(", ")
@@ -45,6 +60,8 @@ impl ConfiguredCollector {
     pub fn type_name(&self) -> &'static str {
         match self {
             ConfiguredCollector::Inventory(_) => "inventory",
+            #[cfg(feature = "aws")]
+            ConfiguredCollector::AwsEc2(_) => collectors::aws_ec2::TYPE,
         }
     }
 
@@ -52,6 +69,8 @@ impl ConfiguredCollector {
     pub fn scope(&self) -> String {
         match self {
             ConfiguredCollector::Inventory(c) => c.scope(),
+            #[cfg(feature = "aws")]
+            ConfiguredCollector::AwsEc2(c) => c.scope(),
         }
     }
 
@@ -62,6 +81,8 @@ impl ConfiguredCollector {
         let started_at = now_ms();
         let outcome = match self {
             ConfiguredCollector::Inventory(c) => collectors::inventory::collect(c).await,
+            #[cfg(feature = "aws")]
+            ConfiguredCollector::AwsEc2(c) => collectors::aws_ec2::collect(c).await,
         }
         .map_err(|e| e.to_string());
         if let Err(err) = &outcome {

@@ -28,9 +28,18 @@ if ! command -v dot >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq graphviz >/dev/null || echo "could not install graphviz: diagram render tests will skip (or fail in CI)"
 fi
 
+# moto: the EC2 collector tests run against `moto_server` (a real EC2 API
+# endpoint on loopback), installed from PyPI into the project's .venv.
+if [ ! -x .venv/bin/moto_server ]; then
+  echo "installing moto[server] into .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt \
+    || echo "could not install moto: EC2 tests will skip (or fail in CI)"
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 echo "== cargo test"
-cargo test --locked --workspace
+cargo test --locked --workspace --all-features

@@ -156,6 +156,7 @@ fn batch(scope: &str, complete: bool, ids: &[&str]) -> ScopeBatch {
             .map(|id| ObservedResource::new(*id, "host"))
             .collect(),
         relations: vec![],
+        gone: Vec::new(),
     }
 }
 
@@ -366,6 +367,7 @@ async fn bulk_load_spans_many_statements(url: String) {
             complete: true,
             resources,
             relations,
+            gone: Vec::new(),
         }],
         vec![],
     )

@@ -337,6 +337,7 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
         complete: true,
         resources,
         relations,
+        gone: Vec::new(),
     })
 }
 

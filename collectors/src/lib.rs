@@ -8,6 +8,8 @@
 
 use std::collections::BTreeMap;
 
+#[cfg(feature = "aws")]
+pub mod aws_ec2;
 pub mod inventory;
 
 /// Relation kinds that carry failure semantics (see the README's table).
@@ -100,6 +102,10 @@ pub struct ScopeBatch {
     pub resources: Vec<ObservedResource>,
     /// Relations seen in this scope.
     pub relations: Vec<ObservedRelation>,
+    /// Ids of resources this scope positively reports as gone (an instance
+    /// the API says is `terminated`). They are retired, with this source's
+    /// relations touching them, even when the run is partial.
+    pub gone: Vec<String>,
 }
 
 /// The result of one collection run. Partial results are values: a run that

@@ -356,6 +356,38 @@ async fn reconcile(
         .iter()
         .map(|(scope, key)| (source_name(&input.collector, scope), key.clone()))
         .collect();
+    // Resources a source positively reports as gone (an instance the API
+    // says is terminated) end that source's provenance even in a partial
+    // run, together with that source's relations touching them.
+    for batch in &collection.batches {
+        if batch.gone.is_empty() {
+            continue;
+        }
+        let source = source_name(&input.collector, &batch.scope);
+        for id in &batch.gone {
+            if seen_by_source.contains(&(source.clone(), Key::Resource(id.clone()))) {
+                return Err(Failure::Invalid(format!(
+                    "{source}: resource '{id}' is reported both present and gone"
+                )));
+            }
+            retire.push((source.clone(), Key::Resource(id.clone())));
+            let rows = sqlx::query(
+                "SELECT from_id, to_id, kind FROM relation_sources \
+                 WHERE source = $1 AND status = 'present' AND (from_id = $2 OR to_id = $3)",
+            )
+            .bind(source.clone())
+            .bind(id.clone())
+            .bind(id.clone())
+            .fetch_all(&mut **tx)
+            .await?;
+            for row in rows {
+                let key = Key::Relation(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+                if !seen_by_source.contains(&(source.clone(), key.clone())) {
+                    retire.push((source.clone(), key));
+                }
+            }
+        }
+    }
     for source in &complete_sources {
         let rows = sqlx::query(
             "SELECT resource_id FROM resource_sources WHERE source = $1 AND status = 'present'",
