@@ -19,6 +19,7 @@ both_backends!(
     kind_conflict_between_sources_is_rejected,
     bulk_load_spans_many_statements,
     manual_assertions_are_additive_and_retractable,
+    reported_gone_retires_even_in_a_partial_run,
 );
 
 async fn load(store: &Store, files: &[std::path::PathBuf]) -> infragraph::model::Run {
@@ -517,6 +518,96 @@ relations:
             .await
             .unwrap()
             .is_empty()
+    );
+    store.close().await;
+}
+
+/// A source that positively reports a resource gone (an instance the API says
+/// is terminated) retires it, and its own relations touching it, even when
+/// the run is partial; other sources' provenance is untouched.
+async fn reported_gone_retires_even_in_a_partial_run(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let mut r1 = batch("r1", true, &["a", "b", "svc"]);
+    r1.relations = vec![
+        ObservedRelation::new("a", "svc", "instance_of"),
+        ObservedRelation::new("b", "svc", "instance_of"),
+    ];
+    let run = apply(&store, vec![r1, batch("r2", true, &["x"])], vec![]).await;
+    assert_eq!(run.status, RunStatus::Ok);
+    // Another source also reports b.
+    store
+        .apply(RunInput {
+            collector: "other".into(),
+            scope: "all".into(),
+            started_at: infragraph::model::now_ms(),
+            outcome: Ok(Collection {
+                batches: vec![batch("o", true, &["b"])],
+                warnings: vec![],
+            }),
+            retract: vec![],
+            additive: false,
+        })
+        .await
+        .unwrap();
+
+    let mut r1 = batch("r1", true, &["svc"]);
+    r1.gone = vec!["a".into(), "b".into(), "never-seen".into()];
+    let run = apply(
+        &store,
+        vec![r1, batch("r2", false, &[])],
+        vec!["r2: timeout".into()],
+    )
+    .await;
+    assert_eq!(run.status, RunStatus::Partial);
+    let (res, rels) = store.load_all().await.unwrap();
+    let status = |id: &str| res.iter().find(|r| r.id == id).map(|r| r.status);
+    assert_eq!(status("a"), Some(Status::Gone), "reported gone");
+    assert_eq!(
+        status("b"),
+        Some(Status::Present),
+        "still reported by other"
+    );
+    assert_eq!(
+        status("x"),
+        Some(Status::Present),
+        "partial: nothing retired by absence"
+    );
+    assert_eq!(
+        status("never-seen"),
+        None,
+        "gone for an unknown id is a no-op"
+    );
+    let instance_of: Vec<_> = rels.iter().filter(|r| r.kind == "instance_of").collect();
+    assert_eq!(instance_of.len(), 2);
+    for rel in instance_of {
+        // b's relation goes too: only the "other" source reports b, and it
+        // never reported the relation.
+        assert_eq!(rel.status, Status::Gone, "{} -> {}", rel.from, rel.to);
+    }
+
+    // Present and gone in one report is a contradiction, refused.
+    let mut r1 = batch("r1", true, &["svc", "x"]);
+    r1.gone = vec!["x".into()];
+    let err = store
+        .apply(RunInput {
+            collector: "test".into(),
+            scope: "all".into(),
+            started_at: infragraph::model::now_ms(),
+            outcome: Ok(Collection {
+                batches: vec![r1],
+                warnings: vec![],
+            }),
+            retract: vec![],
+            additive: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(err.status, RunStatus::Failed);
+    assert!(
+        err.error
+            .unwrap()
+            .contains("reported both present and gone"),
+        "names the contradiction"
     );
     store.close().await;
 }

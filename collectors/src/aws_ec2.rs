@@ -1495,3 +1495,121 @@ fn build_batch(d: &RegionData, account: &str, region: &str, cfg: &AwsEc2Config) 
         gone,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_and_role_names() {
+        for r in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "cn-north-1",
+            "ap-southeast-4",
+        ] {
+            assert!(is_region(r), "{r}");
+        }
+        for r in [
+            "",
+            "us-east",
+            "US-EAST-1",
+            "us-east-1a",
+            "us--1",
+            "mars",
+            "us-east-x",
+        ] {
+            assert!(!is_region(r), "{r}");
+        }
+        assert!(is_role_arn(
+            "arn:aws:iam::111111111111:role/infragraph-read"
+        ));
+        assert!(is_role_arn("arn:aws-us-gov:iam::111111111111:role/path/x"));
+        assert!(!is_role_arn("arn:aws:iam::1111:role/x"));
+        assert!(!is_role_arn("arn:aws:iam::111111111111:user/x"));
+        assert!(!is_role_arn("arn:aws:iam::111111111111:role/"));
+        assert_eq!(partition("cn-north-1"), "aws-cn");
+        assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
+        assert_eq!(partition("eu-west-1"), "aws");
+    }
+
+    #[test]
+    fn cidr_coverage() {
+        let c = |s| Cidr::parse(s).unwrap();
+        assert!(c("10.0.0.0/16").covers(&c("10.0.1.0/24")));
+        assert!(c("10.0.1.0/24").covers(&c("10.0.1.0/24")));
+        assert!(!c("10.0.1.0/24").covers(&c("10.0.0.0/16")));
+        assert!(!c("10.0.1.0/24").covers(&c("10.0.2.0/24")));
+        assert!(c("0.0.0.0/0").covers(&c("192.168.0.0/16")));
+        // Host bits are ignored, as AWS does.
+        assert!(c("10.0.1.7/24").covers(&c("10.0.1.0/28")));
+        assert_eq!(Cidr::parse("10.0.0.0/33"), None);
+        assert_eq!(Cidr::parse("10.0.0/8"), None);
+        assert_eq!(Cidr::parse("::/0"), None);
+    }
+
+    #[test]
+    fn port_labels() {
+        let p = |proto: &str, from: Option<i32>, to: Option<i32>| {
+            port_label(
+                &IpPermission::builder()
+                    .ip_protocol(proto)
+                    .set_from_port(from)
+                    .set_to_port(to)
+                    .build(),
+            )
+        };
+        assert_eq!(p("tcp", Some(443), Some(443)), "tcp/443");
+        assert_eq!(p("tcp", Some(8000), Some(8999)), "tcp/8000-8999");
+        assert_eq!(p("6", Some(22), Some(22)), "tcp/22");
+        assert_eq!(p("udp", Some(0), Some(65535)), "udp/all");
+        assert_eq!(p("-1", None, None), "all");
+        assert_eq!(p("icmp", Some(8), Some(-1)), "icmp");
+    }
+
+    #[test]
+    fn validation_names_the_field_and_value() {
+        let bad = |cfg: AwsEc2Config| cfg.validate().unwrap_err().to_string();
+        let base = AwsEc2Config::default();
+        assert!(base.validate().is_ok());
+        assert_eq!(
+            bad(AwsEc2Config {
+                regions: vec!["us-east-1".into()],
+                all_regions: true,
+                ..base.clone()
+            }),
+            "collector 'aws-ec2': regions: give either regions or all_regions, not both"
+        );
+        assert!(
+            bad(AwsEc2Config {
+                region_endpoint_urls: [("eu-west-1".to_string(), "localhost:1".to_string())].into(),
+                ..base.clone()
+            })
+            .contains("'localhost:1' (for eu-west-1) is not an http(s) URL")
+        );
+        assert!(
+            bad(AwsEc2Config {
+                service_tags: vec![" ".into()],
+                ..base.clone()
+            })
+            .contains("service_tags")
+        );
+        assert!(
+            bad(AwsEc2Config {
+                max_attempts: 0,
+                ..base.clone()
+            })
+            .contains("max_attempts: 0")
+        );
+        assert_eq!(
+            AwsEc2Config {
+                regions: vec!["us-east-1".into(), "eu-west-1".into()],
+                roles: vec!["arn:aws:iam::111111111111:role/r".into()],
+                ..base
+            }
+            .scope(),
+            "us-east-1,eu-west-1; 1 role"
+        );
+    }
+}
