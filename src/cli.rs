@@ -328,7 +328,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Serve { .. } => "info",
         // Collectors show their progress (per region, per file); the SDKs
         // and drivers below them only what went wrong.
-        Command::Collect { .. } => "warn,infragraph=info,collectors=info",
+        Command::Collect { .. } => "warn,aws_config=error,infragraph=info,collectors=info",
         _ => "error",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_level));

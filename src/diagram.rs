@@ -461,6 +461,9 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
     let n = snap.resources.len();
     let mut place: Vec<Place> = vec![Place::default(); n];
     let mut runs_on_host: FxHashMap<Ix, Vec<Ix>> = FxHashMap::default();
+    // Hosts that are themselves instances of a service (EC2 instances tagged
+    // with their service): shown like what runs on them.
+    let mut host_services: FxHashMap<Ix, Vec<Ix>> = FxHashMap::default();
     let mut attached: FxHashMap<Ix, usize> = FxHashMap::default();
     let mut routes: Vec<(Ix, Ix)> = Vec::new();
     let mut others: Vec<(Ix, Ix, &Relation)> = Vec::new();
@@ -476,6 +479,9 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
             }
             "contained_in" => {}
             "runs_on" => runs_on_host.entry(t).or_default().push(f),
+            "instance_of" if snap.resource(f).kind == "host" => {
+                host_services.entry(f).or_default().push(t)
+            }
             "routes_to" if snap.resource(f).kind == "load_balancer" => routes.push((f, t)),
             _ => others.push((f, t, rel)),
         }
@@ -541,7 +547,11 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
             continue;
         }
         let placed = p.subnet.is_some() || p.vpc.is_some();
-        if !(placed || is_gateway(k)) || matches!(k, "volume" | "service_instance") {
+        // Volumes are counted on their host; interfaces add nothing a host's
+        // IP does not say.
+        if !(placed || is_gateway(k))
+            || matches!(k, "volume" | "service_instance" | "network_interface")
+        {
             continue;
         }
         let path = path_of(ix);
@@ -638,16 +648,21 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
             for (ix, path) in &members {
                 let r = snap.resource(*ix);
                 let mut label = name_line(r);
-                if let Some(ip) = r.attributes.get("ip").and_then(|v| v.as_str()) {
+                if let Some(ip) = ["ip", "private_ip"]
+                    .iter()
+                    .find_map(|k| r.attributes.get(*k).and_then(|v| v.as_str()))
+                {
                     label.push_str(&format!("\n{}", clip(ip)));
                 }
-                if let Some(runners) = runs_on_host.get(ix) {
+                let runners = runs_on_host.get(ix).into_iter().flatten();
+                let services = host_services.get(ix).into_iter().flatten();
+                if runs_on_host.contains_key(ix) || host_services.contains_key(ix) {
                     let mut names: Vec<String> = runners
-                        .iter()
                         .map(|&x| {
                             let svc = parents.get(&x).copied().unwrap_or(x);
                             clip(&snap.resource(svc).name)
                         })
+                        .chain(services.map(|&x| clip(&snap.resource(x).name)))
                         .collect();
                     names.sort();
                     names.dedup();

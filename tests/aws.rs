@@ -830,6 +830,22 @@ async fn discovers_an_estate_across_regions_with_rules_volumes_gateways_and_serv
     assert_eq!(eur["attributes"]["region"], "eu-west-1");
     assert!(has_edge(&eur, "instance_of", "svc:api"));
 
+    // The network diagram places hosts in their subnets with IP and service,
+    // draws security-group reachability, and leaves interfaces out.
+    let dot = api
+        .gql(
+            "{ diagram(kind: NETWORK, showReachability: true) }",
+            json!({}),
+        )
+        .await["diagram"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(dot.contains("[checkout]"), "{dot}");
+    assert!(dot.contains("allows traffic from"), "{dot}");
+    assert!(dot.contains("subnet"), "{dot}");
+    assert!(!dot.contains(":network-interface/"), "{dot}");
+
     // Collected relations carry impact: the internet gateway failing takes
     // the public subnet down (its route table routes through it), so both
     // checkout instances, so checkout; and the private subnet too, through
@@ -1246,10 +1262,15 @@ async fn a_fleet_of_a_thousand_instances() {
     assert!(imp["impact"]["downCount"].as_i64().unwrap() >= 500, "{imp}");
     eprintln!(
         "FLEET 1000 instances: fixtures {:.1} s; collect (binary, end to end) {:.1} s; \
-         of which one DescribeInstances sweep by moto alone {:.1} s; stdout: {}",
+         of which one DescribeInstances sweep by moto alone {:.1} s; stdout: {}; log: {}",
         fixtures.as_secs_f64(),
         total.as_secs_f64(),
         describe.as_secs_f64(),
-        text(&out.stdout).trim()
+        text(&out.stdout).trim(),
+        text(&out.stderr)
+            .lines()
+            .filter(|l| l.contains("collected") || l.contains("finished"))
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
 }

@@ -254,6 +254,11 @@ pub async fn collect(cfg: &AwsEc2Config) -> Result<Collection, CollectError> {
     cfg.validate()
         .map_err(|e| CollectError::Invalid(e.to_string()))?;
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(r) = cfg.regions.first() {
+        // The regions are given: no need to look for a default one (which
+        // would ask the instance metadata service off EC2).
+        loader = loader.region(Region::new(r.clone()));
+    }
     if let Some(p) = &cfg.profile {
         loader = loader.profile_name(p);
     }
