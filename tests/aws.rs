@@ -1274,3 +1274,40 @@ async fn a_fleet_of_a_thousand_instances() {
             .join(" | ")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_regions_covers_every_region_the_account_has() {
+    let Some(moto) = Moto::start("all_regions").await else {
+        return;
+    };
+    let c = moto.ec2("ap-southeast-2");
+    let vpc = create_vpc(&c, "10.0.0.0/16", "syd").await;
+    let subnet = create_subnet(&c, &vpc, "10.0.1.0/24", "ap-southeast-2a").await;
+    let sg = create_sg(&c, &vpc, "web").await;
+    let ids = run_instances(&c, &subnet, &sg, 1, &[("Name", "syd-1")]).await;
+    let regions = moto
+        .ec2("us-east-1")
+        .describe_regions()
+        .send()
+        .await
+        .unwrap()
+        .regions
+        .unwrap()
+        .len();
+    let db = common::TestDb::sqlite();
+    let out = moto.collect(&db.url, &["--all-regions"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let api = Api::start(&db.url).await;
+    let r = api
+        .resource(&arn("ap-southeast-2", ACCOUNT, "instance", &ids[0]))
+        .await;
+    assert_eq!(r["name"], "syd-1");
+    let got = api
+        .gql(
+            "{ resources(kind: \"region\", first: 100) { totalCount } runs(last: 1) { scope } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(got["resources"]["totalCount"], regions, "{got}");
+    assert_eq!(got["runs"][0]["scope"], "all regions; default credentials");
+}
