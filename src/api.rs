@@ -731,6 +731,144 @@ impl ImpactedResource {
     }
 }
 
+/// A scalar field of `ImpactedResource` that the fast list path can fill.
+#[derive(Clone, Copy)]
+enum FlatField {
+    Id,
+    Kind,
+    Name,
+    Status,
+    Depth,
+    Remaining,
+    Total,
+    Redundancy,
+    Typename,
+}
+
+/// `[ImpactedResource!]` with a fast path. async-graphql resolves a list
+/// element by element through boxed futures, ≈ 2 µs per object: 90 ms for a
+/// hub's 45k resources. When the selection is only scalar fields (`id`,
+/// `kind`, `name`, `status`, `depth`, `remaining`, `total`, `redundancy`,
+/// `__typename`, aliases and fragments allowed, no directives), the list is
+/// built directly as values; anything else (`resource { ... }`, `path`)
+/// takes the generic path. The schema type is exactly `[ImpactedResource!]`.
+pub struct ImpactList {
+    items: Vec<ImpactedResource>,
+    flat: Option<Vec<(async_graphql::Name, FlatField)>>,
+}
+
+impl ImpactList {
+    fn new(ctx: &Context<'_>, items: Vec<ImpactedResource>) -> Self {
+        let mut flat = Vec::new();
+        for f in ctx.field().selection_set() {
+            if !f.directives().is_ok_and(|d| d.is_empty()) || f.selection_set().next().is_some() {
+                return ImpactList { items, flat: None };
+            }
+            let field = match f.name() {
+                "id" => FlatField::Id,
+                "kind" => FlatField::Kind,
+                "name" => FlatField::Name,
+                "status" => FlatField::Status,
+                "depth" => FlatField::Depth,
+                "remaining" => FlatField::Remaining,
+                "total" => FlatField::Total,
+                "redundancy" => FlatField::Redundancy,
+                "__typename" => FlatField::Typename,
+                _ => return ImpactList { items, flat: None },
+            };
+            flat.push((
+                async_graphql::Name::new(f.alias().unwrap_or(f.name())),
+                field,
+            ));
+        }
+        ImpactList {
+            items,
+            flat: Some(flat),
+        }
+    }
+
+    fn flat_value(
+        item: &ImpactedResource,
+        fields: &[(async_graphql::Name, FlatField)],
+        down: &async_graphql::Value,
+        degraded: &async_graphql::Value,
+        typename: &async_graphql::Value,
+    ) -> async_graphql::Value {
+        use async_graphql::Value as V;
+        let r = item.snap.resource(item.item.node);
+        let mut m = async_graphql::indexmap::IndexMap::with_capacity(fields.len());
+        for (key, field) in fields {
+            let v = match field {
+                FlatField::Id => V::String(r.id.clone()),
+                FlatField::Kind => V::String(r.kind.clone()),
+                FlatField::Name => V::String(r.name.clone()),
+                FlatField::Status => match item.item.status {
+                    GStatus::Down => down.clone(),
+                    GStatus::Degraded => degraded.clone(),
+                },
+                FlatField::Depth => V::Number((item.item.depth as i32).into()),
+                FlatField::Remaining => item
+                    .item
+                    .aggregate
+                    .map_or(V::Null, |(left, _)| V::Number((left as i32).into())),
+                FlatField::Total => item
+                    .item
+                    .aggregate
+                    .map_or(V::Null, |(_, total)| V::Number((total as i32).into())),
+                FlatField::Redundancy => item.item.aggregate.map_or(V::Null, |(left, total)| {
+                    V::String(format!("{left}/{total}"))
+                }),
+                FlatField::Typename => typename.clone(),
+            };
+            m.insert(key.clone(), v);
+        }
+        V::Object(m)
+    }
+}
+
+impl async_graphql::OutputType for ImpactList {
+    fn type_name() -> std::borrow::Cow<'static, str> {
+        <Vec<ImpactedResource> as async_graphql::OutputType>::type_name()
+    }
+
+    fn qualified_type_name() -> String {
+        <Vec<ImpactedResource> as async_graphql::OutputType>::qualified_type_name()
+    }
+
+    fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
+        <Vec<ImpactedResource> as async_graphql::OutputType>::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &async_graphql::ContextSelectionSet<'_>,
+        field: &async_graphql::Positioned<async_graphql::parser::types::Field>,
+    ) -> async_graphql::ServerResult<async_graphql::Value> {
+        match &self.flat {
+            Some(fields) => {
+                let down = async_graphql::Value::Enum(async_graphql::Name::new("DOWN"));
+                let degraded = async_graphql::Value::Enum(async_graphql::Name::new("DEGRADED"));
+                let typename = async_graphql::Value::String("ImpactedResource".into());
+                Ok(async_graphql::Value::List(
+                    self.items
+                        .iter()
+                        .map(|i| Self::flat_value(i, fields, &down, &degraded, &typename))
+                        .collect(),
+                ))
+            }
+            None => {
+                async_graphql::resolver_utils::resolve_list(
+                    ctx,
+                    field,
+                    self.items.iter(),
+                    Some(self.items.len()),
+                )
+                .await
+            }
+        }
+    }
+}
+
 /// How many resources of one kind a failure takes down or degrades.
 #[derive(SimpleObject)]
 pub struct KindCount {
@@ -786,13 +924,18 @@ impl Impact {
     }
     /// The failed resources and everything the rules force down, by depth
     /// then id. Page with `first` and `offset`.
-    async fn down(&self, first: Option<i32>, offset: Option<i32>) -> Vec<ImpactedResource> {
-        self.page(&self.result.down, first, offset)
+    async fn down(&self, ctx: &Context<'_>, first: Option<i32>, offset: Option<i32>) -> ImpactList {
+        ImpactList::new(ctx, self.page(&self.result.down, first, offset))
     }
     /// Reached by the failure but still up, by depth then id. Page with
     /// `first` and `offset`.
-    async fn degraded(&self, first: Option<i32>, offset: Option<i32>) -> Vec<ImpactedResource> {
-        self.page(&self.result.degraded, first, offset)
+    async fn degraded(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        offset: Option<i32>,
+    ) -> ImpactList {
+        ImpactList::new(ctx, self.page(&self.result.degraded, first, offset))
     }
     /// How many resources are down.
     async fn down_count(&self) -> i32 {

@@ -237,7 +237,7 @@ pub struct AwsEc2Args {
     #[arg(long)]
     profile: Option<String>,
     /// Role to assume, one per account (repeatable, or comma-separated)
-    #[arg(long = "assume-role", value_name = "ARN", value_delimiter = ',')]
+    #[arg(long = "assume-role", value_name = "ARN", value_delimiter = ',', num_args = 1..)]
     assume_role: Vec<String>,
     /// External id for the assumed roles
     #[arg(long)]
@@ -253,6 +253,9 @@ pub struct AwsEc2Args {
     /// Attempts per API call, with the SDK's standard backoff
     #[arg(long, default_value_t = 3)]
     max_attempts: u32,
+    /// Instances per DescribeInstances page (5-1000)
+    #[arg(long, default_value_t = 1000)]
+    page_size: i32,
 }
 
 #[cfg(feature = "aws")]
@@ -264,6 +267,7 @@ fn aws_ec2_collector(args: &AwsEc2Args) -> anyhow::Result<ConfiguredCollector> {
         roles: args.assume_role.clone(),
         external_id: args.external_id.clone(),
         max_attempts: args.max_attempts,
+        page_size: args.page_size,
         ..Default::default()
     };
     if !args.service_tag.is_empty() {

@@ -626,6 +626,53 @@ async fn impact_table_and_flat_fields_match_the_lists() {
     );
 }
 
+/// The fast path for scalar-only impact lists gives exactly what the generic
+/// resolver gives: same order, aliases, fragments, nulls, enum values and
+/// `__typename`; directives and nested fields fall back to the generic path.
+#[tokio::test]
+async fn impact_lists_fast_path_matches_the_generic_resolver() {
+    let s = Server::start(None).await;
+    let fields = "__typename id k: kind name status depth remaining total redundancy";
+    // The same selection, once scalar-only (fast) and once with a nested
+    // field that forces the generic path; fragments and aliases too.
+    let q = format!(
+        "fragment F on ImpactedResource {{ {fields} }} \
+         {{ impact(failed: [\"host:app-1\", \"host:app-3\", \"host:app-5\"]) {{ \
+            fastDown: down {{ ...F }} slowDown: down {{ ...F resource {{ id }} }} \
+            fastDeg: degraded(first: 3, offset: 1) {{ {fields} }} \
+            slowDeg: degraded(first: 3, offset: 1) {{ {fields} path {{ kind }} }} \
+            skipped: degraded {{ id @skip(if: true) depth }} }} }}"
+    );
+    let v = s.gql(&q, json!({})).await;
+    assert!(v["errors"].is_null(), "{v}");
+    let imp = &v["data"]["impact"];
+    let strip = |list: &Value, extra: &str| -> Vec<Value> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                let mut o = o.as_object().unwrap().clone();
+                o.remove(extra);
+                Value::Object(o)
+            })
+            .collect()
+    };
+    let fast = strip(&imp["fastDown"], "");
+    assert!(fast.len() >= 6, "{imp}");
+    assert_eq!(fast, strip(&imp["slowDown"], "resource"));
+    assert_eq!(strip(&imp["fastDeg"], ""), strip(&imp["slowDeg"], "path"));
+    assert_eq!(fast[0]["__typename"], "ImpactedResource");
+    let checkout = fast.iter().find(|o| o["id"] == "svc:checkout").unwrap();
+    assert_eq!(checkout["status"], "DOWN");
+    assert_eq!(checkout["k"], "service");
+    assert_eq!(checkout["redundancy"], "0/3");
+    assert_eq!(fast[0]["remaining"], Value::Null);
+    // @skip is honoured (generic path).
+    for o in imp["skipped"].as_array().unwrap() {
+        assert!(o.get("id").is_none() && o.get("depth").is_some(), "{o}");
+    }
+}
+
 /// Regressions from review: lists count towards the complexity limit, so a
 /// small query cannot fan out exponentially; GONE and unknown ids in a failed
 /// set are named; `critical: []` is refused.

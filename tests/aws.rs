@@ -71,6 +71,11 @@ impl Moto {
     /// Starts moto, or returns `None` with the reason printed (a failure
     /// instead under CI=true).
     async fn start(test: &str) -> Option<Moto> {
+        Self::start_with(test, &[]).await
+    }
+
+    /// Starts moto with extra environment (e.g. authentication on).
+    async fn start_with(test: &str, env: &[(&str, &str)]) -> Option<Moto> {
         let Some(bin) = moto_binary() else {
             let why = "moto_server not found (tests/run.sh installs it: python3 -m venv .venv && .venv/bin/pip install 'moto[server]')";
             if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -81,6 +86,7 @@ impl Moto {
         };
         let port = free_port();
         let child = Command::new(&bin)
+            .envs(env.iter().copied())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -600,6 +606,10 @@ async fn discovers_an_estate_across_regions_with_rules_volumes_gateways_and_serv
         &[("Name", "eu-api"), ("Service", "api")],
     )
     .await;
+    // Another VPC reusing the same private range: the db group's CIDR rule
+    // must not reach into it.
+    let vpc_twin = create_vpc(&c, "10.0.0.0/16", "twin").await;
+    let twin_subnet = create_subnet(&c, &vpc_twin, "10.0.1.0/24", "us-east-1a").await;
     let zones = c.describe_availability_zones().send().await.unwrap();
     let zone_1a = zones
         .availability_zones()
@@ -743,6 +753,14 @@ async fn discovers_an_estate_across_regions_with_rules_volumes_gateways_and_serv
         !has_edge(&g, "allows_traffic_from", &private_arn),
         "10.0.1.0/24 does not cover the private subnet"
     );
+    assert!(
+        !has_edge(
+            &g,
+            "allows_traffic_from",
+            &arn("us-east-1", ACCOUNT, "subnet", &twin_subnet)
+        ),
+        "a same-range subnet of another VPC is not covered: {g}"
+    );
     assert_eq!(g["attributes"]["ingress"].as_array().unwrap().len(), 2);
 
     // Volume and interface attached to the instance.
@@ -828,6 +846,36 @@ async fn discovers_an_estate_across_regions_with_rules_volumes_gateways_and_serv
     let eu0 = arn("eu-west-1", ACCOUNT, "instance", &eu[0]);
     let eur = api.resource(&eu0).await;
     assert_eq!(eur["attributes"]["region"], "eu-west-1");
+    // A subnet with no explicit association depends on its VPC's main table.
+    let eu_sub = api
+        .resource(&arn("eu-west-1", ACCOUNT, "subnet", &eu_subnet))
+        .await;
+    let main = e
+        .describe_route_tables()
+        .filters(
+            ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(&vpc_eu)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .route_tables
+        .unwrap()
+        .into_iter()
+        .find(|t| t.associations().iter().any(|a| a.main() == Some(true)))
+        .unwrap()
+        .route_table_id
+        .unwrap();
+    assert_eq!(
+        edge_attrs(
+            &eu_sub,
+            "depends_on",
+            &arn("eu-west-1", ACCOUNT, "route-table", &main)
+        ),
+        &json!({"association": "main"})
+    );
     assert!(has_edge(&eur, "instance_of", "svc:api"));
 
     // The network diagram places hosts in their subnets with IP and service,
@@ -1242,7 +1290,9 @@ async fn a_fleet_of_a_thousand_instances() {
     assert_eq!(n, 1000);
     let db = common::TestDb::sqlite();
     let t = Instant::now();
-    let out = moto.collect(&db.url, &["--regions", "us-east-1"]);
+    // Small pages, so that pagination is exercised (moto pages by
+    // reservation: 10 reservations of 100 instances, 5 per page).
+    let out = moto.collect(&db.url, &["--regions", "us-east-1", "--page-size", "5"]);
     let total = t.elapsed();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let api = Api::start(&db.url).await;
@@ -1310,4 +1360,108 @@ async fn all_regions_covers_every_region_the_account_has() {
         .await;
     assert_eq!(got["resources"]["totalCount"], regions, "{got}");
     assert_eq!(got["runs"][0]["scope"], "all regions; default credentials");
+}
+
+/// A service tag naming an id an inventory declares as another kind: the
+/// declared kind stands, the instances still join it, the run succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_tag_joins_a_declared_resource_of_another_kind() {
+    let Some(moto) = Moto::start("service_tag_kind").await else {
+        return;
+    };
+    let c = moto.ec2("us-east-1");
+    let vpc = create_vpc(&c, "10.0.0.0/16", "prod").await;
+    let subnet = create_subnet(&c, &vpc, "10.0.1.0/24", "us-east-1a").await;
+    let sg = create_sg(&c, &vpc, "db").await;
+    let ids = run_instances(&c, &subnet, &sg, 2, &[("app", "ledger")]).await;
+    let db = common::TestDb::sqlite();
+    let files = common::Files::new();
+    let inv = files.write(
+        "inv.yaml",
+        "resources:\n  - {id: svc:ledger, kind: database, name: ledger}\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_infragraph"))
+        .args(["--database-url", &db.url, "collect", "inventory"])
+        .arg(&inv)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for _ in 0..2 {
+        let out = moto.collect(&db.url, &["--regions", "us-east-1"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let api = Api::start(&db.url).await;
+    let r = api.resource("svc:ledger").await;
+    assert_eq!(r["kind"], "database", "{r}");
+    let srcs = r["sources"].to_string();
+    assert!(srcs.contains("inventory:"), "{srcs}");
+    for id in &ids {
+        let h = api
+            .resource(&arn("us-east-1", ACCOUNT, "instance", id))
+            .await;
+        assert!(has_edge(&h, "instance_of", "svc:ledger"), "{h}");
+    }
+    // Both instances down: the declared database is down (all instances).
+    let imp = api
+        .gql(
+            "query($f: [ID!]!) { impact(failed: $f) { down { id } } }",
+            json!({"f": ids.iter().map(|i| arn("us-east-1", ACCOUNT, "instance", i)).collect::<Vec<_>>()}),
+        )
+        .await;
+    assert!(imp.to_string().contains("svc:ledger"), "{imp}");
+}
+
+/// Credentials the endpoint refuses: the run fails, writes nothing, and the
+/// secret appears nowhere (output, run record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_fail_the_run_without_leaking_the_secret() {
+    let Some(moto) = Moto::start_with(
+        "refused_credentials",
+        &[("INITIAL_NO_AUTH_ACTION_COUNT", "0")],
+    )
+    .await
+    else {
+        return;
+    };
+    let secret = "Zq9-not-a-real-secret-7f3k2";
+    let db = common::TestDb::sqlite();
+    let out = Command::new(env!("CARGO_BIN_EXE_infragraph"))
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_CONFIG_FILE", "/nonexistent/infragraph-test")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/infragraph-test",
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args([
+            "--database-url",
+            &db.url,
+            "--log",
+            "debug",
+            "collect",
+            "aws-ec2",
+        ])
+        .args(["--regions", "us-east-1", "--endpoint-url", &moto.url])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("error:"), "{stderr}");
+    assert!(
+        !stdout.contains(secret) && !stderr.contains(secret),
+        "the secret leaked:\n{stdout}\n{stderr}"
+    );
+    let api = Api::start(&db.url).await;
+    let runs = api
+        .gql("{ runs(last: 1) { status error warnings } }", json!({}))
+        .await;
+    assert_eq!(runs["runs"][0]["status"], "FAILED", "{runs}");
+    assert!(!runs.to_string().contains(secret), "{runs}");
+    let n = api
+        .gql("{ resources(first: 1) { totalCount } }", json!({}))
+        .await;
+    assert_eq!(n["resources"]["totalCount"], 0, "nothing written");
 }

@@ -20,6 +20,7 @@ both_backends!(
     bulk_load_spans_many_statements,
     manual_assertions_are_additive_and_retractable,
     reported_gone_retires_even_in_a_partial_run,
+    placeholders_yield_to_other_kinds,
 );
 
 async fn load(store: &Store, files: &[std::path::PathBuf]) -> infragraph::model::Run {
@@ -609,5 +610,61 @@ async fn reported_gone_retires_even_in_a_partial_run(url: String) {
             .contains("reported both present and gone"),
         "names the contradiction"
     );
+    store.close().await;
+}
+
+/// A placeholder (a service an EC2 tag names) never causes a kind conflict:
+/// a real report of another kind wins, in the same run (either order) or
+/// already in the store; without a conflict it is an ordinary observation.
+async fn placeholders_yield_to_other_kinds(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let placeholder = |id: &str| {
+        let mut r = ObservedResource::new(id, "service");
+        r.placeholder = true;
+        r
+    };
+    let mut b1 = batch("a", true, &["h1"]);
+    b1.resources.push(placeholder("svc:x"));
+    b1.relations = vec![ObservedRelation::new("h1", "svc:x", "instance_of")];
+    let mut b2 = batch("b", true, &[]);
+    b2.resources
+        .push(ObservedResource::new("svc:x", "database"));
+    let mut b3 = batch("c", true, &[]);
+    b3.resources.push(placeholder("svc:x"));
+    // Placeholder first, the real report after; then another placeholder.
+    let run = apply(&store, vec![b1, b2, b3], vec![]).await;
+    assert_eq!(run.status, RunStatus::Ok, "{:?}", run.error);
+    let (res, rels) = store.load_all().await.unwrap();
+    let x = res.iter().find(|r| r.id == "svc:x").unwrap();
+    assert_eq!(x.kind, "database");
+    assert_eq!(x.sources.len(), 1, "only the real report: {:?}", x.sources);
+    assert_eq!(rels.len(), 1);
+
+    // Later, the placeholder alone: the store's kind stands.
+    let mut b1 = batch("a", true, &["h1"]);
+    b1.resources.push(placeholder("svc:x"));
+    b1.relations = vec![ObservedRelation::new("h1", "svc:x", "instance_of")];
+    let run = apply(
+        &store,
+        vec![b1, batch("b", true, &[]), batch("c", true, &[])],
+        vec![],
+    )
+    .await;
+    assert_eq!(run.status, RunStatus::Ok, "{:?}", run.error);
+    let (res, _) = store.load_all().await.unwrap();
+    let x = res.iter().find(|r| r.id == "svc:x").unwrap();
+    // b no longer reports it (retired by absence in this run), so nothing
+    // else keeps it a database: the placeholder keeps it, as a service.
+    assert_eq!((x.kind.as_str(), x.status), ("service", Status::Present));
+
+    // No conflict: a placeholder is an ordinary observation.
+    let mut b = batch("d", true, &["h2"]);
+    b.resources.push(placeholder("svc:y"));
+    b.relations = vec![ObservedRelation::new("h2", "svc:y", "instance_of")];
+    let run = apply(&store, vec![b], vec![]).await;
+    assert_eq!(run.status, RunStatus::Ok, "{:?}", run.error);
+    let (res, _) = store.load_all().await.unwrap();
+    let y = res.iter().find(|r| r.id == "svc:y").unwrap();
+    assert_eq!((y.kind.as_str(), y.status), ("service", Status::Present));
     store.close().await;
 }

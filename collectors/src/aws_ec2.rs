@@ -103,6 +103,13 @@ pub struct AwsEc2Config {
     /// How many (account, region) pairs are collected at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Instances asked for per DescribeInstances page (5..=1000).
+    #[serde(default = "default_page_size")]
+    pub page_size: i32,
+}
+
+fn default_page_size() -> i32 {
+    1000
 }
 
 impl Default for AwsEc2Config {
@@ -118,6 +125,7 @@ impl Default for AwsEc2Config {
             service_tags: default_service_tags(),
             max_attempts: default_max_attempts(),
             concurrency: default_concurrency(),
+            page_size: default_page_size(),
         }
     }
 }
@@ -216,6 +224,12 @@ impl AwsEc2Config {
             return Err(config_error(
                 "max_attempts",
                 format!("{} is outside 1..=10", self.max_attempts),
+            ));
+        }
+        if !(5..=1000).contains(&self.page_size) {
+            return Err(config_error(
+                "page_size",
+                format!("{} is outside 5..=1000", self.page_size),
             ));
         }
         if self.concurrency == 0 || self.concurrency > 64 {
@@ -388,6 +402,10 @@ pub async fn collect_with(cfg: &AwsEc2Config, base: SdkConfig) -> Result<Collect
         } else {
             cfg.regions.clone()
         };
+        if tasks.iter().any(|(a, _, _)| *a == account) {
+            tracing::info!(account = %account, via = %label, "account already covered; skipped");
+            continue;
+        }
         tracing::info!(account = %account, via = %label, regions = regions.len(), "collecting EC2");
         for r in regions {
             tasks.push((account.clone(), r, conf.clone()));
@@ -484,6 +502,10 @@ fn partition(region: &str) -> &'static str {
         "aws-iso"
     } else if region.starts_with("us-isob-") {
         "aws-iso-b"
+    } else if region.starts_with("eu-isoe-") {
+        "aws-iso-e"
+    } else if region.starts_with("us-isof-") {
+        "aws-iso-f"
     } else {
         "aws"
     }
@@ -578,6 +600,16 @@ fn rule_json(p: &IpPermission) -> Value {
     }))
 }
 
+/// An association that is (being) in force: not disassociated or failed.
+fn association_live(a: &aws_sdk_ec2::types::RouteTableAssociation) -> bool {
+    !matches!(
+        a.association_state()
+            .and_then(|s| s.state())
+            .map(|s| s.as_str()),
+        Some("disassociating" | "disassociated" | "failed")
+    )
+}
+
 /// What one region's describe calls returned.
 struct RegionData {
     zones: Vec<aws_sdk_ec2::types::AvailabilityZone>,
@@ -615,6 +647,7 @@ async fn fetch_region(
     ec2: &aws_sdk_ec2::Client,
     account: &str,
     region: &str,
+    page_size: i32,
 ) -> Result<RegionData, String> {
     let zones = async {
         ec2.describe_availability_zones()
@@ -637,7 +670,7 @@ async fn fetch_region(
         let mut last_report = 0usize;
         let mut pages = ec2
             .describe_instances()
-            .max_results(1000)
+            .max_results(page_size)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
@@ -739,7 +772,7 @@ async fn collect_region(
     region: &str,
     cfg: &AwsEc2Config,
 ) -> Result<ScopeBatch, String> {
-    let data = fetch_region(ec2, account, region).await?;
+    let data = fetch_region(ec2, account, region, cfg.page_size).await?;
     Ok(build_batch(&data, account, region, cfg))
 }
 
@@ -790,6 +823,7 @@ impl<'a> Builder<'a> {
                 labels: tags,
                 attributes: attrs(attributes),
                 origin: self.origin(),
+                placeholder: false,
             });
         }
         id
@@ -884,7 +918,7 @@ fn build_batch(d: &RegionData, account: &str, region: &str, cfg: &AwsEc2Config) 
 
     // Subnets.
     let mut subnet_arn: HashMap<String, String> = HashMap::new();
-    let mut subnet_cidrs: Vec<(Cidr, String)> = Vec::new();
+    let mut subnet_cidrs: Vec<(Cidr, String, String)> = Vec::new();
     let mut subnets_of_vpc: HashMap<String, Vec<String>> = HashMap::new();
     for s in &d.subnets {
         let Some(sid) = s.subnet_id() else { continue };
@@ -926,7 +960,7 @@ fn build_batch(d: &RegionData, account: &str, region: &str, cfg: &AwsEc2Config) 
             b.relation(&id, &z, kinds::CONTAINED_IN, Value::Null);
         }
         if let Some(c) = s.cidr_block().and_then(Cidr::parse) {
-            subnet_cidrs.push((c, id.clone()));
+            subnet_cidrs.push((c, id.clone(), s.vpc_id().unwrap_or_default().to_string()));
         }
         subnet_arn.insert(sid.to_string(), id);
     }
@@ -975,8 +1009,10 @@ fn build_batch(d: &RegionData, account: &str, region: &str, cfg: &AwsEc2Config) 
                     open_to_world.push(ports.clone());
                     continue;
                 }
-                for (sc, sid) in &subnet_cidrs {
-                    if c.covers(sc) {
+                // Only the group's own VPC: other VPCs often reuse the
+                // same private ranges.
+                for (sc, sid, svpc) in &subnet_cidrs {
+                    if Some(svpc.as_str()) == g.vpc_id() && c.covers(sc) {
                         reach.entry(sid.clone()).or_default().insert(ports.clone());
                     }
                 }
@@ -1101,6 +1137,11 @@ fn build_batch(d: &RegionData, account: &str, region: &str, cfg: &AwsEc2Config) 
                     BTreeMap::new(),
                     Value::Null,
                 );
+                // Created if absent; an inventory that declares `svc:NAME`
+                // as another kind (a database, say) keeps its kind.
+                if let Some(r) = b.resources.iter_mut().find(|r| r.id == sid) {
+                    r.placeholder = true;
+                }
                 b.relation(&id, &sid, kinds::INSTANCE_OF, json!({"tag": key}));
             }
         }
@@ -1265,7 +1306,13 @@ fn build_batch(d: &RegionData, account: &str, region: &str, cfg: &AwsEc2Config) 
         let req = p.requester_vpc_info();
         let acc = p.accepter_vpc_info();
         let owner = req.and_then(|r| r.owner_id());
-        let id = b.arn(owner, "vpc-peering-connection", pid);
+        // One id for both ends of a cross-region peering: the requester's.
+        let req_region = req.and_then(|r| r.region()).unwrap_or(region);
+        let id = format!(
+            "arn:{}:ec2:{req_region}:{}:vpc-peering-connection/{pid}",
+            partition(req_region),
+            owner.unwrap_or(account)
+        );
         let vpc_arn_of = |info: Option<&aws_sdk_ec2::types::VpcPeeringConnectionVpcInfo>| {
             let info = info?;
             let vid = info.vpc_id()?;
@@ -1373,13 +1420,22 @@ fn build_batch(d: &RegionData, account: &str, region: &str, cfg: &AwsEc2Config) 
                 .or(r.vpc_peering_connection_id())
                 .or(r.instance_id())
                 .or(r.gateway_id())
+                .or(r.egress_only_internet_gateway_id())
+                .or(r.carrier_gateway_id())
+                .or(r.local_gateway_id())
+                .or(r.core_network_arn())
                 .or(r.network_interface_id())
                 .unwrap_or("?");
+            let state = r.state().map(|s| s.as_str());
             routes.push(json!({
                 "destination": dest,
                 "target": target,
-                "state": r.state().map(|s| s.as_str()),
+                "state": state,
             }));
+            // A blackhole route leads nowhere: nothing to depend on.
+            if state == Some("blackhole") {
+                continue;
+            }
             let resolved = gateway_arn
                 .get(target)
                 .cloned()
@@ -1416,7 +1472,7 @@ fn build_batch(d: &RegionData, account: &str, region: &str, cfg: &AwsEc2Config) 
             );
         }
         let mut explicit: Vec<&str> = Vec::new();
-        for a in t.associations() {
+        for a in t.associations().iter().filter(|a| association_live(a)) {
             if let Some(sid) = a.subnet_id() {
                 explicit.push(sid);
             }
@@ -1442,6 +1498,7 @@ fn build_batch(d: &RegionData, account: &str, region: &str, cfg: &AwsEc2Config) 
         .flat_map(|t| {
             t.associations()
                 .iter()
+                .filter(|a| association_live(a))
                 .filter_map(|a| a.subnet_id().map(str::to_string))
         })
         .collect();

@@ -287,6 +287,7 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
             labels,
             attributes: r.attributes,
             origin: Some(origin(line)),
+            placeholder: false,
         });
     }
 

@@ -44,6 +44,11 @@ pub struct ObservedResource {
     pub attributes: serde_json::Value,
     /// Where this observation came from, for error messages (`demo.yaml:14`).
     pub origin: Option<String>,
+    /// Only asserts that something with this id exists (a service an EC2
+    /// tag names): if the store or another batch already has the id as a
+    /// different kind, this observation is dropped and relations to the id
+    /// stand, instead of the run being rejected for a kind conflict.
+    pub placeholder: bool,
 }
 
 impl ObservedResource {
@@ -56,6 +61,7 @@ impl ObservedResource {
             labels: BTreeMap::new(),
             attributes: serde_json::Value::Null,
             origin: None,
+            placeholder: false,
         }
     }
 }

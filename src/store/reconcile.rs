@@ -304,6 +304,9 @@ async fn reconcile(
     let mut kinds: HashMap<&str, (&str, String)> = HashMap::default();
     let mut complete_sources: Vec<String> = Vec::new();
     let mut seen_by_source: HashSet<(String, Key)> = HashSet::default();
+    // Ids so far reported only by placeholder observations (see
+    // `ObservedResource::placeholder`): another kind wins over them.
+    let mut placeholder_only: HashSet<&str> = HashSet::default();
     for batch in &collection.batches {
         let source = source_name(&input.collector, &batch.scope);
         // Retirement by absence needs the whole run to be complete: a partial
@@ -320,15 +323,29 @@ async fn reconcile(
                 )));
             }
             match kinds.get(r.id.as_str()) {
+                Some(_) if r.placeholder && placeholder_only.contains(r.id.as_str()) => {}
+                Some((kind, _)) if r.placeholder && *kind != r.kind => continue,
                 Some((kind, first)) if *kind != r.kind => {
-                    return Err(Failure::Invalid(format!(
-                        "{origin}: resource '{}' reported as kind '{}' but {first} reports it as '{kind}'",
-                        r.id, r.kind
-                    )));
+                    if !placeholder_only.contains(r.id.as_str()) {
+                        return Err(Failure::Invalid(format!(
+                            "{origin}: resource '{}' reported as kind '{}' but {first} reports it as '{kind}'",
+                            r.id, r.kind
+                        )));
+                    }
+                    // A real report of another kind replaces placeholders.
+                    placeholder_only.remove(r.id.as_str());
+                    kinds.insert(&r.id, (&r.kind, origin));
                 }
-                Some(_) => {}
+                Some(_) => {
+                    if !r.placeholder {
+                        placeholder_only.remove(r.id.as_str());
+                    }
+                }
                 None => {
                     kinds.insert(&r.id, (&r.kind, origin));
+                    if r.placeholder {
+                        placeholder_only.insert(&r.id);
+                    }
                 }
             }
             seen_by_source.insert((source.clone(), Key::Resource(r.id.clone())));
@@ -342,7 +359,18 @@ async fn reconcile(
             observed_rel.push((source.clone(), rel));
         }
     }
-    counts.resources_seen = observed_res.len() as i64;
+    // Placeholders that lost to a real report of another kind in this run.
+    let lost: Vec<(String, String)> = observed_res
+        .iter()
+        .filter(|(_, r)| {
+            r.placeholder && kinds.get(r.id.as_str()).is_some_and(|(k, _)| *k != r.kind)
+        })
+        .map(|(src, r)| (src.clone(), r.id.clone()))
+        .collect();
+    for (src, id) in lost {
+        observed_res.retain(|(s, r)| !(s == &src && r.id == id && r.placeholder));
+        seen_by_source.remove(&(src, Key::Resource(id)));
+    }
     counts.relations_seen = observed_rel.len() as i64;
 
     // --- Load what the store knows about everything touched ---------------
@@ -429,6 +457,37 @@ async fn reconcile(
     let ids: Vec<String> = res_ids.into_iter().collect();
     let mut existing = load_resources(tx, b, &ids).await?;
     let mut res_sources = load_resource_sources(tx, b, &ids).await?;
+    let retiring: HashSet<(String, Key)> = retire.iter().cloned().collect();
+    // Sources that report `id` now and will still report it after this run,
+    // other than this run's own reports.
+    let keeps_reporting = |id: &str, seen: &HashSet<(String, Key)>| -> bool {
+        res_sources.get(id).is_some_and(|m| {
+            m.iter().any(|(s, r)| {
+                let key = (s.clone(), Key::Resource(id.to_string()));
+                r.status == Status::Present && !seen.contains(&key) && !retiring.contains(&key)
+            })
+        })
+    };
+    // Placeholders for ids the store already has as another kind, which
+    // another source keeps reporting: dropped; the resource keeps its kind
+    // and relations to it stand.
+    let stale: Vec<String> = placeholder_only
+        .iter()
+        .filter(|id| {
+            existing.get(**id).is_some_and(|row| {
+                row.status == Status::Present
+                    && kinds.get(**id).is_some_and(|(k, _)| *k != row.kind)
+            }) && keeps_reporting(id, &seen_by_source)
+        })
+        .map(|id| id.to_string())
+        .collect();
+    for id in &stale {
+        tracing::info!(id = %id, "placeholder dropped: the store has it as another kind");
+        kinds.remove(id.as_str());
+        observed_res.retain(|(_, r)| r.id != *id);
+        seen_by_source.retain(|(_, k)| *k != Key::Resource(id.clone()));
+    }
+    counts.resources_seen = observed_res.len() as i64;
     let from_ids: Vec<String> = rel_from_ids.into_iter().collect();
     let mut existing_rel = load_relations(tx, b, &from_ids).await?;
     let mut rel_sources = load_relation_sources(tx, b, &from_ids).await?;
@@ -463,9 +522,11 @@ async fn reconcile(
             .map(|m| {
                 m.iter()
                     .filter(|(s, r)| {
+                        let key = ((*s).clone(), Key::Resource(id.to_string()));
+                        // Sources that retire it in this very run do not count.
                         r.status == Status::Present
-                            && !seen_by_source
-                                .contains(&((*s).clone(), Key::Resource(id.to_string())))
+                            && !seen_by_source.contains(&key)
+                            && !retiring.contains(&key)
                     })
                     .map(|(s, _)| s)
                     .collect()
