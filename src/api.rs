@@ -869,6 +869,54 @@ impl async_graphql::OutputType for ImpactList {
     }
 }
 
+/// `Impact.table`: a `JSON` value built directly as response values
+/// (going through `serde_json::Value` first cost as much again).
+pub struct ImpactTable {
+    snap: Arc<Snapshot>,
+    result: Arc<ImpactResult>,
+}
+
+impl async_graphql::OutputType for ImpactTable {
+    fn type_name() -> std::borrow::Cow<'static, str> {
+        <Json<serde_json::Value> as async_graphql::OutputType>::type_name()
+    }
+
+    fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
+        <Json<serde_json::Value> as async_graphql::OutputType>::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        _ctx: &async_graphql::ContextSelectionSet<'_>,
+        _field: &async_graphql::Positioned<async_graphql::parser::types::Field>,
+    ) -> async_graphql::ServerResult<async_graphql::Value> {
+        use async_graphql::{Name, Value as V};
+        let keys = ["id", "kind", "status", "depth", "remaining", "total"].map(Name::new);
+        let (down, degraded) = (V::String("DOWN".into()), V::String("DEGRADED".into()));
+        let row = |i: &Impacted, status: &V| {
+            let r = self.snap.resource(i.node);
+            let mut m = async_graphql::indexmap::IndexMap::with_capacity(6);
+            m.insert(keys[0].clone(), V::String(r.id.clone()));
+            m.insert(keys[1].clone(), V::String(r.kind.clone()));
+            m.insert(keys[2].clone(), status.clone());
+            m.insert(keys[3].clone(), V::Number(i.depth.into()));
+            if let Some((left, total)) = i.aggregate {
+                m.insert(keys[4].clone(), V::Number(left.into()));
+                m.insert(keys[5].clone(), V::Number(total.into()));
+            }
+            V::Object(m)
+        };
+        Ok(V::List(
+            self.result
+                .down
+                .iter()
+                .map(|i| row(i, &down))
+                .chain(self.result.degraded.iter().map(|i| row(i, &degraded)))
+                .collect(),
+        ))
+    }
+}
+
 /// How many resources of one kind a failure takes down or degrades.
 #[derive(SimpleObject)]
 pub struct KindCount {
@@ -949,28 +997,11 @@ impl Impact {
     /// impacted resource of a large failure fast: `[{"id", "kind", "status",
     /// "depth", "remaining", "total"}]`, down first. No paths (ask `down` /
     /// `degraded` for those).
-    async fn table(&self) -> Json<serde_json::Value> {
-        let row = |i: &Impacted, status: &str| {
-            let r = self.snap.resource(i.node);
-            let mut m = serde_json::Map::with_capacity(6);
-            m.insert("id".into(), r.id.clone().into());
-            m.insert("kind".into(), r.kind.clone().into());
-            m.insert("status".into(), status.into());
-            m.insert("depth".into(), i.depth.into());
-            if let Some((left, total)) = i.aggregate {
-                m.insert("remaining".into(), left.into());
-                m.insert("total".into(), total.into());
-            }
-            serde_json::Value::Object(m)
-        };
-        let rows: Vec<serde_json::Value> = self
-            .result
-            .down
-            .iter()
-            .map(|i| row(i, "DOWN"))
-            .chain(self.result.degraded.iter().map(|i| row(i, "DEGRADED")))
-            .collect();
-        Json(serde_json::Value::Array(rows))
+    async fn table(&self) -> ImpactTable {
+        ImpactTable {
+            snap: self.snap.clone(),
+            result: self.result.clone(),
+        }
     }
     /// Down and degraded counts per resource kind.
     async fn counts_by_kind(&self) -> Vec<KindCount> {
