@@ -731,9 +731,11 @@ impl ImpactedResource {
     }
 }
 
-/// A scalar field of `ImpactedResource` that the fast list path can fill.
-#[derive(Clone, Copy)]
+/// A field of `ImpactedResource` that the fast list path can fill.
 enum FlatField {
+    /// `resource { ... }` with only `id`, `kind`, `name`, `status`,
+    /// `__typename` selected.
+    Resource(Vec<(async_graphql::Name, ResourceField)>),
     Id,
     Kind,
     Name,
@@ -743,6 +745,36 @@ enum FlatField {
     Total,
     Redundancy,
     Typename,
+}
+
+/// A scalar field of `Resource` the fast path fills.
+#[derive(Clone, Copy)]
+enum ResourceField {
+    Id,
+    Kind,
+    Name,
+    Status,
+    Typename,
+}
+
+/// The fast path's reading of a selection: `None` when it needs the
+/// generic resolver (directives, arguments, other fields).
+fn simple_selection<T>(
+    field: &async_graphql::SelectionField<'_>,
+    mut pick: impl FnMut(&async_graphql::SelectionField<'_>) -> Option<T>,
+) -> Option<Vec<(async_graphql::Name, T)>> {
+    let mut out = Vec::new();
+    for f in field.selection_set() {
+        if !f.directives().is_ok_and(|d| d.is_empty()) || !f.arguments().is_ok_and(|a| a.is_empty())
+        {
+            return None;
+        }
+        out.push((
+            async_graphql::Name::new(f.alias().unwrap_or(f.name())),
+            pick(&f)?,
+        ));
+    }
+    Some(out)
 }
 
 /// `[ImpactedResource!]` with a fast path. async-graphql resolves a list
@@ -759,12 +791,23 @@ pub struct ImpactList {
 
 impl ImpactList {
     fn new(ctx: &Context<'_>, items: Vec<ImpactedResource>) -> Self {
-        let mut flat = Vec::new();
-        for f in ctx.field().selection_set() {
-            if !f.directives().is_ok_and(|d| d.is_empty()) || f.selection_set().next().is_some() {
-                return ImpactList { items, flat: None };
-            }
-            let field = match f.name() {
+        let flat = simple_selection(&ctx.field(), |f| {
+            let scalar = f.selection_set().next().is_none();
+            Some(match f.name() {
+                "resource" if !scalar => FlatField::Resource(simple_selection(f, |g| {
+                    if g.selection_set().next().is_some() {
+                        return None;
+                    }
+                    Some(match g.name() {
+                        "id" => ResourceField::Id,
+                        "kind" => ResourceField::Kind,
+                        "name" => ResourceField::Name,
+                        "status" => ResourceField::Status,
+                        "__typename" => ResourceField::Typename,
+                        _ => return None,
+                    })
+                })?),
+                _ if !scalar => return None,
                 "id" => FlatField::Id,
                 "kind" => FlatField::Kind,
                 "name" => FlatField::Name,
@@ -774,17 +817,10 @@ impl ImpactList {
                 "total" => FlatField::Total,
                 "redundancy" => FlatField::Redundancy,
                 "__typename" => FlatField::Typename,
-                _ => return ImpactList { items, flat: None },
-            };
-            flat.push((
-                async_graphql::Name::new(f.alias().unwrap_or(f.name())),
-                field,
-            ));
-        }
-        ImpactList {
-            items,
-            flat: Some(flat),
-        }
+                _ => return None,
+            })
+        });
+        ImpactList { items, flat }
     }
 
     fn flat_value(
@@ -819,6 +855,25 @@ impl ImpactList {
                     V::String(format!("{left}/{total}"))
                 }),
                 FlatField::Typename => typename.clone(),
+                FlatField::Resource(sub) => {
+                    let mut o = async_graphql::indexmap::IndexMap::with_capacity(sub.len());
+                    for (k, f) in sub {
+                        let v = match f {
+                            ResourceField::Id => V::String(r.id.clone()),
+                            ResourceField::Kind => V::String(r.kind.clone()),
+                            ResourceField::Name => V::String(r.name.clone()),
+                            ResourceField::Status => {
+                                V::Enum(async_graphql::Name::new(match r.status {
+                                    model::Status::Present => "PRESENT",
+                                    model::Status::Gone => "GONE",
+                                }))
+                            }
+                            ResourceField::Typename => V::String("Resource".into()),
+                        };
+                        o.insert(k.clone(), v);
+                    }
+                    V::Object(o)
+                }
             };
             m.insert(key.clone(), v);
         }

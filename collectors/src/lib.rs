@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 #[cfg(feature = "aws")]
 pub mod aws_ec2;
+pub mod host;
 pub mod inventory;
 
 /// Relation kinds that carry failure semantics (see the README's table).
