@@ -3,7 +3,8 @@
 //! it back into the graph, and time impact queries.
 //!
 //! `cargo bench --bench load` (medium); `INFRAGRAPH_BENCH_SIZE=small|large`
-//! to change the size; `INFRAGRAPH_BENCH_RESYNC=0` skips the unchanged
+//! to change the size; `INFRAGRAPH_BENCH_PG=0` skips PostgreSQL;
+//! `INFRAGRAPH_BENCH_RESYNC=0` skips the unchanged
 //! re-sync. PostgreSQL is skipped, with a note, when unreachable.
 
 use std::time::{Duration, Instant};
@@ -306,8 +307,12 @@ async fn main() {
     let admin = std::env::var("INFRAGRAPH_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let name = format!("infragraph_bench_{}", std::process::id());
+    let skip_pg = std::env::var("INFRAGRAPH_BENCH_PG").as_deref() == Ok("0");
     let created = async {
         use sqlx::Connection;
+        if skip_pg {
+            return Err(sqlx::Error::Configuration("INFRAGRAPH_BENCH_PG=0".into()));
+        }
         let mut c = sqlx::PgConnection::connect(&admin).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut c)

@@ -73,9 +73,71 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/graphql", get(graphiql).post(graphql))
         .route("/healthz", get(healthz))
         .route("/diagrams/{file}", get(diagram_http))
+        .route("/api/v1/agents/report", axum::routing::post(agent_report))
         .route("/", get(|| async { Redirect::temporary("/graphql") }))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .with_state(state)
+}
+
+/// `POST /api/v1/agents/report`: a host agent's report (JSON, see the
+/// README). The server's write token may report for any host; an agent
+/// token only for its own host name. Answers 200 with the run, or 4xx with
+/// `{"error": ...}` and nothing written.
+async fn agent_report(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::agent::Reporter;
+    let error = |status: StatusCode, message: String| {
+        (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "reports need 'Authorization: Bearer <agent token>'".into(),
+        );
+    };
+    let who = if state
+        .app
+        .token
+        .as_deref()
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), presented.as_bytes()))
+    {
+        Reporter::Admin
+    } else if let Some(h) = state.app.agents.tokens.host_for(presented) {
+        Reporter::Agent(h.to_string())
+    } else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unknown token: not an agent token or the server's write token".into(),
+        );
+    };
+    match crate::agent::ingest(&state.app, who, &body).await {
+        Ok(run) => axum::Json(serde_json::json!({
+            "run": run.id,
+            "status": run.status.as_str(),
+            "created": run.created,
+            "updated": run.updated,
+            "retired": run.retired,
+            "error": run.error,
+        }))
+        .into_response(),
+        Err(r) => {
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+            if status.is_server_error() {
+                tracing::error!(error = %r.message, "agent report failed");
+                error(status, "internal error".into())
+            } else {
+                error(status, r.message)
+            }
+        }
+    }
 }
 
 /// Whether the request carried the write token.
@@ -104,7 +166,7 @@ fn authenticate(headers: &HeaderMap, token: Option<&str>) -> Auth {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

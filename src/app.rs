@@ -19,16 +19,28 @@ pub struct App {
     refresh_lock: tokio::sync::Mutex<()>,
     /// The bearer token that authorizes writes; `None` disables them.
     pub token: Option<String>,
+    /// Agent tokens and service naming rules.
+    pub agents: crate::agent::AgentSettings,
 }
 
 impl App {
     /// Loads the graph from the store.
     pub async fn new(store: Store, token: Option<String>) -> anyhow::Result<Arc<App>> {
+        Self::with_agents(store, token, Default::default()).await
+    }
+
+    /// Like [`App::new`], with agent tokens and naming rules.
+    pub async fn with_agents(
+        store: Store,
+        token: Option<String>,
+        agents: crate::agent::AgentSettings,
+    ) -> anyhow::Result<Arc<App>> {
         let app = App {
             store,
             graph: ArcSwap::from_pointee(Snapshot::empty()),
             refresh_lock: tokio::sync::Mutex::new(()),
             token,
+            agents,
         };
         app.refresh().await?;
         Ok(Arc::new(app))

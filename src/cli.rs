@@ -59,6 +59,26 @@ pub enum Command {
         #[arg(long)]
         token_file: Option<PathBuf>,
     },
+    /// Run on a host: report its facts, listening services and connections
+    /// to the server every interval.
+    Agent {
+        /// The infragraph server, e.g. http://infragraph.internal:8080
+        #[arg(long)]
+        server: String,
+        /// File holding this host's agent token
+        #[arg(long)]
+        token_file: PathBuf,
+        /// Time between reports
+        #[arg(long, default_value = "60s")]
+        interval: humantime::Duration,
+        /// Report under this host name instead of the kernel's (containers,
+        /// network namespaces)
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Send one report and exit (non-zero if it was refused)
+        #[arg(long)]
+        once: bool,
+    },
     /// Run a collector once into the store.
     Collect {
         #[command(subcommand)]
@@ -216,6 +236,16 @@ pub enum CollectCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// This machine, straight into the store (single-machine mode): its
+    /// facts, listening services and connections, as an agent would report.
+    Host {
+        /// Report under this host name instead of the kernel's
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Print the report as JSON instead of recording it
+        #[arg(long)]
+        print: bool,
+    },
     /// Discover an AWS estate through the EC2 API (one scope per account and
     /// region). Credentials come from the standard AWS chain. Needs a binary
     /// built with `--features aws`.
@@ -329,7 +359,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         _ => {}
     }
     let default_level = match cli.command {
-        Command::Serve { .. } => "info",
+        Command::Serve { .. } | Command::Agent { .. } => "info",
         // Collectors show their progress (per region, per file); the SDKs
         // and drivers below them only what went wrong.
         Command::Collect { .. } => "warn,aws_config=error,infragraph=info,collectors=info",
@@ -366,6 +396,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     listen: None,
                     token_file: None,
                     collectors: Vec::new(),
+                    agent_tokens_file: None,
+                    service_ports: Default::default(),
                 },
             };
             let url = cli
@@ -393,6 +425,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(&url, listen, token, cfg).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Agent {
+            server,
+            token_file,
+            interval,
+            hostname,
+            once,
+        } => {
+            let token = read_token(&token_file)?;
+            crate::agent::run(&server, &token, interval.into(), hostname.as_deref(), once).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Collect { collector } => {
             let collector = match collector {
                 CollectCommand::Inventory { files } => {
@@ -401,6 +444,36 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     ConfiguredCollector::Inventory(cfg)
                 }
                 CollectCommand::AwsEc2(args) => aws_ec2_collector(&args)?,
+                CollectCommand::Host { hostname, print } => {
+                    let report = crate::agent::gather(hostname.as_deref()).await;
+                    for l in &report.limitations {
+                        eprintln!("note: {l}");
+                    }
+                    if print {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    let store = open(cli.database_url).await?;
+                    let app = App::new(store, None).await?;
+                    let run = crate::agent::record(&app, &report).await?;
+                    println!(
+                        "run {}: {} — host {}: {} listeners, {} connections; {} created, {} updated, {} retired",
+                        run.id,
+                        run.status.as_str(),
+                        report.host.hostname,
+                        report.listeners.len(),
+                        report.connections.len(),
+                        run.created,
+                        run.updated,
+                        run.retired
+                    );
+                    return Ok(if run.status == RunStatus::Failed {
+                        eprintln!("error: {}", run.error.as_deref().unwrap_or("failed"));
+                        ExitCode::FAILURE
+                    } else {
+                        ExitCode::SUCCESS
+                    });
+                }
             };
             let store = open(cli.database_url).await?;
             let run = collector.run(&store).await?;
@@ -975,7 +1048,16 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let store = Store::connect(url).await?;
     tracing::info!(database = %crate::store::redact(url), "store ready");
-    let app = App::new(store, token).await?;
+    let agents = crate::agent::AgentSettings {
+        tokens: match &cfg.agent_tokens_file {
+            Some(p) => crate::agent::AgentTokens::load(p)?,
+            None => Default::default(),
+        },
+        rules: collectors::host::NamingRules {
+            ports: cfg.service_ports.clone(),
+        },
+    };
+    let app = App::with_agents(store, token, agents).await?;
     if app.token.is_none() {
         tracing::warn!(
             "no token configured (--token-file or INFRAGRAPH_TOKEN): mutations are disabled"

@@ -21,6 +21,11 @@ pub struct ConfigFile {
     pub listen: Option<String>,
     /// File holding the bearer token for writes.
     pub token_file: Option<PathBuf>,
+    /// File of agent tokens: `HOSTNAME TOKEN` per line.
+    pub agent_tokens_file: Option<PathBuf>,
+    /// Names for services found by agents, by port: `{ "5432" = "postgresql" }`.
+    #[serde(default)]
+    pub service_ports: std::collections::BTreeMap<String, String>,
     /// Scheduled collectors.
     #[serde(default)]
     pub collectors: Vec<CollectorEntry>,
@@ -63,6 +68,10 @@ pub struct Config {
     pub token_file: Option<PathBuf>,
     /// Collectors to schedule.
     pub collectors: Vec<Scheduled>,
+    /// Agent tokens file.
+    pub agent_tokens_file: Option<PathBuf>,
+    /// Service names by port, for agent reports.
+    pub service_ports: std::collections::BTreeMap<u16, String>,
 }
 
 /// Default interval between runs of a collector.
@@ -125,7 +134,21 @@ impl Config {
                 interval,
             });
         }
+        let mut service_ports = std::collections::BTreeMap::new();
+        for (port, name) in file.service_ports {
+            let p: u16 = port.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "{}: service_ports: '{port}' is not a port number",
+                    path.display()
+                )
+            })?;
+            service_ports.insert(p, name);
+        }
         Ok(Config {
+            agent_tokens_file: file
+                .agent_tokens_file
+                .map(|p| if p.is_relative() { base.join(p) } else { p }),
+            service_ports,
             database_url: file.database_url,
             listen,
             token_file: file

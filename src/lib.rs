@@ -5,6 +5,7 @@
 //! `app` (shared state: store + current graph), `collector` (configured
 //! collectors), `config` (the serve config file), `scheduler`, `cli`.
 
+pub mod agent;
 pub mod api;
 pub mod app;
 pub mod cli;

@@ -1,0 +1,305 @@
+//! Host agents: the agent loop (`infragraph agent`), the local collection
+//! (`infragraph collect host`), and the server's ingest of reports
+//! (`POST /api/v1/agents/report`).
+//!
+//! A report becomes one run of collector `agent` with one complete scope,
+//! the host name: it replaces that host's previous observation atomically
+//! (what the host no longer reports is retired, with history).
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use collectors::host::{self, HostReport, Interface, ListenerIndex, NamingRules};
+use collectors::{Collection, ScopeBatch};
+
+use crate::app::App;
+use crate::graph::Snapshot;
+use crate::model::{Run, now_ms};
+use crate::store::RunInput;
+
+/// The collector name agent reports are recorded under.
+pub const COLLECTOR: &str = "agent";
+
+/// Agent tokens: each may report for one host name only.
+#[derive(Debug, Clone, Default)]
+pub struct AgentTokens {
+    entries: Vec<(String, String)>,
+}
+
+impl AgentTokens {
+    /// Parses a tokens file: one `HOSTNAME TOKEN` per line, `#` comments.
+    /// Errors name the file and line (never the token).
+    pub fn parse(path: &Path, text: &str) -> anyhow::Result<AgentTokens> {
+        let mut entries = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            let (Some(host), Some(token), None) = (parts.next(), parts.next(), parts.next()) else {
+                anyhow::bail!("{}:{}: expected `HOSTNAME TOKEN`", path.display(), n + 1);
+            };
+            if token.len() < 16 {
+                anyhow::bail!(
+                    "{}:{}: the token for {host} is shorter than 16 characters",
+                    path.display(),
+                    n + 1
+                );
+            }
+            entries.push((host.to_string(), token.to_string()));
+        }
+        Ok(AgentTokens { entries })
+    }
+
+    /// Loads a tokens file.
+    pub fn load(path: &Path) -> anyhow::Result<AgentTokens> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read agent tokens file {}", path.display()))?;
+        Self::parse(path, &text)
+    }
+
+    /// The host a token may report for.
+    pub fn host_for(&self, token: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(_, t)| crate::api::constant_time_eq(t.as_bytes(), token.as_bytes()))
+            .map(|(h, _)| h.as_str())
+    }
+}
+
+/// What the server needs for agents.
+#[derive(Debug, Clone, Default)]
+pub struct AgentSettings {
+    /// Per-host tokens (the `agent` role).
+    pub tokens: AgentTokens,
+    /// How services are named.
+    pub rules: NamingRules,
+}
+
+/// Who is posting a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reporter {
+    /// The server's write token: may report for any host.
+    Admin,
+    /// An agent token bound to this host name.
+    Agent(String),
+}
+
+/// Why a report was refused, with the HTTP status to answer.
+#[derive(Debug)]
+pub struct Refused {
+    /// 400, 401, 403, 413, 500.
+    pub status: u16,
+    /// What was wrong (never a token).
+    pub message: String,
+}
+
+fn refused(status: u16, message: impl Into<String>) -> Refused {
+    Refused {
+        status,
+        message: message.into(),
+    }
+}
+
+/// The listening endpoints other hosts' agents published, from the graph.
+pub fn listener_index(snap: &Snapshot, except_host: &str) -> ListenerIndex {
+    let mut index = ListenerIndex::new();
+    for r in snap.resources.iter() {
+        if r.kind != "service" || r.status != crate::model::Status::Present {
+            continue;
+        }
+        if r.attributes.get("host").and_then(|h| h.as_str()) == Some(except_host) {
+            continue;
+        }
+        for ep in host::endpoints_of(&r.attributes) {
+            index.insert(ep, r.id.clone());
+        }
+    }
+    index
+}
+
+/// Validates and records one report. Nothing is written unless it is
+/// accepted.
+pub async fn ingest(app: &App, who: Reporter, body: &[u8]) -> Result<Run, Refused> {
+    let report: HostReport =
+        serde_json::from_slice(body).map_err(|e| refused(400, format!("malformed report: {e}")))?;
+    host::validate(&report).map_err(|e| refused(400, format!("invalid report: {e}")))?;
+    if let Reporter::Agent(h) = &who
+        && *h != report.host.hostname
+    {
+        return Err(refused(
+            403,
+            format!(
+                "this agent token may report only for host '{h}', not '{}'",
+                report.host.hostname
+            ),
+        ));
+    }
+    record(app, &report)
+        .await
+        .map_err(|e| refused(500, format!("{e:#}")))
+}
+
+/// Turns a report into a run and records it.
+pub async fn record(app: &App, report: &HostReport) -> anyhow::Result<Run> {
+    let started_at = now_ms();
+    let index = listener_index(&app.snapshot(), &report.host.hostname);
+    let batch: ScopeBatch = host::observations(report, &index, &app.agents.rules);
+    app.apply(RunInput {
+        collector: COLLECTOR.into(),
+        scope: report.host.hostname.clone(),
+        started_at,
+        outcome: Ok(Collection {
+            batches: vec![batch],
+            warnings: Vec::new(),
+        }),
+        retract: Vec::new(),
+        additive: false,
+    })
+    .await
+}
+
+/// This machine's interfaces: addresses from the kernel, MACs from /sys.
+pub fn interfaces() -> Vec<Interface> {
+    let mut by_name: std::collections::BTreeMap<String, Vec<IpAddr>> = Default::default();
+    match if_addrs::get_if_addrs() {
+        Ok(list) => {
+            for i in list {
+                by_name.entry(i.name.clone()).or_default().push(i.ip());
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list network interfaces"),
+    }
+    by_name
+        .into_iter()
+        .map(|(name, addresses)| Interface {
+            mac: std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
+                .ok()
+                .map(|m| m.trim().to_string())
+                .filter(|m| !m.is_empty() && m != "00:00:00:00:00:00"),
+            name,
+            addresses,
+        })
+        .collect()
+}
+
+/// The EC2 instance identity from the instance metadata service (IMDSv2),
+/// with a short timeout; `None` off EC2. `INFRAGRAPH_IMDS_ENDPOINT`
+/// overrides the address (tests), `off` disables the lookup.
+pub async fn ec2_identity() -> Option<host::Ec2Identity> {
+    let endpoint = std::env::var("INFRAGRAPH_IMDS_ENDPOINT")
+        .unwrap_or_else(|_| "http://169.254.169.254".into());
+    if endpoint == "off" {
+        return None;
+    }
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(1500))
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .ok()?;
+    let token = client
+        .put(format!("{endpoint}/latest/api/token"))
+        .header("X-aws-ec2-metadata-token-ttl-seconds", "60")
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let doc: serde_json::Value = client
+        .get(format!(
+            "{endpoint}/latest/dynamic/instance-identity/document"
+        ))
+        .header("X-aws-ec2-metadata-token", token)
+        .send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let s = |k: &str| doc.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    Some(host::Ec2Identity {
+        instance_id: s("instanceId")?,
+        region: s("region")?,
+        account_id: s("accountId")?,
+        availability_zone: s("availabilityZone"),
+        private_ip: s("privateIp"),
+    })
+}
+
+/// Gathers this machine's report.
+pub async fn gather(hostname: Option<&str>) -> HostReport {
+    let mut report =
+        tokio::task::block_in_place(|| host::gather(Path::new("/"), hostname, interfaces()));
+    report.host.ec2 = ec2_identity().await;
+    report
+}
+
+/// Posts one report; returns the server's answer.
+pub async fn post(
+    client: &reqwest::Client,
+    server: &str,
+    token: &str,
+    report: &HostReport,
+) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{}/api/v1/agents/report", server.trim_end_matches('/'));
+    let resp = client
+        .post(&url)
+        .bearer_auth(token)
+        .json(report)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("{url} refused the report: {status}: {}", text.trim());
+    }
+    Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+/// The agent loop: gather, post, sleep; with `once`, a single report.
+pub async fn run(
+    server: &str,
+    token: &str,
+    interval: Duration,
+    hostname: Option<&str>,
+    once: bool,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    loop {
+        let report = gather(hostname).await;
+        for l in &report.limitations {
+            tracing::warn!("{l}");
+        }
+        match post(&client, server, token, &report).await {
+            Ok(answer) => tracing::info!(
+                host = %report.host.hostname,
+                listeners = report.listeners.len(),
+                connections = report.connections.len(),
+                answer = %answer,
+                "report accepted"
+            ),
+            Err(e) if once => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "report failed; retrying next interval")
+            }
+        }
+        if once {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,581 @@
+//! Host agents: the ingest endpoint over real HTTP (tokens, roles, bad
+//! reports refused with nothing written; a report replacing the previous
+//! one; dependencies across hosts), `collect host` on this machine, and real
+//! hosts made of network namespaces (root only; CI runs them).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use infragraph::agent::{AgentSettings, AgentTokens};
+use infragraph::app::App;
+use infragraph::store::Store;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-token-0123456789";
+const WEB1: &str = "agent-token-web-1-abcdef";
+
+struct Server {
+    addr: SocketAddr,
+    client: reqwest::Client,
+    _db: common::TestDb,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let db = common::TestDb::sqlite();
+        let store = Store::connect(&db.url).await.unwrap();
+        let tokens = AgentTokens::parse(
+            std::path::Path::new("tokens"),
+            &format!("# host token\nweb-1 {WEB1}\n"),
+        )
+        .unwrap();
+        let app: Arc<App> = App::with_agents(
+            store,
+            Some(ADMIN.into()),
+            AgentSettings {
+                tokens,
+                rules: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(infragraph::cli::serve_on(listener, app, async move {
+            let _ = rx.await;
+        }));
+        Server {
+            addr,
+            client: reqwest::Client::new(),
+            _db: db,
+            _stop: tx,
+        }
+    }
+
+    async fn post(&self, token: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(format!("http://{}/api/v1/agents/report", self.addr))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn gql(&self, query: &str) -> Value {
+        let v: Value = self
+            .client
+            .post(format!("http://{}/graphql", self.addr))
+            .json(&json!({ "query": query }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(v.get("errors").is_none(), "{v}");
+        v["data"].clone()
+    }
+
+    async fn counts(&self) -> (i64, usize) {
+        let v = self
+            .gql("{ resources(first: 1) { totalCount } runs(last: 100) { id } }")
+            .await;
+        (
+            v["resources"]["totalCount"].as_i64().unwrap(),
+            v["runs"].as_array().unwrap().len(),
+        )
+    }
+}
+
+fn report(host: &str, listeners: Value, connections: Value, addr: &str) -> Value {
+    json!({
+        "version": 1,
+        "host": {
+            "hostname": host,
+            "os": "Debian GNU/Linux 12 (bookworm)",
+            "interfaces": [{"name": "eth0", "mac": "02:00:00:00:00:01", "addresses": [addr]}],
+        },
+        "listeners": listeners,
+        "connections": connections,
+    })
+}
+
+fn bytes(v: &Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap()
+}
+
+#[tokio::test]
+async fn bad_tokens_roles_and_reports_are_refused_and_nothing_is_written() {
+    let s = Server::start().await;
+    let good = report("web-1", json!([]), json!([]), "10.0.0.5");
+    let cases: Vec<(Option<&str>, Vec<u8>, u16, &str)> = vec![
+        (None, bytes(&good), 401, "Authorization"),
+        (
+            Some("not-a-token-at-all-000"),
+            bytes(&good),
+            401,
+            "unknown token",
+        ),
+        // An agent token reporting for another host.
+        (
+            Some(WEB1),
+            bytes(&report("db-1", json!([]), json!([]), "10.0.0.7")),
+            403,
+            "only for host 'web-1', not 'db-1'",
+        ),
+        (
+            Some(WEB1),
+            b"{\"version\": 1, \"host\": ".to_vec(),
+            400,
+            "malformed report",
+        ),
+        (
+            Some(WEB1),
+            bytes(&json!({"version": 1, "host": {"hostname": "web-1", "root": true}})),
+            400,
+            "unknown field `root`",
+        ),
+        (
+            Some(WEB1),
+            bytes(&json!({"version": 7, "host": {"hostname": "web-1"}})),
+            400,
+            "version: 7",
+        ),
+        (
+            Some(ADMIN),
+            bytes(&report("../../etc", json!([]), json!([]), "10.0.0.5")),
+            400,
+            "host.hostname",
+        ),
+        (
+            Some(WEB1),
+            bytes(&report(
+                "web-1",
+                json!([{"protocol": "sctp", "address": "0.0.0.0", "port": 1}]),
+                json!([]),
+                "10.0.0.5",
+            )),
+            400,
+            "listeners[0].protocol",
+        ),
+        (
+            Some(WEB1),
+            bytes(&report(
+                "web-1",
+                json!([{"protocol": "tcp", "address": "10.0.0.5", "port": 70000}]),
+                json!([]),
+                "10.0.0.5",
+            )),
+            400,
+            "malformed report",
+        ),
+    ];
+    for (token, body, want, says) in cases {
+        let (status, answer) = s.post(token, body).await;
+        assert_eq!(status, want, "{answer}");
+        assert!(
+            answer.to_string().contains(says),
+            "want '{says}' in {answer}"
+        );
+    }
+    // Oversized: refused by the body limit before any parsing.
+    let (status, _) = s.post(Some(WEB1), vec![b' '; 2 << 20]).await;
+    assert_eq!(status, 413);
+    assert_eq!(s.counts().await, (0, 0), "nothing written, not even a run");
+
+    let (status, answer) = s.post(Some(WEB1), bytes(&good)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "ok");
+    let h = s
+        .gql("{ resource(id: \"host:web-1\") { kind attributes sources { source } } }")
+        .await;
+    assert_eq!(h["resource"]["kind"], "host");
+    assert_eq!(
+        h["resource"]["attributes"]["os"],
+        "Debian GNU/Linux 12 (bookworm)"
+    );
+    assert_eq!(h["resource"]["sources"][0]["source"], "agent:web-1");
+}
+
+#[tokio::test]
+async fn reports_connect_hosts_and_replace_the_previous_observation() {
+    let s = Server::start().await;
+    let postgres = json!({"pid": 700, "name": "postgres", "exe": "/usr/lib/postgresql/15/bin/postgres", "unit": "postgresql@15-main.service"});
+    let checkout = json!({"pid": 900, "name": "checkout", "unit": "checkout.service"});
+    // db-1 listens on every address, port 5432.
+    let db = report(
+        "db-1",
+        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 5432, "process": postgres}]),
+        json!([
+            // The server side of web-1's connection: inbound, not a dependency.
+            {"local_address": "10.0.0.7", "local_port": 5432, "remote_address": "10.0.0.5", "remote_port": 40000, "process": postgres}
+        ]),
+        "10.0.0.7",
+    );
+    let (status, answer) = s.post(Some(ADMIN), bytes(&db)).await;
+    assert_eq!(status, 200, "{answer}");
+    // web-1 talks to it (IPv4-mapped on its side would be the same address)
+    // and to an address nobody reports.
+    let web = report(
+        "web-1",
+        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 8080, "process": checkout}]),
+        json!([
+            {"local_address": "10.0.0.5", "local_port": 40000, "remote_address": "10.0.0.7", "remote_port": 5432, "process": checkout},
+            {"local_address": "10.0.0.5", "local_port": 40001, "remote_address": "93.184.216.34", "remote_port": 443, "process": checkout}
+        ]),
+        "10.0.0.5",
+    );
+    let (status, answer) = s.post(Some(WEB1), bytes(&web)).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let dep = "{ resource(id: \"svc:checkout@web-1\") { kind relations(direction: OUTGOING) { kind status attributes to { id kind } } } }";
+    let v = s.gql(dep).await;
+    let rels = v["resource"]["relations"].as_array().unwrap().clone();
+    let find = |to: &str| {
+        rels.iter()
+            .find(|r| r["to"]["id"] == to)
+            .unwrap_or_else(|| panic!("no relation to {to}: {rels:?}"))
+            .clone()
+    };
+    let pg = find("svc:postgresql@15-main@db-1");
+    assert_eq!(pg["kind"], "depends_on");
+    assert_eq!(
+        pg["attributes"],
+        json!({"evidence": "observed", "ports": ["tcp/5432"]})
+    );
+    assert_eq!(find("host:web-1")["kind"], "runs_on");
+    let ext = find("ext:93.184.216.34");
+    assert_eq!(ext["to"]["kind"], "external_endpoint");
+    // Impact follows observed dependencies: db-1 down takes checkout down.
+    let imp = s
+        .gql("{ impact(failed: [\"host:db-1\"]) { down { id } } }")
+        .await;
+    assert!(imp.to_string().contains("svc:checkout@web-1"), "{imp}");
+
+    // The next report no longer has the database connection: it is retired
+    // (with history), the rest stays.
+    let web2 = report(
+        "web-1",
+        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 8080, "process": checkout}]),
+        json!([
+            {"local_address": "10.0.0.5", "local_port": 40001, "remote_address": "93.184.216.34", "remote_port": 443, "process": checkout}
+        ]),
+        "10.0.0.5",
+    );
+    let (status, answer) = s.post(Some(WEB1), bytes(&web2)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["retired"].as_i64().unwrap() >= 1, "{answer}");
+    let v = s.gql(dep).await;
+    let rels = v["resource"]["relations"].as_array().unwrap();
+    assert!(
+        !rels
+            .iter()
+            .any(|r| r["to"]["id"] == "svc:postgresql@15-main@db-1"),
+        "the database dependency is no longer current: {rels:?}"
+    );
+    assert!(
+        rels.iter()
+            .any(|r| r["to"]["id"] == "ext:93.184.216.34" && r["status"] == "PRESENT")
+    );
+    let h = s
+        .gql("{ resource(id: \"svc:checkout@web-1\") { history { op toId relationKind } } }")
+        .await;
+    assert!(
+        h["resource"]["history"].as_array().unwrap().iter().any(|c| {
+            c["op"] == "retire"
+                && c["toId"] == "svc:postgresql@15-main@db-1"
+                && c["relationKind"] == "depends_on"
+        }),
+        "retired with history: {h}"
+    );
+}
+
+#[test]
+fn collect_host_records_this_machine() {
+    let db = common::TestDb::sqlite();
+    let out = Command::new(env!("CARGO_BIN_EXE_infragraph"))
+        .env("INFRAGRAPH_IMDS_ENDPOINT", "off")
+        .args([
+            "--database-url",
+            &db.url,
+            "collect",
+            "host",
+            "--hostname",
+            "this-machine",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(": ok — host this-machine:"), "{stdout}");
+    let out = Command::new(env!("CARGO_BIN_EXE_infragraph"))
+        .args([
+            "--database-url",
+            &db.url,
+            "path",
+            "host:this-machine",
+            "host:this-machine",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Network namespaces as hosts, joined by a bridge in the root namespace
+/// where the server listens. Removed on drop.
+struct Netns {
+    bridge: String,
+    names: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for n in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Sets up the bridge and two namespaces, or says why it cannot.
+fn netns_hosts(tag: &str) -> Result<Netns, String> {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Err("network namespaces need root".into());
+    }
+    let mut n = Netns {
+        bridge: format!("igbr{tag}"),
+        names: Vec::new(),
+        children: Vec::new(),
+    };
+    ip(&["link", "add", &n.bridge, "type", "bridge"])?;
+    ip(&["addr", "add", "10.231.0.1/24", "dev", &n.bridge])?;
+    ip(&["link", "set", &n.bridge, "up"])?;
+    for (i, host) in ["a", "b"].iter().enumerate() {
+        let ns = format!("ig{tag}{host}");
+        ip(&["netns", "add", &ns])?;
+        n.names.push(ns.clone());
+        let (outer, inner) = (format!("ig{tag}{host}o"), format!("ig{tag}{host}i"));
+        ip(&[
+            "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+        ])?;
+        ip(&["link", "set", &inner, "netns", &ns])?;
+        ip(&["link", "set", &outer, "master", &n.bridge])?;
+        ip(&["link", "set", &outer, "up"])?;
+        let addr = format!("10.231.0.{}/24", i + 2);
+        ip(&["-n", &ns, "addr", "add", &addr, "dev", &inner])?;
+        ip(&["-n", &ns, "link", "set", &inner, "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+    }
+    Ok(n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_in_network_namespaces_reconstruct_hosts_services_and_the_dependency() {
+    let tag = format!("{}", std::process::id() % 10000);
+    let mut net = match netns_hosts(&tag) {
+        Ok(n) => n,
+        Err(why) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("network namespace tests must run in CI: {why}");
+            }
+            eprintln!("SKIPPED agents_in_network_namespaces: {why}");
+            return;
+        }
+    };
+    let (ns_a, ns_b) = (net.names[0].clone(), net.names[1].clone());
+    let files = common::Files::new();
+    let db = common::TestDb::sqlite();
+    let (tok_a, tok_b) = ("agent-token-host-a-000001", "agent-token-host-b-000002");
+    files.write("tok_a", tok_a);
+    files.write("tok_b", tok_b);
+    files.write("agents", &format!("host-a {tok_a}\nhost-b {tok_b}\n"));
+    let port = std::net::TcpListener::bind("10.231.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = files.write(
+        "infragraph.toml",
+        &format!(
+            "database_url = \"{}\"\nlisten = \"10.231.0.1:{port}\"\nagent_tokens_file = \"agents\"\n\n[service_ports]\n\"7777\" = \"ledger-api\"\n",
+            db.url
+        ),
+    );
+    let bin = env!("CARGO_BIN_EXE_infragraph");
+    net.children.push(
+        Command::new(bin)
+            .args(["serve", "--config", cfg.to_str().unwrap()])
+            .env_remove("INFRAGRAPH_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // A real server in host a, a real client in host b connected to it.
+    let py_server = "import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('10.231.0.2',7777))\ns.listen()\nc,_=s.accept()\ntime.sleep(120)";
+    let py_client = "import socket,time\nfor i in range(100):\n  try:\n    c=socket.create_connection(('10.231.0.2',7777)); break\n  except OSError: time.sleep(0.1)\ntime.sleep(120)";
+    for (ns, code) in [(&ns_a, py_server), (&ns_b, py_client)] {
+        net.children.push(
+            Command::new("ip")
+                .args(["netns", "exec", ns, "python3", "-c", code])
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        let established = Command::new("ip")
+            .args(["netns", "exec", &ns_b, "cat", "/proc/net/tcp"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&established.stdout).to_string();
+        let up = client
+            .get(format!("http://10.231.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok();
+        // 0200E70A:1E61 is 10.231.0.2:7777 as /proc prints it.
+        if up && text.contains("0200E70A:1E61 01") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "server or connection not up: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The agents, each in its host, one report each (a first: its listener
+    // is what b's connection is matched against).
+    for (ns, name, tok) in [(&ns_a, "host-a", "tok_a"), (&ns_b, "host-b", "tok_b")] {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, bin, "agent"])
+            .args(["--server", &format!("http://10.231.0.1:{port}")])
+            .args(["--token-file", files.path(tok).to_str().unwrap()])
+            .args(["--hostname", name, "--once"])
+            .env("INFRAGRAPH_IMDS_ENDPOINT", "off")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "agent in {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Host b's agent may not report for host a.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns_b, bin, "agent"])
+        .args(["--server", &format!("http://10.231.0.1:{port}")])
+        .args(["--token-file", files.path("tok_b").to_str().unwrap()])
+        .args(["--hostname", "host-a", "--once"])
+        .env("INFRAGRAPH_IMDS_ENDPOINT", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let gql = |q: &'static str| {
+        let client = client.clone();
+        async move {
+            client
+                .post(format!("http://10.231.0.1:{port}/graphql"))
+                .json(&json!({ "query": q }))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let v = gql("{ resource(id: \"svc:ledger-api@host-a\") { kind attributes relations(direction: BOTH) { kind attributes from { id } to { id } } } }").await;
+    let r = &v["data"]["resource"];
+    assert_eq!(r["kind"], "service", "{v}");
+    assert!(
+        r["attributes"]["endpoints"]
+            .to_string()
+            .contains("10.231.0.2:7777"),
+        "{r}"
+    );
+    let rels = r["relations"].as_array().unwrap();
+    assert!(
+        rels.iter()
+            .any(|x| x["kind"] == "runs_on" && x["to"]["id"] == "host:host-a"),
+        "{r}"
+    );
+    let dep = rels
+        .iter()
+        .find(|x| {
+            x["kind"] == "depends_on"
+                && x["from"]["id"]
+                    .as_str()
+                    .is_some_and(|f| f.ends_with("@host-b"))
+        })
+        .unwrap_or_else(|| panic!("no observed dependency from host-b: {r}"));
+    assert_eq!(
+        dep["attributes"],
+        json!({"evidence": "observed", "ports": ["tcp/7777"]})
+    );
+    let h = gql("{ resource(id: \"host:host-b\") { attributes } }").await;
+    assert!(
+        h["data"]["resource"]["attributes"]["interfaces"]
+            .to_string()
+            .contains("10.231.0.3"),
+        "{h}"
+    );
+}
