@@ -682,6 +682,12 @@ impl Relation {
     async fn sources(&self) -> Vec<Provenance> {
         provenance(&self.r().sources)
     }
+    /// How we know: DECLARED (an inventory, a cloud API, a manual edit)
+    /// and/or OBSERVED (host agents saw the traffic), from the sources that
+    /// still report it.
+    async fn evidence(&self) -> Vec<Evidence> {
+        evidence_of(self.r())
+    }
     /// First report by any source.
     async fn first_seen(&self) -> DateTime<Utc> {
         to_dt(self.r().first_seen)
@@ -690,6 +696,48 @@ impl Relation {
     async fn last_seen(&self) -> DateTime<Utc> {
         to_dt(self.r().last_seen)
     }
+}
+
+/// How a relation is known.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum Evidence {
+    /// Reported by an inventory, a cloud API or a manual edit.
+    Declared,
+    /// Seen by host agents (`agent:HOST` sources).
+    Observed,
+}
+
+fn evidence_of(r: &model::Relation) -> Vec<Evidence> {
+    let present = r
+        .sources
+        .iter()
+        .filter(|s| s.status == model::Status::Present);
+    let (mut declared, mut observed) = (false, false);
+    for s in present {
+        if s.source.starts_with("agent:") {
+            observed = true;
+        } else {
+            declared = true;
+        }
+    }
+    let mut out = Vec::new();
+    if declared {
+        out.push(Evidence::Declared);
+    }
+    if observed {
+        out.push(Evidence::Observed);
+    }
+    out
+}
+
+/// Declared and observed dependencies that disagree.
+#[derive(SimpleObject)]
+pub struct Drift {
+    /// Declared `depends_on` relations whose client runs on a host with an
+    /// agent, but which no agent has observed.
+    pub declared_not_observed: Vec<Relation>,
+    /// `depends_on` relations agents observed that no inventory or API declares.
+    pub observed_not_declared: Vec<Relation>,
 }
 
 /// Relay page info.
@@ -1656,6 +1704,46 @@ impl Query {
                 })
                 .collect()
         }))
+    }
+
+    /// Where declarations and observations disagree: declared dependencies
+    /// never observed (only where an agent watches the client's host, so
+    /// that "not observed" means something) and observed dependencies never
+    /// declared.
+    async fn drift(&self, ctx: &Context<'_>) -> Drift {
+        let snap = snap(ctx);
+        // Resources an agent reports on: hosts and what runs on them.
+        let watched: std::collections::HashSet<&str> = snap
+            .relations
+            .iter()
+            .filter(|r| {
+                r.status == model::Status::Present
+                    && r.kind == "runs_on"
+                    && r.sources.iter().any(|s| s.source.starts_with("agent:"))
+            })
+            .flat_map(|r| [r.from.as_str(), r.to.as_str()])
+            .collect();
+        let mut declared_not_observed = Vec::new();
+        let mut observed_not_declared = Vec::new();
+        for (ix, r) in snap.relations.iter().enumerate() {
+            if r.status != model::Status::Present || r.kind != "depends_on" {
+                continue;
+            }
+            let ev = evidence_of(r);
+            let rel = || Relation {
+                snap: snap.clone(),
+                ix: ix as crate::graph::RelIx,
+            };
+            if ev == [Evidence::Declared] && watched.contains(r.from.as_str()) {
+                declared_not_observed.push(rel());
+            } else if ev == [Evidence::Observed] {
+                observed_not_declared.push(rel());
+            }
+        }
+        Drift {
+            declared_not_observed,
+            observed_not_declared,
+        }
     }
 
     /// Dependency cycles: groups of resources that depend on each other

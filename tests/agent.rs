@@ -261,6 +261,18 @@ async fn reports_connect_hosts_and_replace_the_previous_observation() {
     assert_eq!(find("host:web-1")["kind"], "runs_on");
     let ext = find("ext:93.184.216.34");
     assert_eq!(ext["to"]["kind"], "external_endpoint");
+    // Evidence and drift: observed only, until a declaration arrives; a
+    // declared dependency of a watched service that agents never saw.
+    let d = s
+        .gql("{ drift { observedNotDeclared { from { id } to { id } evidence } declaredNotObserved { to { id } } } }")
+        .await;
+    let ond = d["drift"]["observedNotDeclared"].as_array().unwrap();
+    assert!(
+        ond.iter()
+            .any(|r| r["to"]["id"] == "svc:postgresql@15-main@db-1"
+                && r["evidence"] == json!(["OBSERVED"])),
+        "{d}"
+    );
     // Impact follows observed dependencies: db-1 down takes checkout down.
     let imp = s
         .gql("{ impact(failed: [\"host:db-1\"]) { down { id } } }")
@@ -296,13 +308,68 @@ async fn reports_connect_hosts_and_replace_the_previous_observation() {
         .gql("{ resource(id: \"svc:checkout@web-1\") { history { op toId relationKind } } }")
         .await;
     assert!(
-        h["resource"]["history"].as_array().unwrap().iter().any(|c| {
-            c["op"] == "retire"
-                && c["toId"] == "svc:postgresql@15-main@db-1"
-                && c["relationKind"] == "depends_on"
-        }),
+        h["resource"]["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| {
+                c["op"] == "retire"
+                    && c["toId"] == "svc:postgresql@15-main@db-1"
+                    && c["relationKind"] == "depends_on"
+            }),
         "retired with history: {h}"
     );
+
+    let assert = |q: &'static str| {
+        let client = s.client.clone();
+        let addr = s.addr;
+        async move {
+            let v: Value = client
+                .post(format!("http://{addr}/graphql"))
+                .bearer_auth(ADMIN)
+                .json(&json!({ "query": q }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert!(v.get("errors").is_none(), "{v}");
+        }
+    };
+    assert("mutation { assertRelation(from: \"svc:checkout@web-1\", to: \"svc:postgresql@15-main@db-1\", kind: \"depends_on\") { kind } }").await;
+    assert("mutation { assertResource(id: \"svc:payments\", kind: \"service\") { id } }").await;
+    assert("mutation { assertRelation(from: \"svc:checkout@web-1\", to: \"svc:payments\", kind: \"depends_on\") { kind } }").await;
+    let d = s
+        .gql("{ drift { observedNotDeclared { to { id } } declaredNotObserved { from { id } to { id } evidence } } }")
+        .await;
+    assert!(
+        !d.to_string()
+            .contains("\"observedNotDeclared\":[{\"to\":{\"id\":\"svc:postgresql"),
+        "declared now: {d}"
+    );
+    let mut dno: Vec<String> = d["drift"]["declaredNotObserved"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["from"]["id"], "svc:checkout@web-1");
+            assert_eq!(r["evidence"], json!(["DECLARED"]));
+            r["to"]["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    dno.sort();
+    // payments was never seen; the database connection no longer is.
+    assert_eq!(dno, ["svc:payments", "svc:postgresql@15-main@db-1"], "{d}");
+    assert_eq!(
+        d["drift"]["observedNotDeclared"],
+        json!([{"to": {"id": "ext:93.184.216.34"}}])
+    );
+    // Agents no longer see the database connection; the declaration stands.
+    let both = s
+        .gql("{ path(from: \"svc:checkout@web-1\", to: \"svc:postgresql@15-main@db-1\") { evidence } }")
+        .await;
+    assert_eq!(both["path"][0]["evidence"], json!(["DECLARED"]));
 }
 
 #[test]
