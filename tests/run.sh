@@ -28,6 +28,14 @@ if ! command -v dot >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq graphviz >/dev/null || echo "could not install graphviz: diagram render tests will skip (or fail in CI)"
 fi
 
+# iproute2: the agent tests build hosts from network namespaces (as root).
+if ! command -v ip >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "installing iproute2"
+  SUDO=""
+  if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+  $SUDO apt-get install -y -qq iproute2 >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq iproute2 >/dev/null; } || echo "could not install iproute2: namespace tests will skip (or fail in CI)"
+fi
+
 # moto: the EC2 collector tests run against `moto_server` (a real EC2 API
 # endpoint on loopback), installed from PyPI into the project's .venv.
 if [ ! -x .venv/bin/moto_server ]; then
