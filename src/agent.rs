@@ -71,12 +71,146 @@ impl AgentTokens {
 }
 
 /// What the server needs for agents.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AgentSettings {
     /// Per-host tokens (the `agent` role).
     pub tokens: AgentTokens,
     /// How services are named.
     pub rules: NamingRules,
+    /// A host silent for longer is STALE (shown, nothing changes).
+    pub stale_after: Duration,
+    /// A host silent for longer is GONE: what its agent reported is retired.
+    pub gone_after: Duration,
+}
+
+/// Default [`AgentSettings::stale_after`]: five missed one-minute reports.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(5 * 60);
+/// Default [`AgentSettings::gone_after`].
+pub const DEFAULT_GONE_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            tokens: AgentTokens::default(),
+            rules: NamingRules::default(),
+            stale_after: DEFAULT_STALE_AFTER,
+            gone_after: DEFAULT_GONE_AFTER,
+        }
+    }
+}
+
+/// Freshness of a host's agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Reported within `stale_after`.
+    Fresh,
+    /// Silent for longer than `stale_after`.
+    Stale,
+    /// Silent for longer than `gone_after`: its observations are retired.
+    Gone,
+}
+
+/// One host an agent reports (or reported) for.
+#[derive(Debug, Clone)]
+pub struct AgentHost {
+    /// Host name (the source's scope).
+    pub hostname: String,
+    /// Index of the host resource in the snapshot.
+    pub resource: crate::graph::Ix,
+    /// Its agent's latest report.
+    pub last_report: crate::model::Millis,
+    /// Fresh, stale or gone.
+    pub freshness: Freshness,
+}
+
+/// Hosts with agents, from the snapshot's provenance, by host name.
+pub fn hosts(
+    snap: &Snapshot,
+    settings: &AgentSettings,
+    now: crate::model::Millis,
+) -> Vec<AgentHost> {
+    let mut out = Vec::new();
+    for (ix, r) in snap.resources.iter().enumerate() {
+        if r.kind != "host" {
+            continue;
+        }
+        for p in &r.sources {
+            let Some(hostname) = p.source.strip_prefix("agent:") else {
+                continue;
+            };
+            let silent = (now - p.last_seen).max(0) as u128;
+            let freshness = if p.status != crate::model::Status::Present {
+                Freshness::Gone
+            } else if silent > settings.stale_after.as_millis() {
+                Freshness::Stale
+            } else {
+                Freshness::Fresh
+            };
+            out.push(AgentHost {
+                hostname: hostname.to_string(),
+                resource: ix as crate::graph::Ix,
+                last_report: p.last_seen,
+                freshness,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    out
+}
+
+/// Retires what agents of hosts silent for longer than `gone_after`
+/// reported (one run per host, recorded like any other: nothing is
+/// deleted, history stays). Returns the host names it retired.
+pub async fn sweep(app: &App) -> anyhow::Result<Vec<String>> {
+    let now = now_ms();
+    let silent: Vec<String> = hosts(&app.snapshot(), &app.agents, now)
+        .into_iter()
+        .filter(|h| {
+            h.freshness != Freshness::Gone
+                && (now - h.last_report).max(0) as u128 > app.agents.gone_after.as_millis()
+        })
+        .map(|h| h.hostname)
+        .collect();
+    for host in &silent {
+        tracing::warn!(host = %host, gone_after = ?app.agents.gone_after, "agent silent: marking what it reported gone");
+        app.apply(RunInput {
+            collector: COLLECTOR.into(),
+            scope: host.clone(),
+            started_at: now_ms(),
+            outcome: Ok(Collection {
+                batches: vec![ScopeBatch {
+                    scope: host.clone(),
+                    complete: true,
+                    ..Default::default()
+                }],
+                warnings: Vec::new(),
+            }),
+            retract: Vec::new(),
+            additive: false,
+        })
+        .await?;
+    }
+    Ok(silent)
+}
+
+/// Runs [`sweep`] every half `stale_after` (at most every minute) until
+/// `stop` turns true.
+pub fn spawn_sweeper(
+    app: std::sync::Arc<App>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let every = (app.agents.stale_after / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = sweep(&app).await {
+                tracing::warn!(error = %format!("{e:#}"), "agent sweep failed");
+            }
+        }
+    })
 }
 
 /// Who is posting a report.

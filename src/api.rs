@@ -730,6 +730,50 @@ fn evidence_of(r: &model::Relation) -> Vec<Evidence> {
     out
 }
 
+/// How recently a host's agent reported.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum AgentFreshness {
+    /// Within `agent_stale_after`.
+    Fresh,
+    /// Silent for longer than `agent_stale_after`.
+    Stale,
+    /// Silent for longer than `agent_gone_after`: what it reported is retired.
+    Gone,
+}
+
+/// A host with an agent.
+pub struct AgentHost {
+    snap: Arc<Snapshot>,
+    host: crate::agent::AgentHost,
+}
+
+#[Object]
+impl AgentHost {
+    /// Host name the agent reports as.
+    async fn hostname(&self) -> &str {
+        &self.host.hostname
+    }
+    /// The host resource (`host:NAME`, or the EC2 instance ARN).
+    async fn resource(&self) -> Resource {
+        Resource {
+            snap: self.snap.clone(),
+            ix: self.host.resource,
+        }
+    }
+    /// When its agent last reported.
+    async fn last_report(&self) -> DateTime<Utc> {
+        to_dt(self.host.last_report)
+    }
+    /// FRESH, STALE or GONE.
+    async fn freshness(&self) -> AgentFreshness {
+        match self.host.freshness {
+            crate::agent::Freshness::Fresh => AgentFreshness::Fresh,
+            crate::agent::Freshness::Stale => AgentFreshness::Stale,
+            crate::agent::Freshness::Gone => AgentFreshness::Gone,
+        }
+    }
+}
+
 /// Declared and observed dependencies that disagree.
 #[derive(SimpleObject)]
 pub struct Drift {
@@ -1704,6 +1748,21 @@ impl Query {
                 })
                 .collect()
         }))
+    }
+
+    /// Hosts with agents: when each last reported, and whether it is
+    /// FRESH, STALE (silent longer than `agent_stale_after`) or GONE
+    /// (longer than `agent_gone_after`; what it reported is retired).
+    async fn agents(&self, ctx: &Context<'_>) -> Vec<AgentHost> {
+        let snap = snap(ctx);
+        let app = ctx.data_unchecked::<Arc<App>>();
+        crate::agent::hosts(snap, &app.agents, now_ms())
+            .into_iter()
+            .map(|host| AgentHost {
+                snap: snap.clone(),
+                host,
+            })
+            .collect()
     }
 
     /// Where declarations and observations disagree: declared dependencies

@@ -398,6 +398,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     collectors: Vec::new(),
                     agent_tokens_file: None,
                     service_ports: Default::default(),
+                    agent_stale_after: None,
+                    agent_gone_after: None,
                 },
             };
             let url = cli
@@ -1056,6 +1058,12 @@ pub async fn serve(
         rules: collectors::host::NamingRules {
             ports: cfg.service_ports.clone(),
         },
+        stale_after: cfg
+            .agent_stale_after
+            .unwrap_or(crate::agent::DEFAULT_STALE_AFTER),
+        gone_after: cfg
+            .agent_gone_after
+            .unwrap_or(crate::agent::DEFAULT_GONE_AFTER),
     };
     let app = App::with_agents(store, token, agents).await?;
     if app.token.is_none() {
@@ -1070,6 +1078,7 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let (tx, rx) = tokio::sync::watch::channel(false);
+    let sweeper = crate::agent::spawn_sweeper(app.clone(), rx.clone());
     let tasks = crate::scheduler::spawn(app.clone(), cfg.collectors, rx);
     tracing::info!(
         address = %listener.local_addr()?,
@@ -1084,6 +1093,7 @@ pub async fn serve(
     for t in tasks {
         let _ = t.await;
     }
+    let _ = sweeper.await;
     Ok(())
 }
 

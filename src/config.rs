@@ -23,6 +23,10 @@ pub struct ConfigFile {
     pub token_file: Option<PathBuf>,
     /// File of agent tokens: `HOSTNAME TOKEN` per line.
     pub agent_tokens_file: Option<PathBuf>,
+    /// A host whose agent is silent this long is STALE (default 5m).
+    pub agent_stale_after: Option<String>,
+    /// ... and this long GONE: its observations are retired (default 24h).
+    pub agent_gone_after: Option<String>,
     /// Names for services found by agents, by port: `{ "5432" = "postgresql" }`.
     #[serde(default)]
     pub service_ports: std::collections::BTreeMap<String, String>,
@@ -72,6 +76,10 @@ pub struct Config {
     pub agent_tokens_file: Option<PathBuf>,
     /// Service names by port, for agent reports.
     pub service_ports: std::collections::BTreeMap<u16, String>,
+    /// Agent staleness threshold.
+    pub agent_stale_after: Option<Duration>,
+    /// Agent gone threshold.
+    pub agent_gone_after: Option<Duration>,
 }
 
 /// Default interval between runs of a collector.
@@ -144,7 +152,20 @@ impl Config {
             })?;
             service_ports.insert(p, name);
         }
+        let duration = |field: &str, v: Option<String>| -> anyhow::Result<Option<Duration>> {
+            v.map(|s| {
+                humantime::parse_duration(&s).with_context(|| {
+                    format!(
+                        "{}: {field}: '{s}' is not a duration like 5m or 24h",
+                        path.display()
+                    )
+                })
+            })
+            .transpose()
+        };
         Ok(Config {
+            agent_stale_after: duration("agent_stale_after", file.agent_stale_after)?,
+            agent_gone_after: duration("agent_gone_after", file.agent_gone_after)?,
             agent_tokens_file: file
                 .agent_tokens_file
                 .map(|p| if p.is_relative() { base.join(p) } else { p }),

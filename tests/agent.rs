@@ -39,7 +39,7 @@ impl Server {
             Some(ADMIN.into()),
             AgentSettings {
                 tokens,
-                rules: Default::default(),
+                ..Default::default()
             },
         )
         .await
@@ -645,4 +645,73 @@ async fn agents_in_network_namespaces_reconstruct_hosts_services_and_the_depende
             .contains("10.231.0.3"),
         "{h}"
     );
+}
+
+/// A host whose agent goes silent: STALE after `stale_after`, and after
+/// `gone_after` the sweep retires what it reported (GONE, history kept).
+#[tokio::test]
+async fn silent_hosts_go_stale_then_gone_and_keep_their_history() {
+    let db = common::TestDb::sqlite();
+    let store = Store::connect(&db.url).await.unwrap();
+    let app: Arc<App> = App::with_agents(
+        store,
+        None,
+        AgentSettings {
+            stale_after: Duration::from_millis(50),
+            gone_after: Duration::from_millis(400),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let r: collectors::host::HostReport = serde_json::from_value(report(
+        "web-1",
+        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 8080, "process": {"pid": 9, "name": "checkout"}}]),
+        json!([]),
+        "10.0.0.5",
+    ))
+    .unwrap();
+    infragraph::agent::record(&app, &r).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(infragraph::cli::serve_on(
+        listener,
+        app.clone(),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    let agents = || async move {
+        let v: Value = reqwest::Client::new()
+            .post(format!("http://{addr}/graphql"))
+            .json(&json!({"query": "{ agents { hostname freshness lastReport resource { id status } } }"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["data"]["agents"][0].clone()
+    };
+    // Nothing is retired before gone_after.
+    assert!(infragraph::agent::sweep(&app).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let a = agents().await;
+    assert_eq!(a["hostname"], "web-1");
+    assert_eq!(a["freshness"], "STALE", "{a}");
+    assert_eq!(a["resource"]["status"], "PRESENT");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(infragraph::agent::sweep(&app).await.unwrap(), ["web-1"]);
+    let a = agents().await;
+    assert_eq!(a["freshness"], "GONE", "{a}");
+    assert_eq!(a["resource"]["status"], "GONE");
+    let (res, _) = app.store.load_all().await.unwrap();
+    let svc = res.iter().find(|r| r.id == "svc:checkout@web-1").unwrap();
+    assert_eq!(svc.status, infragraph::model::Status::Gone);
+    // Sweeping again changes nothing; a new report revives the host.
+    assert!(infragraph::agent::sweep(&app).await.unwrap().is_empty());
+    let run = infragraph::agent::record(&app, &r).await.unwrap();
+    assert!(run.created >= 1, "revived: {run:?}");
+    assert_eq!(agents().await["freshness"], "FRESH");
 }
