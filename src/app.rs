@@ -17,6 +17,10 @@ pub struct App {
     pub store: Store,
     graph: ArcSwap<Snapshot>,
     refresh_lock: tokio::sync::Mutex<()>,
+    /// Writes committed through `apply`, and how many of them the current
+    /// snapshot includes: concurrent writers share one refresh.
+    committed: std::sync::atomic::AtomicU64,
+    loaded: std::sync::atomic::AtomicU64,
     /// The bearer token that authorizes writes; `None` disables them.
     pub token: Option<String>,
     /// Agent tokens and service naming rules.
@@ -39,6 +43,8 @@ impl App {
             store,
             graph: ArcSwap::from_pointee(Snapshot::empty()),
             refresh_lock: tokio::sync::Mutex::new(()),
+            committed: std::sync::atomic::AtomicU64::new(0),
+            loaded: std::sync::atomic::AtomicU64::new(0),
             token,
             agents,
         };
@@ -57,6 +63,13 @@ impl App {
     #[tracing::instrument(skip_all)]
     pub async fn refresh(&self) -> anyhow::Result<()> {
         let _guard = self.refresh_lock.lock().await;
+        self.refresh_locked().await
+    }
+
+    async fn refresh_locked(&self) -> anyhow::Result<()> {
+        use std::sync::atomic::Ordering;
+        // Everything committed before this load is in the new snapshot.
+        let target = self.committed.load(Ordering::SeqCst);
         let started = std::time::Instant::now();
         let (resources, relations) = self.store.load_all().await?;
         let snap =
@@ -64,6 +77,7 @@ impl App {
                 .await?;
         let (nodes, edges) = snap.counts();
         self.graph.store(Arc::new(snap));
+        self.loaded.fetch_max(target, Ordering::SeqCst);
         tracing::info!(
             resources = nodes,
             relations = edges,
@@ -74,9 +88,17 @@ impl App {
     }
 
     /// Records a run and refreshes the graph.
+    /// Records a run and refreshes the graph. When several writers commit
+    /// at once (agents reporting together), one refresh serves them all:
+    /// each returns once the snapshot includes its own write.
     pub async fn apply(&self, input: RunInput) -> anyhow::Result<Run> {
+        use std::sync::atomic::Ordering;
         let run = self.store.apply(input).await?;
-        self.refresh().await?;
+        let mine = self.committed.fetch_add(1, Ordering::SeqCst) + 1;
+        let _guard = self.refresh_lock.lock().await;
+        if self.loaded.load(Ordering::SeqCst) < mine {
+            self.refresh_locked().await?;
+        }
         Ok(run)
     }
 
