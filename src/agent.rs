@@ -277,10 +277,70 @@ pub async fn ingest(app: &App, who: Reporter, body: &[u8]) -> Result<Run, Refuse
         .map_err(|e| refused(500, format!("{e:#}")))
 }
 
+/// When a report has no EC2 identity (the metadata service was not
+/// reachable), finds the EC2 instance the EC2 collector reported with one of
+/// the report's private addresses: exactly one present `provider: aws` host
+/// with that `private_ip` (several, in different VPCs, is ambiguous: no join).
+pub fn ec2_by_private_ip(snap: &Snapshot, report: &HostReport) -> Option<host::Ec2Identity> {
+    let addrs: Vec<String> = report
+        .host
+        .interfaces
+        .iter()
+        .flat_map(|i| i.addresses.iter())
+        .filter(|a| !a.is_loopback())
+        .map(|a| a.to_string())
+        .collect();
+    let mut found: Vec<&crate::model::Resource> = snap
+        .resources
+        .iter()
+        .filter(|r| {
+            r.kind == "host"
+                && r.status == crate::model::Status::Present
+                && r.attributes.get("provider").and_then(|p| p.as_str()) == Some("aws")
+                && r.attributes
+                    .get("private_ip")
+                    .and_then(|p| p.as_str())
+                    .is_some_and(|ip| addrs.iter().any(|a| a == ip))
+        })
+        .collect();
+    if found.len() != 1 {
+        if found.len() > 1 {
+            tracing::info!(host = %report.host.hostname, candidates = found.len(), "private IP matches several EC2 instances: not joined");
+        }
+        return None;
+    }
+    let r = found.pop()?;
+    let s = |k: &str| {
+        r.attributes
+            .get(k)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    Some(host::Ec2Identity {
+        instance_id: s("instance_id")?,
+        region: s("region")?,
+        account_id: s("account")?,
+        availability_zone: s("availability_zone"),
+        private_ip: s("private_ip"),
+    })
+}
+
 /// Turns a report into a run and records it.
 pub async fn record(app: &App, report: &HostReport) -> anyhow::Result<Run> {
     let started_at = now_ms();
-    let index = listener_index(&app.snapshot(), &report.host.hostname);
+    let snap = app.snapshot();
+    let index = listener_index(&snap, &report.host.hostname);
+    let joined;
+    let report = if report.host.ec2.is_none()
+        && let Some(ec2) = ec2_by_private_ip(&snap, report)
+    {
+        let mut r = report.clone();
+        r.host.ec2 = Some(ec2);
+        joined = r;
+        &joined
+    } else {
+        report
+    };
     let batch: ScopeBatch = host::observations(report, &index, &app.agents.rules);
     app.apply(RunInput {
         collector: COLLECTOR.into(),

@@ -1465,3 +1465,81 @@ async fn refused_credentials_fail_the_run_without_leaking_the_secret() {
         .await;
     assert_eq!(n["resources"]["totalCount"], 0, "nothing written");
 }
+
+/// The host agent and the EC2 collector describe one machine as ONE host:
+/// by the instance identity (IMDS) or, without it, by a private IP that
+/// exactly one collected instance has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_on_an_ec2_instance_joins_the_collected_host() {
+    let Some(moto) = Moto::start("agent_join").await else {
+        return;
+    };
+    let c = moto.ec2("us-east-1");
+    let vpc = create_vpc(&c, "10.0.0.0/16", "prod").await;
+    let subnet = create_subnet(&c, &vpc, "10.0.1.0/24", "us-east-1a").await;
+    let sg = create_sg(&c, &vpc, "web").await;
+    let ids = run_instances(&c, &subnet, &sg, 2, &[("Name", "web")]).await;
+    let db = common::TestDb::sqlite();
+    let out = moto.collect(&db.url, &["--regions", "us-east-1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let second_ip = c
+        .describe_instances()
+        .instance_ids(&ids[1])
+        .send()
+        .await
+        .unwrap()
+        .reservations()[0]
+        .instances()[0]
+        .private_ip_address()
+        .unwrap()
+        .to_string();
+
+    let store = Store::connect(&db.url).await.unwrap();
+    let app = App::new(store, None).await.unwrap();
+    let report = |host: &str, ip: &str, ec2: Value| -> collectors::host::HostReport {
+        serde_json::from_value(json!({
+            "version": 1,
+            "host": {"hostname": host, "interfaces": [{"name": "eth0", "addresses": [ip]}], "ec2": ec2},
+            "listeners": [{"protocol": "tcp", "address": "0.0.0.0", "port": 8080, "process": {"pid": 7, "name": "web"}}],
+        }))
+        .unwrap()
+    };
+    // With the instance identity document.
+    infragraph::agent::record(
+        &app,
+        &report(
+            "ip-10-0-1-1",
+            "10.0.1.250",
+            json!({"instance_id": ids[0], "region": "us-east-1", "account_id": ACCOUNT}),
+        ),
+    )
+    .await
+    .unwrap();
+    // Without it: joined by its private IP.
+    infragraph::agent::record(&app, &report("ip-10-0-1-2", &second_ip, Value::Null))
+        .await
+        .unwrap();
+    let (res, rels) = app.store.load_all().await.unwrap();
+    for (id, agent) in [
+        (&ids[0], "agent:ip-10-0-1-1"),
+        (&ids[1], "agent:ip-10-0-1-2"),
+    ] {
+        let arn = arn("us-east-1", ACCOUNT, "instance", id);
+        let h = res.iter().find(|r| r.id == arn).unwrap();
+        let mut sources: Vec<&str> = h.sources.iter().map(|s| s.source.as_str()).collect();
+        sources.sort();
+        assert_eq!(
+            sources,
+            [agent, &format!("aws-ec2:{ACCOUNT}/us-east-1")],
+            "{arn}"
+        );
+        assert!(
+            rels.iter().any(|r| r.kind == "runs_on" && r.to == arn),
+            "the agent's service runs on the EC2 host {arn}"
+        );
+    }
+    assert!(
+        !res.iter().any(|r| r.id.starts_with("host:ip-10-0-1")),
+        "no second host resource"
+    );
+}
