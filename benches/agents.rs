@@ -108,7 +108,7 @@ async fn main() {
     }
     while let Some(l) = pending.next().await {
         latencies.push(l);
-        if latencies.len() % 100 == 0 {
+        if latencies.len().is_multiple_of(100) {
             eprintln!(
                 "{} reports in {:.1} s",
                 latencies.len(),
