@@ -15,12 +15,8 @@ use serde_json::{Value, json};
 
 fn report(i: usize, hosts: usize) -> Value {
     let ip = |h: usize| {
-        format!(
-            "10.{}.{}.{}",
-            (h >> 16) & 255,
-            (h >> 8) & 255,
-            (h & 255) + 1
-        )
+        let h = h + 1;
+        format!("10.{}.{}.{}", (h >> 16) & 255, (h >> 8) & 255, h & 255)
     };
     let me = ip(i);
     let svc = |n: &str, pid: u32| json!({"pid": pid, "name": n, "unit": format!("{n}.service")});

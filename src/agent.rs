@@ -272,7 +272,17 @@ pub async fn ingest(app: &App, who: Reporter, body: &[u8]) -> Result<Run, Refuse
             ),
         ));
     }
-    record(app, &report)
+    // An agent token cannot vouch for an EC2 identity (the document is not
+    // verified): only the server's write token may join a report to an EC2
+    // instance, by its identity or by its private address.
+    let join = who == Reporter::Admin;
+    if !join && report.host.ec2.is_some() {
+        return Err(refused(
+            403,
+            "an agent token may not claim an EC2 instance identity (only the server's write token may)",
+        ));
+    }
+    record_with(app, &report, join)
         .await
         .map_err(|e| refused(500, format!("{e:#}")))
 }
@@ -325,13 +335,20 @@ pub fn ec2_by_private_ip(snap: &Snapshot, report: &HostReport) -> Option<host::E
     })
 }
 
-/// Turns a report into a run and records it.
+/// Turns a report into a run and records it, joining it to an EC2
+/// instance when it can (trusted callers: `collect host`, the write token).
 pub async fn record(app: &App, report: &HostReport) -> anyhow::Result<Run> {
+    record_with(app, report, true).await
+}
+
+/// [`record`], with the EC2 join by private address allowed or not.
+pub async fn record_with(app: &App, report: &HostReport, join: bool) -> anyhow::Result<Run> {
     let started_at = now_ms();
     let snap = app.snapshot();
     let index = listener_index(&snap, &report.host.hostname);
     let joined;
-    let report = if report.host.ec2.is_none()
+    let report = if join
+        && report.host.ec2.is_none()
         && let Some(ec2) = ec2_by_private_ip(&snap, report)
     {
         let mut r = report.clone();

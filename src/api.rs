@@ -119,6 +119,16 @@ async fn agent_report(
         );
     };
     match crate::agent::ingest(&state.app, who, &body).await {
+        // Recorded as a failed run (e.g. it raced a retirement): tell the
+        // agent, which retries with its next report.
+        Ok(run) if run.status == model::RunStatus::Failed => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "report not recorded (run {}): {}",
+                run.id,
+                run.error.as_deref().unwrap_or("failed")
+            ),
+        ),
         Ok(run) => axum::Json(serde_json::json!({
             "run": run.id,
             "status": run.status.as_str(),

@@ -138,6 +138,27 @@ async fn bad_tokens_roles_and_reports_are_refused_and_nothing_is_written() {
             403,
             "only for host 'web-1', not 'db-1'",
         ),
+        // An agent token may not claim an EC2 instance (unverified).
+        (
+            Some(WEB1),
+            bytes(
+                &json!({"version": 1, "host": {"hostname": "web-1", "ec2": {"instance_id": "i-0abc", "region": "us-east-1", "account_id": "123456789012"}}}),
+            ),
+            403,
+            "may not claim an EC2 instance identity",
+        ),
+        // Hostile process names are refused before they become ids.
+        (
+            Some(WEB1),
+            bytes(&report(
+                "web-1",
+                json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 80, "process": {"pid": 1, "name": "a b@c"}}]),
+                json!([]),
+                "10.0.0.5",
+            )),
+            400,
+            "listeners[0].process",
+        ),
         (
             Some(WEB1),
             b"{\"version\": 1, \"host\": ".to_vec(),

@@ -525,6 +525,67 @@ pub fn validate(report: &HostReport) -> Result<(), String> {
             report.connections.len()
         ));
     }
+    let text_ok = |s: &str, max: usize| s.len() <= max && !s.chars().any(char::is_control);
+    let f = &report.host;
+    for (field, v) in [
+        ("host.machine_id", f.machine_id.as_deref()),
+        ("host.os", f.os.as_deref()),
+        ("host.kernel", f.kernel.as_deref()),
+    ] {
+        if let Some(v) = v
+            && !text_ok(v, 256)
+        {
+            return Err(format!(
+                "{field}: longer than 256 bytes or has control characters"
+            ));
+        }
+    }
+    if f.interfaces.len() > 256 {
+        return Err(format!(
+            "host.interfaces: at most 256 (got {})",
+            f.interfaces.len()
+        ));
+    }
+    for (i, itf) in f.interfaces.iter().enumerate() {
+        if !text_ok(&itf.name, 64) || itf.addresses.len() > 256 {
+            return Err(format!(
+                "host.interfaces[{i}]: name longer than 64 bytes, control characters, or more than 256 addresses"
+            ));
+        }
+        if let Some(m) = &itf.mac
+            && !text_ok(m, 64)
+        {
+            return Err(format!("host.interfaces[{i}].mac: malformed"));
+        }
+    }
+    if report.limitations.len() > 32 || report.limitations.iter().any(|l| !text_ok(l, 1024)) {
+        return Err("limitations: at most 32 lines of at most 1024 bytes".into());
+    }
+    let process_ok = |p: &Option<Process>| -> bool {
+        p.as_ref().is_none_or(|p| {
+            // The name ends up in a service id: no whitespace or '@'.
+            text_ok(&p.name, 64)
+                && !p.name.contains(|c: char| c.is_whitespace() || c == '@')
+                && p.exe.as_deref().is_none_or(|e| text_ok(e, 4096))
+                && p.unit
+                    .as_deref()
+                    .is_none_or(|u| text_ok(u, 256) && !u.contains(char::is_whitespace))
+        })
+    };
+    for (i, l) in report.listeners.iter().enumerate() {
+        if !process_ok(&l.process) {
+            return Err(format!(
+                "listeners[{i}].process: name, exe or unit too long or with forbidden characters"
+            ));
+        }
+    }
+    for (i, c) in report.connections.iter().enumerate() {
+        if !process_ok(&c.process) {
+            return Err(format!(
+                "connections[{i}].process: name, exe or unit too long or with forbidden characters"
+            ));
+        }
+    }
     for (i, l) in report.listeners.iter().enumerate() {
         if l.protocol != "tcp" && l.protocol != "udp" {
             return Err(format!(
@@ -609,12 +670,15 @@ pub fn observations(
     }
     let mut services: BTreeMap<String, Svc> = BTreeMap::new();
     let mut local_index: HashMap<(IpAddr, u16), String> = HashMap::new();
-    let mut listening: HashMap<(u32, u16), String> = HashMap::new();
+    // A process that listens is one service: its outgoing connections are
+    // that service's, whatever it is named by (port rules included).
+    let mut pid_service: HashMap<u32, String> = HashMap::new();
+    let mut wildcard_ports: std::collections::HashSet<u16> = Default::default();
     let svc_id = |name: &str| format!("svc:{name}@{hostname}");
     for l in &report.listeners {
         let name = rules.name(Some(l.port), l.process.as_ref());
         let id = svc_id(&name);
-        let s = services.entry(name).or_insert_with(|| Svc {
+        let s = services.entry(name.clone()).or_insert_with(|| Svc {
             ports: BTreeSet::new(),
             endpoints: BTreeSet::new(),
             processes: BTreeSet::new(),
@@ -622,10 +686,13 @@ pub fn observations(
         s.ports.insert(format!("{}/{}", l.protocol, l.port));
         if let Some(p) = &l.process {
             s.processes.insert(p.clone());
-            listening.insert((p.pid, l.port), id.clone());
+            pid_service.entry(p.pid).or_insert_with(|| name.clone());
         }
         if l.protocol != "tcp" {
             continue;
+        }
+        if l.address.is_unspecified() {
+            wildcard_ports.insert(l.port);
         }
         // Where clients can reach it: the bound address, or for a wildcard
         // every address of the host.
@@ -655,14 +722,19 @@ pub fn observations(
     let mut deps: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     let mut externals: BTreeMap<IpAddr, BTreeSet<u16>> = BTreeMap::new();
     for c in &report.connections {
-        let inbound = match &c.process {
-            Some(p) => listening.contains_key(&(p.pid, c.local_port)),
-            None => local_index.contains_key(&(c.local_address, c.local_port)),
-        };
+        // Inbound: its local end is a listening endpoint of this host —
+        // whichever process holds it (postgres backends, sshd sessions and
+        // pre-forked workers accept in other processes than the listener).
+        let inbound = local_index.contains_key(&(c.local_address, c.local_port))
+            || wildcard_ports.contains(&c.local_port);
         if inbound {
             continue;
         }
-        let client_name = rules.name(None, c.process.as_ref());
+        let client_name = c
+            .process
+            .as_ref()
+            .and_then(|p| pid_service.get(&p.pid).cloned())
+            .unwrap_or_else(|| rules.name(None, c.process.as_ref()));
         let client = svc_id(&client_name);
         let s = services.entry(client_name).or_insert_with(|| Svc {
             ports: BTreeSet::new(),
@@ -1008,5 +1080,94 @@ mod tests {
                 .unwrap_err()
                 .starts_with("listeners[0].protocol")
         );
+        r.listeners[0].protocol = "tcp".into();
+        r.listeners[0].process = Some(Process {
+            pid: 1,
+            name: "evil name@x".into(),
+            exe: None,
+            unit: None,
+        });
+        assert!(
+            validate(&r)
+                .unwrap_err()
+                .starts_with("listeners[0].process")
+        );
+        r.listeners.clear();
+        r.host.os = Some("x".repeat(300));
+        assert!(validate(&r).unwrap_err().starts_with("host.os"));
+        r.host.os = None;
+        r.limitations = vec!["l".into(); 33];
+        assert!(validate(&r).unwrap_err().starts_with("limitations"));
+    }
+
+    /// Connections accepted by another process than the listener (postgres
+    /// backends, sshd sessions) are inbound; a listener's outgoing
+    /// connections belong to its (port-rule-named) service.
+    #[test]
+    fn forked_servers_and_named_listeners() {
+        let p = |pid: u32, name: &str| {
+            Some(Process {
+                pid,
+                name: name.into(),
+                exe: None,
+                unit: None,
+            })
+        };
+        let report = HostReport {
+            version: 1,
+            host: HostFacts {
+                hostname: "db-1".into(),
+                interfaces: vec![Interface {
+                    name: "eth0".into(),
+                    mac: None,
+                    addresses: vec!["10.0.0.7".parse().unwrap()],
+                }],
+                ..Default::default()
+            },
+            listeners: vec![
+                Listener {
+                    protocol: "tcp".into(),
+                    address: "0.0.0.0".parse().unwrap(),
+                    port: 5432,
+                    process: p(200, "postgres"),
+                },
+                Listener {
+                    protocol: "tcp".into(),
+                    address: "10.0.0.7".parse().unwrap(),
+                    port: 7777,
+                    process: p(300, "python3"),
+                },
+            ],
+            connections: vec![
+                Connection {
+                    local_address: "10.0.0.7".parse().unwrap(),
+                    local_port: 5432,
+                    remote_address: "10.0.0.5".parse().unwrap(),
+                    remote_port: 40000,
+                    process: p(201, "postgres"),
+                },
+                Connection {
+                    local_address: "10.0.0.7".parse().unwrap(),
+                    local_port: 50000,
+                    remote_address: "10.0.0.9".parse().unwrap(),
+                    remote_port: 443,
+                    process: p(300, "python3"),
+                },
+            ],
+            limitations: vec![],
+        };
+        let rules = NamingRules {
+            ports: [(7777, "ledger-api".to_string())].into(),
+        };
+        let b = observations(&report, &ListenerIndex::new(), &rules);
+        let deps: Vec<(&str, &str)> = b
+            .relations
+            .iter()
+            .filter(|r| r.kind == "depends_on")
+            .map(|r| (r.from.as_str(), r.to.as_str()))
+            .collect();
+        assert_eq!(deps, [("svc:ledger-api@db-1", "ext:10.0.0.9")]);
+        assert!(!b.resources.iter().any(|r| r.id == "ext:10.0.0.5"));
+        assert!(!b.resources.iter().any(|r| r.id == "svc:python3@db-1"));
     }
 }
