@@ -358,7 +358,33 @@ pub async fn record_with(app: &App, report: &HostReport, join: bool) -> anyhow::
     } else {
         report
     };
-    let batch: ScopeBatch = host::observations(report, &index, &app.agents.rules);
+    let mut batch: ScopeBatch = host::observations(report, &index, &app.agents.rules);
+    // An agent's `svc:NAME@HOST` is an instance of the declared `svc:NAME`
+    // when there is one: redundancy and drift then work at service level.
+    let mut links = Vec::new();
+    for r in &batch.resources {
+        let Some(name) = r.name.as_deref() else {
+            continue;
+        };
+        if r.kind != "service" {
+            continue;
+        }
+        let declared = format!("svc:{name}");
+        let known = snap
+            .lookup(&declared)
+            .map(|ix| snap.resource(ix))
+            .is_some_and(|d| d.status == crate::model::Status::Present && d.kind == "service");
+        if known && declared != r.id {
+            links.push(collectors::ObservedRelation {
+                from: r.id.clone(),
+                to: declared,
+                kind: collectors::kinds::INSTANCE_OF.into(),
+                attributes: serde_json::json!({"evidence": "observed", "matched": "name"}),
+                origin: None,
+            });
+        }
+    }
+    batch.relations.extend(links);
     app.apply(RunInput {
         collector: COLLECTOR.into(),
         scope: report.host.hostname.clone(),

@@ -787,10 +787,12 @@ impl AgentHost {
 /// Declared and observed dependencies that disagree.
 #[derive(SimpleObject)]
 pub struct Drift {
-    /// Declared `depends_on` relations whose client runs on a host with an
-    /// agent, but which no agent has observed.
+    /// Declared `depends_on` relations whose client an agent watches (it,
+    /// or one of its instances, runs on a host with an agent), but which no
+    /// agent has observed — between the resources or their services.
     pub declared_not_observed: Vec<Relation>,
-    /// `depends_on` relations agents observed that no inventory or API declares.
+    /// `depends_on` relations agents observed that nothing declares, between
+    /// the resources or their services.
     pub observed_not_declared: Vec<Relation>,
 }
 
@@ -1792,20 +1794,47 @@ impl Query {
             })
             .flat_map(|r| [r.from.as_str(), r.to.as_str()])
             .collect();
+        // Compare at service level: an instance stands for its service.
+        let mut service_of: std::collections::HashMap<&str, &str> = Default::default();
+        for r in snap.relations.iter() {
+            if r.status == model::Status::Present && r.kind == "instance_of" {
+                service_of.entry(r.from.as_str()).or_insert(r.to.as_str());
+            }
+        }
+        let key = |id: &'_ str| -> String { service_of.get(id).copied().unwrap_or(id).to_string() };
+        let watched_keys: std::collections::HashSet<String> =
+            watched.iter().map(|id| key(id)).collect();
+        let deps: Vec<(usize, &model::Relation, Vec<Evidence>)> = snap
+            .relations
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.status == model::Status::Present && r.kind == "depends_on")
+            .map(|(ix, r)| (ix, r, evidence_of(r)))
+            .collect();
+        let observed: std::collections::HashSet<(String, String)> = deps
+            .iter()
+            .filter(|(_, _, ev)| ev.contains(&Evidence::Observed))
+            .map(|(_, r, _)| (key(&r.from), key(&r.to)))
+            .collect();
+        let declared: std::collections::HashSet<(String, String)> = deps
+            .iter()
+            .filter(|(_, _, ev)| ev.contains(&Evidence::Declared))
+            .map(|(_, r, _)| (key(&r.from), key(&r.to)))
+            .collect();
         let mut declared_not_observed = Vec::new();
         let mut observed_not_declared = Vec::new();
-        for (ix, r) in snap.relations.iter().enumerate() {
-            if r.status != model::Status::Present || r.kind != "depends_on" {
-                continue;
-            }
-            let ev = evidence_of(r);
+        for (ix, r, ev) in &deps {
+            let pair = (key(&r.from), key(&r.to));
             let rel = || Relation {
                 snap: snap.clone(),
-                ix: ix as crate::graph::RelIx,
+                ix: *ix as crate::graph::RelIx,
             };
-            if ev == [Evidence::Declared] && watched.contains(r.from.as_str()) {
+            if *ev == [Evidence::Declared]
+                && watched_keys.contains(&pair.0)
+                && !observed.contains(&pair)
+            {
                 declared_not_observed.push(rel());
-            } else if ev == [Evidence::Observed] {
+            } else if *ev == [Evidence::Observed] && !declared.contains(&pair) {
                 observed_not_declared.push(rel());
             }
         }

@@ -736,3 +736,78 @@ async fn silent_hosts_go_stale_then_gone_and_keep_their_history() {
     assert!(run.created >= 1, "revived: {run:?}");
     assert_eq!(agents().await["freshness"], "FRESH");
 }
+
+/// Drift at service level: agents' `svc:NAME@HOST` become instances of a
+/// declared `svc:NAME`, so a declared `checkout → ledger` is confirmed by an
+/// observed `checkout@web-1 → ledger@db-1`, a declared `checkout → cache`
+/// nobody saw is listed, and so is an observed call nobody declared.
+#[tokio::test]
+async fn drift_compares_declared_services_with_observed_instances() {
+    let s = Server::start().await;
+    let admin = |q: &'static str| {
+        let client = s.client.clone();
+        let addr = s.addr;
+        async move {
+            let v: Value = client
+                .post(format!("http://{addr}/graphql"))
+                .bearer_auth(ADMIN)
+                .json(&json!({ "query": q }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert!(v.get("errors").is_none(), "{v}");
+        }
+    };
+    for q in [
+        "mutation { assertResource(id: \"svc:checkout\", kind: \"service\") { id } }",
+        "mutation { assertResource(id: \"svc:ledger\", kind: \"service\") { id } }",
+        "mutation { assertResource(id: \"svc:cache\", kind: \"service\") { id } }",
+        "mutation { assertRelation(from: \"svc:checkout\", to: \"svc:ledger\", kind: \"depends_on\") { kind } }",
+        "mutation { assertRelation(from: \"svc:checkout\", to: \"svc:cache\", kind: \"depends_on\") { kind } }",
+    ] {
+        admin(q).await;
+    }
+    let ledger = json!({"pid": 70, "name": "ledgerd", "unit": "ledger.service"});
+    let checkout = json!({"pid": 90, "name": "checkout", "unit": "checkout.service"});
+    let db = report(
+        "db-1",
+        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 7000, "process": ledger}]),
+        json!([]),
+        "10.0.0.7",
+    );
+    assert_eq!(s.post(Some(ADMIN), bytes(&db)).await.0, 200);
+    let web = report(
+        "web-1",
+        json!([]),
+        json!([
+            {"local_address": "10.0.0.5", "local_port": 40000, "remote_address": "10.0.0.7", "remote_port": 7000, "process": checkout},
+            {"local_address": "10.0.0.5", "local_port": 40001, "remote_address": "93.184.216.34", "remote_port": 443, "process": checkout}
+        ]),
+        "10.0.0.5",
+    );
+    assert_eq!(s.post(Some(WEB1), bytes(&web)).await.0, 200);
+    let d = s
+        .gql("{ drift { declaredNotObserved { from { id } to { id } } observedNotDeclared { from { id } to { id } } } }")
+        .await;
+    assert_eq!(
+        d["drift"]["declaredNotObserved"],
+        json!([{"from": {"id": "svc:checkout"}, "to": {"id": "svc:cache"}}]),
+        "{d}"
+    );
+    assert_eq!(
+        d["drift"]["observedNotDeclared"],
+        json!([{"from": {"id": "svc:checkout@web-1"}, "to": {"id": "ext:93.184.216.34"}}]),
+        "{d}"
+    );
+    // The observed instances are instances of the declared services.
+    let v = s
+        .gql("{ resource(id: \"svc:checkout@web-1\") { relations(direction: OUTGOING, kind: \"instance_of\") { to { id } } } }")
+        .await;
+    assert_eq!(
+        v["resource"]["relations"],
+        json!([{"to": {"id": "svc:checkout"}}])
+    );
+}
