@@ -91,6 +91,22 @@ impl Server {
         v["data"].clone()
     }
 
+    /// A mutation with the server's write token; fails the test on errors.
+    async fn admin(&self, query: &str) {
+        let v: Value = self
+            .client
+            .post(format!("http://{}/graphql", self.addr))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "query": query }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(v.get("errors").is_none(), "{v}");
+    }
+
     async fn counts(&self) -> (i64, usize) {
         let v = self
             .gql("{ resources(first: 1) { totalCount } runs(last: 100) { id } }")
@@ -341,26 +357,10 @@ async fn reports_connect_hosts_and_replace_the_previous_observation() {
         "retired with history: {h}"
     );
 
-    let assert = |q: &'static str| {
-        let client = s.client.clone();
-        let addr = s.addr;
-        async move {
-            let v: Value = client
-                .post(format!("http://{addr}/graphql"))
-                .bearer_auth(ADMIN)
-                .json(&json!({ "query": q }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            assert!(v.get("errors").is_none(), "{v}");
-        }
-    };
-    assert("mutation { assertRelation(from: \"svc:checkout@web-1\", to: \"svc:postgresql@15-main@db-1\", kind: \"depends_on\") { kind } }").await;
-    assert("mutation { assertResource(id: \"svc:payments\", kind: \"service\") { id } }").await;
-    assert("mutation { assertRelation(from: \"svc:checkout@web-1\", to: \"svc:payments\", kind: \"depends_on\") { kind } }").await;
+    s.admin("mutation { assertRelation(from: \"svc:checkout@web-1\", to: \"svc:postgresql@15-main@db-1\", kind: \"depends_on\") { kind } }").await;
+    s.admin("mutation { assertResource(id: \"svc:payments\", kind: \"service\") { id } }")
+        .await;
+    s.admin("mutation { assertRelation(from: \"svc:checkout@web-1\", to: \"svc:payments\", kind: \"depends_on\") { kind } }").await;
     let d = s
         .gql("{ drift { observedNotDeclared { to { id } } declaredNotObserved { from { id } to { id } evidence } } }")
         .await;
@@ -744,23 +744,6 @@ async fn silent_hosts_go_stale_then_gone_and_keep_their_history() {
 #[tokio::test]
 async fn drift_compares_declared_services_with_observed_instances() {
     let s = Server::start().await;
-    let admin = |q: &'static str| {
-        let client = s.client.clone();
-        let addr = s.addr;
-        async move {
-            let v: Value = client
-                .post(format!("http://{addr}/graphql"))
-                .bearer_auth(ADMIN)
-                .json(&json!({ "query": q }))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            assert!(v.get("errors").is_none(), "{v}");
-        }
-    };
     for q in [
         "mutation { assertResource(id: \"svc:checkout\", kind: \"service\") { id } }",
         "mutation { assertResource(id: \"svc:ledger\", kind: \"service\") { id } }",
@@ -768,7 +751,7 @@ async fn drift_compares_declared_services_with_observed_instances() {
         "mutation { assertRelation(from: \"svc:checkout\", to: \"svc:ledger\", kind: \"depends_on\") { kind } }",
         "mutation { assertRelation(from: \"svc:checkout\", to: \"svc:cache\", kind: \"depends_on\") { kind } }",
     ] {
-        admin(q).await;
+        s.admin(q).await;
     }
     let ledger = json!({"pid": 70, "name": "ledgerd", "unit": "ledger.service"});
     let checkout = json!({"pid": 90, "name": "checkout", "unit": "checkout.service"});
