@@ -448,6 +448,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 CollectCommand::AwsEc2(args) => aws_ec2_collector(&args)?,
                 CollectCommand::Host { hostname, print } => {
                     let report = crate::agent::gather(hostname.as_deref()).await;
+                    // The same checks a posted report gets (e.g. a process
+                    // name that cannot become a service id).
+                    collectors::host::validate(&report)
+                        .map_err(|e| anyhow::anyhow!("this machine's report is invalid: {e}"))?;
                     for l in &report.limitations {
                         eprintln!("note: {l}");
                     }

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,10 +18,8 @@ const ADMIN: &str = "admin-token-0123456789";
 const WEB1: &str = "agent-token-web-1-abcdef";
 
 struct Server {
-    addr: SocketAddr,
-    client: reqwest::Client,
+    run: common::Running,
     _db: common::TestDb,
-    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Server {
@@ -44,24 +41,17 @@ impl Server {
         )
         .await
         .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(infragraph::cli::serve_on(listener, app, async move {
-            let _ = rx.await;
-        }));
         Server {
-            addr,
-            client: reqwest::Client::new(),
+            run: common::Running::start(app).await,
             _db: db,
-            _stop: tx,
         }
     }
 
     async fn post(&self, token: Option<&str>, body: Vec<u8>) -> (u16, Value) {
         let mut req = self
+            .run
             .client
-            .post(format!("http://{}/api/v1/agents/report", self.addr))
+            .post(format!("http://{}/api/v1/agents/report", self.run.addr))
             .header("content-type", "application/json")
             .body(body);
         if let Some(t) = token {
@@ -77,34 +67,12 @@ impl Server {
     }
 
     async fn gql(&self, query: &str) -> Value {
-        let v: Value = self
-            .client
-            .post(format!("http://{}/graphql", self.addr))
-            .json(&json!({ "query": query }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert!(v.get("errors").is_none(), "{v}");
-        v["data"].clone()
+        self.run.data(query, json!({}), None).await
     }
 
     /// A mutation with the server's write token; fails the test on errors.
     async fn admin(&self, query: &str) {
-        let v: Value = self
-            .client
-            .post(format!("http://{}/graphql", self.addr))
-            .bearer_auth(ADMIN)
-            .json(&json!({ "query": query }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert!(v.get("errors").is_none(), "{v}");
+        self.run.data(query, json!({}), Some(ADMIN)).await;
     }
 
     async fn counts(&self) -> (i64, usize) {
@@ -693,27 +661,15 @@ async fn silent_hosts_go_stale_then_gone_and_keep_their_history() {
     ))
     .unwrap();
     infragraph::agent::record(&app, &r).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(infragraph::cli::serve_on(
-        listener,
-        app.clone(),
-        async move {
-            let _ = rx.await;
-        },
-    ));
-    let agents = || async move {
-        let v: Value = reqwest::Client::new()
-            .post(format!("http://{addr}/graphql"))
-            .json(&json!({"query": "{ agents { hostname freshness lastReport resource { id status } } }"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["data"]["agents"][0].clone()
+    let run = common::Running::start(app.clone()).await;
+    let agents = || async {
+        run.data(
+            "{ agents { hostname freshness lastReport resource { id status } } }",
+            json!({}),
+            None,
+        )
+        .await["agents"][0]
+            .clone()
     };
     // Nothing is retired before gone_after.
     assert!(infragraph::agent::sweep(&app).await.unwrap().is_empty());

@@ -11,7 +11,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -244,6 +243,38 @@ async fn create_sg(c: &ec2::Client, vpc: &str, name: &str) -> String {
         .unwrap()
 }
 
+/// A route table in `vpc`, associated with `subnet`.
+async fn route_table(c: &ec2::Client, vpc: &str, subnet: &str) -> String {
+    let rt = c
+        .create_route_table()
+        .vpc_id(vpc)
+        .send()
+        .await
+        .unwrap()
+        .route_table
+        .unwrap()
+        .route_table_id
+        .unwrap();
+    c.associate_route_table()
+        .route_table_id(&rt)
+        .subnet_id(subnet)
+        .send()
+        .await
+        .unwrap();
+    rt
+}
+
+/// A VPC elastic IP; its allocation id.
+async fn elastic_ip(c: &ec2::Client) -> String {
+    c.allocate_address()
+        .domain(DomainType::Vpc)
+        .send()
+        .await
+        .unwrap()
+        .allocation_id
+        .unwrap()
+}
+
 /// Starts `n` instances; returns their ids.
 async fn run_instances(
     c: &ec2::Client,
@@ -295,42 +326,17 @@ async fn terminate(c: &ec2::Client, id: &str) {
 }
 
 /// A real server (port 0) over the store the CLI wrote.
-struct Api {
-    addr: SocketAddr,
-    client: reqwest::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
+struct Api(common::Running);
 
 impl Api {
     async fn start(url: &str) -> Api {
         let store = Store::connect(url).await.unwrap();
         let app: Arc<App> = App::new(store, None).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(infragraph::cli::serve_on(listener, app, async move {
-            let _ = rx.await;
-        }));
-        Api {
-            addr,
-            client: reqwest::Client::new(),
-            _stop: tx,
-        }
+        Api(common::Running::start(app).await)
     }
 
     async fn gql(&self, query: &str, vars: Value) -> Value {
-        let v: Value = self
-            .client
-            .post(format!("http://{}/graphql", self.addr))
-            .json(&json!({"query": query, "variables": vars}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert!(v.get("errors").is_none(), "{query}: {v}");
-        v["data"].clone()
+        self.0.data(query, vars, None).await
     }
 
     /// One resource with its outgoing relations (`KIND -> to id`).
@@ -477,16 +483,7 @@ async fn discovers_an_estate_across_regions_with_rules_volumes_gateways_and_serv
         .send()
         .await
         .unwrap();
-    let rt_public = c
-        .create_route_table()
-        .vpc_id(&vpc_a)
-        .send()
-        .await
-        .unwrap()
-        .route_table
-        .unwrap()
-        .route_table_id
-        .unwrap();
+    let rt_public = route_table(&c, &vpc_a, &public).await;
     c.create_route()
         .route_table_id(&rt_public)
         .destination_cidr_block("0.0.0.0/0")
@@ -494,21 +491,8 @@ async fn discovers_an_estate_across_regions_with_rules_volumes_gateways_and_serv
         .send()
         .await
         .unwrap();
-    c.associate_route_table()
-        .route_table_id(&rt_public)
-        .subnet_id(&public)
-        .send()
-        .await
-        .unwrap();
     // NAT gateway in the public subnet; the private subnet routes through it.
-    let nat_eip = c
-        .allocate_address()
-        .domain(DomainType::Vpc)
-        .send()
-        .await
-        .unwrap()
-        .allocation_id
-        .unwrap();
+    let nat_eip = elastic_ip(&c).await;
     let nat = c
         .create_nat_gateway()
         .subnet_id(&public)
@@ -520,16 +504,7 @@ async fn discovers_an_estate_across_regions_with_rules_volumes_gateways_and_serv
         .unwrap()
         .nat_gateway_id
         .unwrap();
-    let rt_private = c
-        .create_route_table()
-        .vpc_id(&vpc_a)
-        .send()
-        .await
-        .unwrap()
-        .route_table
-        .unwrap()
-        .route_table_id
-        .unwrap();
+    let rt_private = route_table(&c, &vpc_a, &private).await;
     c.create_route()
         .route_table_id(&rt_private)
         .destination_cidr_block("0.0.0.0/0")
@@ -537,21 +512,8 @@ async fn discovers_an_estate_across_regions_with_rules_volumes_gateways_and_serv
         .send()
         .await
         .unwrap();
-    c.associate_route_table()
-        .route_table_id(&rt_private)
-        .subnet_id(&private)
-        .send()
-        .await
-        .unwrap();
     // An elastic IP on the database host.
-    let eip = c
-        .allocate_address()
-        .domain(DomainType::Vpc)
-        .send()
-        .await
-        .unwrap()
-        .allocation_id
-        .unwrap();
+    let eip = elastic_ip(&c).await;
     c.associate_address()
         .allocation_id(&eip)
         .instance_id(&db[0])

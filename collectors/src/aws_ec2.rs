@@ -1130,17 +1130,19 @@ fn build_batch(d: &RegionData, account: &str, region: &str, cfg: &AwsEc2Config) 
                     .map(|v| (k, v.to_string()))
             });
             if let Some((key, name)) = service {
-                let sid = b.resource(
-                    service_id(&name),
-                    "service",
-                    &name,
-                    BTreeMap::new(),
-                    Value::Null,
-                );
                 // Created if absent; an inventory that declares `svc:NAME`
                 // as another kind (a database, say) keeps its kind.
-                if let Some(r) = b.resources.iter_mut().find(|r| r.id == sid) {
-                    r.placeholder = true;
+                let sid = service_id(&name);
+                if b.seen.insert(sid.clone()) {
+                    b.resources.push(ObservedResource {
+                        id: sid.clone(),
+                        kind: "service".into(),
+                        name: Some(name.clone()),
+                        labels: BTreeMap::new(),
+                        attributes: Value::Null,
+                        origin: b.origin(),
+                        placeholder: true,
+                    });
                 }
                 b.relation(&id, &sid, kinds::INSTANCE_OF, json!({"tag": key}));
             }

@@ -238,6 +238,25 @@ pub fn socket_inode(link: &str) -> Option<u64> {
         .ok()
 }
 
+/// A process name fit for a service id: `comm` may hold spaces (`Web
+/// Content`), `@` or control characters; those become `_`, at most 64 bytes.
+pub fn clean_name(comm: &str) -> String {
+    comm.chars()
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() || c == '@' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .fold(String::new(), |mut acc, c| {
+            if acc.len() + c.len_utf8() <= 64 {
+                acc.push(c);
+            }
+            acc
+        })
+}
+
 /// The systemd unit of a process from its `/proc/PID/cgroup` text
 /// (`0::/system.slice/postgresql@15-main.service` → the last `.service`).
 pub fn systemd_unit(cgroup: &str) -> Option<String> {
@@ -373,7 +392,7 @@ impl ProcFs<'_> {
                 let p = process.get_or_insert_with(|| Process {
                     pid,
                     name: std::fs::read_to_string(base.join("comm"))
-                        .map(|s| s.trim().to_string())
+                        .map(|s| clean_name(s.trim()))
                         .unwrap_or_default(),
                     exe: std::fs::read_link(base.join("exe"))
                         .ok()
@@ -898,6 +917,9 @@ mod tests {
 
     #[test]
     fn maps_inodes_units_and_os_names() {
+        assert_eq!(clean_name("Web Content"), "Web_Content");
+        assert_eq!(clean_name("a@b\tc"), "a_b_c");
+        assert_eq!(clean_name(&"é".repeat(64)).len(), 64);
         assert_eq!(socket_inode("socket:[40211]"), Some(40211));
         assert_eq!(socket_inode("pipe:[40211]"), None);
         assert_eq!(socket_inode("/dev/null"), None);

@@ -150,3 +150,55 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// A real server on a free loopback port, serving `app` until dropped.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub client: reqwest::Client,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Running {
+    pub async fn start(app: std::sync::Arc<infragraph::app::App>) -> Running {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(infragraph::cli::serve_on(listener, app, async move {
+            let _ = rx.await;
+        }));
+        Running {
+            addr,
+            client: reqwest::Client::new(),
+            _stop: tx,
+        }
+    }
+
+    /// A GraphQL request (with `token` as bearer, if any); the whole answer.
+    pub async fn graphql(
+        &self,
+        query: &str,
+        variables: serde_json::Value,
+        token: Option<&str>,
+    ) -> serde_json::Value {
+        let mut req = self
+            .client
+            .post(format!("http://{}/graphql", self.addr))
+            .json(&serde_json::json!({"query": query, "variables": variables}));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap().json().await.unwrap()
+    }
+
+    /// `data` of a GraphQL request that must not fail.
+    pub async fn data(
+        &self,
+        query: &str,
+        variables: serde_json::Value,
+        token: Option<&str>,
+    ) -> serde_json::Value {
+        let v = self.graphql(query, variables, token).await;
+        assert!(v.get("errors").is_none(), "{query}: {v}");
+        v["data"].clone()
+    }
+}
