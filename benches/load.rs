@@ -5,7 +5,9 @@
 //! `cargo bench --bench load` (medium); `INFRAGRAPH_BENCH_SIZE=small|large`
 //! to change the size; `INFRAGRAPH_BENCH_PG=0` skips PostgreSQL;
 //! `INFRAGRAPH_BENCH_RESYNC=0` skips the unchanged
-//! re-sync. PostgreSQL is skipped, with a note, when unreachable.
+//! re-sync; `INFRAGRAPH_BENCH_STORE=memory` builds the graph straight from
+//! the generator and prints only the query figures. PostgreSQL is skipped,
+//! with a note, when unreachable.
 
 use std::time::{Duration, Instant};
 
@@ -84,6 +86,54 @@ async fn store_figures(name: &str, url: &str, batch: &ScopeBatch) -> Option<Snap
     );
     store.close().await;
     Some(snap)
+}
+
+/// The snapshot the store would load after one run of `batch`, built
+/// without a store (`INFRAGRAPH_BENCH_STORE=memory`).
+fn in_memory(batch: ScopeBatch) -> Snapshot {
+    use infragraph::model::{Provenance, Relation, Resource, Status};
+    let now = now_ms();
+    let prov = || {
+        vec![Provenance {
+            source: "bench:generated".into(),
+            status: Status::Present,
+            first_seen: now,
+            last_seen: now,
+            gone_at: None,
+        }]
+    };
+    let resources = batch
+        .resources
+        .into_iter()
+        .map(|r| Resource {
+            name: r.name.unwrap_or_else(|| r.id.clone()),
+            id: r.id,
+            kind: r.kind,
+            labels: r.labels,
+            attributes: r.attributes,
+            status: Status::Present,
+            first_seen: now,
+            last_seen: now,
+            gone_at: None,
+            sources: prov(),
+        })
+        .collect();
+    let relations = batch
+        .relations
+        .into_iter()
+        .map(|r| Relation {
+            from: r.from,
+            to: r.to,
+            kind: r.kind,
+            attributes: r.attributes,
+            status: Status::Present,
+            first_seen: now,
+            last_seen: now,
+            gone_at: None,
+            sources: prov(),
+        })
+        .collect();
+    Snapshot::build(resources, relations, now)
 }
 
 /// Resident set size of this process, from /proc (0 where unavailable).
@@ -300,6 +350,14 @@ async fn main() {
         relations: estate.relations,
         gone: Vec::new(),
     };
+    if std::env::var("INFRAGRAPH_BENCH_STORE").as_deref() == Ok("memory") {
+        // Query figures only: the snapshot straight from the generator.
+        let t = Instant::now();
+        let snap = in_memory(batch);
+        println!("memory: graph build {}", secs(t.elapsed()));
+        impact_figures(&snap);
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
     let snap = store_figures("sqlite", &sqlite, &batch).await;

@@ -8,6 +8,7 @@
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,7 +18,7 @@ use collectors::{Collection, ScopeBatch};
 use crate::app::App;
 use crate::graph::Snapshot;
 use crate::model::{Run, now_ms};
-use crate::store::RunInput;
+use crate::store::{RunInput, SilentSince, Superseded};
 
 /// The collector name agent reports are recorded under.
 pub const COLLECTOR: &str = "agent";
@@ -123,6 +124,41 @@ pub struct AgentHost {
     pub freshness: Freshness,
 }
 
+fn provenance_freshness(
+    p: &crate::model::Provenance,
+    settings: &AgentSettings,
+    now: crate::model::Millis,
+) -> Freshness {
+    let silent = (now - p.last_seen).max(0) as u128;
+    if p.status != crate::model::Status::Present {
+        Freshness::Gone
+    } else if silent > settings.stale_after.as_millis() {
+        Freshness::Stale
+    } else {
+        Freshness::Fresh
+    }
+}
+
+/// How fresh the agents' word on a resource is: FRESH while any agent
+/// that reports it reported within `stale_after`, STALE when every such
+/// agent has been silent longer, GONE when they all retired it; `None` for
+/// resources no agent reports.
+pub fn freshness(
+    r: &crate::model::Resource,
+    settings: &AgentSettings,
+    now: crate::model::Millis,
+) -> Option<Freshness> {
+    r.sources
+        .iter()
+        .filter(|p| p.source.starts_with("agent:"))
+        .map(|p| provenance_freshness(p, settings, now))
+        .min_by_key(|f| match f {
+            Freshness::Fresh => 0,
+            Freshness::Stale => 1,
+            Freshness::Gone => 2,
+        })
+}
+
 /// Hosts with agents, from the snapshot's provenance, by host name.
 pub fn hosts(
     snap: &Snapshot,
@@ -138,14 +174,7 @@ pub fn hosts(
             let Some(hostname) = p.source.strip_prefix("agent:") else {
                 continue;
             };
-            let silent = (now - p.last_seen).max(0) as u128;
-            let freshness = if p.status != crate::model::Status::Present {
-                Freshness::Gone
-            } else if silent > settings.stale_after.as_millis() {
-                Freshness::Stale
-            } else {
-                Freshness::Fresh
-            };
+            let freshness = provenance_freshness(p, settings, now);
             out.push(AgentHost {
                 hostname: hostname.to_string(),
                 resource: ix as crate::graph::Ix,
@@ -171,9 +200,18 @@ pub async fn sweep(app: &App) -> anyhow::Result<Vec<String>> {
         })
         .map(|h| h.hostname)
         .collect();
-    for host in &silent {
+    let before = now - app.agents.gone_after.as_millis() as i64;
+    let mut retired = Vec::new();
+    for host in silent {
         tracing::warn!(host = %host, gone_after = ?app.agents.gone_after, "agent silent: marking what it reported gone");
-        app.apply(RunInput {
+        // The decision above came from the snapshot; a report that landed
+        // since (on this replica or another) wins: checked in the run's
+        // transaction.
+        let guard = SilentSince {
+            source: crate::store::source_name(COLLECTOR, &host),
+            before,
+        };
+        let input = RunInput {
             collector: COLLECTOR.into(),
             scope: host.clone(),
             started_at: now_ms(),
@@ -187,10 +225,16 @@ pub async fn sweep(app: &App) -> anyhow::Result<Vec<String>> {
             }),
             retract: Vec::new(),
             additive: false,
-        })
-        .await?;
+        };
+        match app.apply_unless_seen(input, guard).await {
+            Ok(_) => retired.push(host),
+            Err(e) if e.downcast_ref::<Superseded>().is_some() => {
+                tracing::info!(host = %host, "agent reported again meanwhile: nothing retired");
+            }
+            Err(e) => return Err(e),
+        }
     }
-    Ok(silent)
+    Ok(retired)
 }
 
 /// Runs [`sweep`] every half `stale_after` (at most every minute) until
@@ -238,26 +282,38 @@ fn refused(status: u16, message: impl Into<String>) -> Refused {
     }
 }
 
-/// The listening endpoints other hosts' agents published, from the graph.
-pub fn listener_index(snap: &Snapshot, except_host: &str) -> ListenerIndex {
+/// The listening endpoints agents published, from the graph: built once
+/// per snapshot and shared by every report matched against it.
+pub fn listener_index(app: &App, snap: &Arc<Snapshot>) -> Arc<ListenerIndex> {
+    let mut cache = app.listener_cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((s, index)) = cache.as_ref()
+        && Arc::ptr_eq(s, snap)
+    {
+        return Arc::clone(index);
+    }
     let mut index = ListenerIndex::new();
     for r in snap.resources.iter() {
         if r.kind != "service" || r.status != crate::model::Status::Present {
             continue;
         }
-        if r.attributes.get("host").and_then(|h| h.as_str()) == Some(except_host) {
+        let Some(host) = r.attributes.get("host").and_then(|h| h.as_str()) else {
             continue;
-        }
+        };
         for ep in host::endpoints_of(&r.attributes) {
-            index.insert(ep, r.id.clone());
+            index.insert(ep, host, r.id.clone());
         }
     }
+    let index = Arc::new(index);
+    *cache = Some((Arc::clone(snap), Arc::clone(&index)));
     index
 }
 
 /// Validates and records one report. Nothing is written unless it is
 /// accepted.
-pub async fn ingest(app: &App, who: Reporter, body: &[u8]) -> Result<Run, Refused> {
+///
+/// The answer comes once the report is committed; the graph includes it
+/// after the next background refresh (see [`App::apply_deferred`]).
+pub async fn ingest(app: &Arc<App>, who: Reporter, body: &[u8]) -> Result<Run, Refused> {
     let report: HostReport =
         serde_json::from_slice(body).map_err(|e| refused(400, format!("malformed report: {e}")))?;
     host::validate(&report).map_err(|e| refused(400, format!("invalid report: {e}")))?;
@@ -282,7 +338,8 @@ pub async fn ingest(app: &App, who: Reporter, body: &[u8]) -> Result<Run, Refuse
             "an agent token may not claim an EC2 instance identity (only the server's write token may)",
         ));
     }
-    record_with(app, &report, join)
+    let input = run_input(app, &report, join);
+    app.apply_deferred(input)
         .await
         .map_err(|e| refused(500, format!("{e:#}")))
 }
@@ -343,9 +400,15 @@ pub async fn record(app: &App, report: &HostReport) -> anyhow::Result<Run> {
 
 /// [`record`], with the EC2 join by private address allowed or not.
 pub async fn record_with(app: &App, report: &HostReport, join: bool) -> anyhow::Result<Run> {
+    app.apply(run_input(app, report, join)).await
+}
+
+/// The run a report becomes, matched against the current snapshot (the
+/// EC2 join by private address only when `join`).
+pub fn run_input(app: &App, report: &HostReport, join: bool) -> RunInput {
     let started_at = now_ms();
     let snap = app.snapshot();
-    let index = listener_index(&snap, &report.host.hostname);
+    let index = listener_index(app, &snap);
     let joined;
     let report = if join
         && report.host.ec2.is_none()
@@ -385,7 +448,7 @@ pub async fn record_with(app: &App, report: &HostReport, join: bool) -> anyhow::
         }
     }
     batch.relations.extend(links);
-    app.apply(RunInput {
+    RunInput {
         collector: COLLECTOR.into(),
         scope: report.host.hostname.clone(),
         started_at,
@@ -395,8 +458,7 @@ pub async fn record_with(app: &App, report: &HostReport, join: bool) -> anyhow::
         }),
         retract: Vec::new(),
         additive: false,
-    })
-    .await
+    }
 }
 
 /// This machine's interfaces: addresses from the kernel, MACs from /sys.

@@ -41,6 +41,10 @@ pub const MAX_DEPTH: usize = 16;
 pub const MAX_COMPLEXITY: usize = 50_000;
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 1 << 20;
+/// Largest agent report accepted, in bytes: room for the most sockets a
+/// report may hold (`collectors::host::MAX_SOCKETS` listeners and as many
+/// connections). Read only once the token is checked.
+pub const MAX_REPORT_BODY: usize = 16 << 20;
 /// Largest page of `resources`.
 pub const MAX_PAGE: usize = 10_000;
 
@@ -69,13 +73,16 @@ pub fn router(app: Arc<App>) -> Router {
         app,
         schema: schema(),
     };
+    // Reports have their own, larger limit, applied in the handler once
+    // the token is known.
+    let agents = Router::new().route("/api/v1/agents/report", axum::routing::post(agent_report));
     Router::new()
         .route("/graphql", get(graphiql).post(graphql))
         .route("/healthz", get(healthz))
         .route("/diagrams/{file}", get(diagram_http))
-        .route("/api/v1/agents/report", axum::routing::post(agent_report))
         .route("/", get(|| async { Redirect::temporary("/graphql") }))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .merge(agents)
         .with_state(state)
 }
 
@@ -83,11 +90,9 @@ pub fn router(app: Arc<App>) -> Router {
 /// README). The server's write token may report for any host; an agent
 /// token only for its own host name. Answers 200 with the run, or 4xx with
 /// `{"error": ...}` and nothing written.
-async fn agent_report(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
+async fn agent_report(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     use crate::agent::Reporter;
     let error = |status: StatusCode, message: String| {
         (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
@@ -117,6 +122,25 @@ async fn agent_report(
             StatusCode::UNAUTHORIZED,
             "unknown token: not an agent token or the server's write token".into(),
         );
+    };
+    // The body is read only for a known token.
+    let body = match axum::body::to_bytes(body, MAX_REPORT_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_big {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("report larger than {MAX_REPORT_BODY} bytes"),
+                )
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the report: {e}"),
+                )
+            };
+        }
     };
     match crate::agent::ingest(&state.app, who, &body).await {
         // Recorded as a failed run (e.g. it raced a retirement): tell the
@@ -603,6 +627,14 @@ impl Resource {
     async fn sources(&self) -> Vec<Provenance> {
         provenance(&self.r().sources)
     }
+    /// For what host agents report (hosts, their services, the endpoints
+    /// they talk to): FRESH while any agent reporting it reported within
+    /// `agent_stale_after`, STALE when all of them have been silent longer,
+    /// GONE when they retired it. Null when no agent reports it.
+    async fn agent_freshness(&self, ctx: &Context<'_>) -> Option<AgentFreshness> {
+        let app = ctx.data_unchecked::<Arc<App>>();
+        crate::agent::freshness(self.r(), &app.agents, now_ms()).map(AgentFreshness::from)
+    }
     /// Its present relations; both directions by default, optionally one kind.
     #[graphql(complexity = "10 * child_complexity")]
     async fn relations(&self, direction: Option<Direction>, kind: Option<String>) -> Vec<Relation> {
@@ -776,7 +808,13 @@ impl AgentHost {
     }
     /// FRESH, STALE or GONE.
     async fn freshness(&self) -> AgentFreshness {
-        match self.host.freshness {
+        self.host.freshness.into()
+    }
+}
+
+impl From<crate::agent::Freshness> for AgentFreshness {
+    fn from(f: crate::agent::Freshness) -> Self {
+        match f {
             crate::agent::Freshness::Fresh => AgentFreshness::Fresh,
             crate::agent::Freshness::Stale => AgentFreshness::Stale,
             crate::agent::Freshness::Gone => AgentFreshness::Gone,

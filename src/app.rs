@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use crate::collector::ConfiguredCollector;
 use crate::graph::Snapshot;
 use crate::model::{Run, now_ms};
-use crate::store::{RunInput, Store};
+use crate::store::{RunInput, SilentSince, Store};
 
 /// Shared state of the server and the CLI commands that write.
 pub struct App {
@@ -21,11 +21,19 @@ pub struct App {
     /// snapshot includes: concurrent writers share one refresh.
     committed: std::sync::atomic::AtomicU64,
     loaded: std::sync::atomic::AtomicU64,
+    /// A background refresh is queued and has not started loading yet
+    /// (see [`App::apply_deferred`]).
+    refresh_queued: std::sync::atomic::AtomicBool,
     /// The bearer token that authorizes writes; `None` disables them.
     pub token: Option<String>,
     /// Agent tokens and service naming rules.
     pub agents: crate::agent::AgentSettings,
+    /// The agents' listener index and the snapshot it was built from.
+    pub(crate) listener_cache: ListenerCache,
 }
+
+type ListenerCache =
+    std::sync::Mutex<Option<(Arc<Snapshot>, Arc<collectors::host::ListenerIndex>)>>;
 
 impl App {
     /// Loads the graph from the store.
@@ -45,8 +53,10 @@ impl App {
             refresh_lock: tokio::sync::Mutex::new(()),
             committed: std::sync::atomic::AtomicU64::new(0),
             loaded: std::sync::atomic::AtomicU64::new(0),
+            refresh_queued: std::sync::atomic::AtomicBool::new(false),
             token,
             agents,
+            listener_cache: Default::default(),
         };
         app.refresh().await?;
         Ok(Arc::new(app))
@@ -87,7 +97,6 @@ impl App {
         Ok(())
     }
 
-    /// Records a run and refreshes the graph.
     /// Records a run and refreshes the graph. When several writers commit
     /// at once (agents reporting together), one refresh serves them all:
     /// each returns once the snapshot includes its own write.
@@ -100,6 +109,70 @@ impl App {
             self.refresh_locked().await?;
         }
         Ok(run)
+    }
+
+    /// [`App::apply`] under a precondition (see [`SilentSince`]): when it
+    /// no longer holds nothing is written and the error is a
+    /// [`crate::store::Superseded`].
+    pub async fn apply_unless_seen(
+        &self,
+        input: RunInput,
+        guard: SilentSince,
+    ) -> anyhow::Result<Run> {
+        use std::sync::atomic::Ordering;
+        let run = self.store.apply_unless_seen(input, Some(guard)).await?;
+        let mine = self.committed.fetch_add(1, Ordering::SeqCst) + 1;
+        let _guard = self.refresh_lock.lock().await;
+        if self.loaded.load(Ordering::SeqCst) < mine {
+            self.refresh_locked().await?;
+        }
+        Ok(run)
+    }
+
+    /// Records a run and returns once it is committed; the graph catches up
+    /// in the background. Many writers (a fleet of agents reporting every
+    /// minute) then cost one refresh per refresh time, not one each, and a
+    /// report is not held while the whole graph reloads. Queries see the
+    /// write within one refresh (`graph refreshed` in the log says how long).
+    pub async fn apply_deferred(self: &Arc<Self>, input: RunInput) -> anyhow::Result<Run> {
+        use std::sync::atomic::Ordering;
+        let run = self.store.apply(input).await?;
+        self.committed.fetch_add(1, Ordering::SeqCst);
+        self.queue_refresh();
+        Ok(run)
+    }
+
+    /// Queues one background refresh unless one is already queued: writes
+    /// committed while a refresh loads queue the next one, so the snapshot
+    /// always ends up including every write.
+    fn queue_refresh(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.refresh_queued.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let app = Arc::clone(self);
+        tokio::spawn(async move {
+            let _guard = app.refresh_lock.lock().await;
+            // From here on, a new write queues another refresh.
+            app.refresh_queued.store(false, Ordering::SeqCst);
+            if app.loaded.load(Ordering::SeqCst) < app.committed.load(Ordering::SeqCst)
+                && let Err(e) = app.refresh_locked().await
+            {
+                tracing::error!(error = %format!("{e:#}"), "background graph refresh failed; the next write retries");
+            }
+        });
+    }
+
+    /// Waits until the snapshot includes every write committed so far
+    /// (for tests and for callers that need to read their own writes).
+    pub async fn settle(&self) -> anyhow::Result<()> {
+        use std::sync::atomic::Ordering;
+        let target = self.committed.load(Ordering::SeqCst);
+        let _guard = self.refresh_lock.lock().await;
+        if self.loaded.load(Ordering::SeqCst) < target {
+            self.refresh_locked().await?;
+        }
+        Ok(())
     }
 
     /// Runs one collector, records the run and refreshes the graph.

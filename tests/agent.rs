@@ -19,6 +19,7 @@ const WEB1: &str = "agent-token-web-1-abcdef";
 
 struct Server {
     run: common::Running,
+    app: Arc<App>,
     _db: common::TestDb,
 }
 
@@ -42,7 +43,8 @@ impl Server {
         .await
         .unwrap();
         Server {
-            run: common::Running::start(app).await,
+            run: common::Running::start(app.clone()).await,
+            app,
             _db: db,
         }
     }
@@ -60,6 +62,9 @@ impl Server {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
+        // The answer comes at commit; the graph catches up in the
+        // background. Tests read their writes: wait for it.
+        self.app.settle().await.unwrap();
         (
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
@@ -198,9 +203,15 @@ async fn bad_tokens_roles_and_reports_are_refused_and_nothing_is_written() {
             "want '{says}' in {answer}"
         );
     }
-    // Oversized: refused by the body limit before any parsing.
-    let (status, _) = s.post(Some(WEB1), vec![b' '; 2 << 20]).await;
-    assert_eq!(status, 413);
+    // Oversized: refused by the body limit before any parsing; an unknown
+    // token is refused before its body is read at all.
+    let (status, answer) = s.post(Some(WEB1), vec![b' '; 17 << 20]).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.to_string().contains("larger than"), "{answer}");
+    let (status, _) = s
+        .post(Some("not-a-token-at-all-0000"), vec![b' '; 17 << 20])
+        .await;
+    assert_eq!(status, 401);
     assert_eq!(s.counts().await, (0, 0), "nothing written, not even a run");
 
     let (status, answer) = s.post(Some(WEB1), bytes(&good)).await;
@@ -215,6 +226,50 @@ async fn bad_tokens_roles_and_reports_are_refused_and_nothing_is_written() {
         "Debian GNU/Linux 12 (bookworm)"
     );
     assert_eq!(h["resource"]["sources"][0]["source"], "agent:web-1");
+}
+
+/// A busy host's report (8,000 connections, over 1 MiB of JSON) is
+/// accepted, and the graph takes it in by itself after the answer (a
+/// background refresh; nobody calls `settle`).
+#[tokio::test]
+async fn large_reports_are_accepted_and_reach_the_graph_in_the_background() {
+    let s = Server::start().await;
+    let proc_ = json!({"pid": 900, "name": "checkout", "unit": "checkout.service"});
+    let connections: Vec<Value> = (0..8000)
+        .map(|i| {
+            json!({"local_address": "10.0.0.5", "local_port": 20000 + i,
+                   "remote_address": format!("10.9.{}.{}", i / 250, i % 250 + 1), "remote_port": 443,
+                   "process": proc_})
+        })
+        .collect();
+    let body = bytes(&report("web-1", json!([]), json!(connections), "10.0.0.5"));
+    assert!(body.len() > 1 << 20, "{} bytes", body.len());
+    let resp = s
+        .run
+        .client
+        .post(format!("http://{}/api/v1/agents/report", s.run.addr))
+        .bearer_auth(WEB1)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let start = Instant::now();
+    loop {
+        let v = s
+            .gql("{ resource(id: \"svc:checkout@web-1\") { relations(direction: OUTGOING, kind: \"depends_on\") { to { kind } } } }")
+            .await;
+        let n = v["resource"]["relations"].as_array().map_or(0, Vec::len);
+        if n == 8000 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the graph never took the report in: {n} dependencies"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -552,39 +607,6 @@ async fn agents_in_network_namespaces_reconstruct_hosts_services_and_the_depende
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The agents, each in its host, one report each (a first: its listener
-    // is what b's connection is matched against).
-    for (ns, name, tok) in [(&ns_a, "host-a", "tok_a"), (&ns_b, "host-b", "tok_b")] {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, bin, "agent"])
-            .args(["--server", &format!("http://10.231.0.1:{port}")])
-            .args(["--token-file", files.path(tok).to_str().unwrap()])
-            .args(["--hostname", name, "--once"])
-            .env("INFRAGRAPH_IMDS_ENDPOINT", "off")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "agent in {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    // Host b's agent may not report for host a.
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns_b, bin, "agent"])
-        .args(["--server", &format!("http://10.231.0.1:{port}")])
-        .args(["--token-file", files.path("tok_b").to_str().unwrap()])
-        .args(["--hostname", "host-a", "--once"])
-        .env("INFRAGRAPH_IMDS_ENDPOINT", "off")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("403"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
     let gql = |q: &'static str| {
         let client = client.clone();
         async move {
@@ -599,6 +621,63 @@ async fn agents_in_network_namespaces_reconstruct_hosts_services_and_the_depende
                 .unwrap()
         }
     };
+    // The graph takes a report in after the answer (a background refresh):
+    // wait until a query shows it.
+    let eventually = |q: &'static str, ok: fn(&Value) -> bool| {
+        let gql = &gql;
+        async move {
+            let start = Instant::now();
+            loop {
+                let v = gql(q).await;
+                if ok(&v) {
+                    return v;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "never true for {q}: {v}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let agent_once = |ns: &str, name: &str, tok: &str| {
+        Command::new("ip")
+            .args(["netns", "exec", ns, bin, "agent"])
+            .args(["--server", &format!("http://10.231.0.1:{port}")])
+            .args(["--token-file", files.path(tok).to_str().unwrap()])
+            .args(["--hostname", name, "--once"])
+            .env("INFRAGRAPH_IMDS_ENDPOINT", "off")
+            .output()
+            .unwrap()
+    };
+    // The agents, each in its host, one report each: a first, and once its
+    // listener is in the graph, b (whose connection is matched against it).
+    for (ns, name, tok) in [(&ns_a, "host-a", "tok_a"), (&ns_b, "host-b", "tok_b")] {
+        let out = agent_once(ns, name, tok);
+        assert!(
+            out.status.success(),
+            "agent in {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if name == "host-a" {
+            eventually("{ resource(id: \"svc:ledger-api@host-a\") { id } }", |v| {
+                !v["data"]["resource"].is_null()
+            })
+            .await;
+        }
+    }
+    // Host b's agent may not report for host a.
+    let out = agent_once(&ns_b, "host-a", "tok_b");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually("{ resource(id: \"host:host-b\") { id } }", |v| {
+        !v["data"]["resource"].is_null()
+    })
+    .await;
     let v = gql("{ resource(id: \"svc:ledger-api@host-a\") { kind attributes relations(direction: BOTH) { kind attributes from { id } to { id } } } }").await;
     let r = &v["data"]["resource"];
     assert_eq!(r["kind"], "service", "{v}");
@@ -678,11 +757,23 @@ async fn silent_hosts_go_stale_then_gone_and_keep_their_history() {
     assert_eq!(a["hostname"], "web-1");
     assert_eq!(a["freshness"], "STALE", "{a}");
     assert_eq!(a["resource"]["status"], "PRESENT");
+    // Every resource the agent reports says so, not only the agents list.
+    let fresh = || async {
+        run.data(
+            "{ resource(id: \"svc:checkout@web-1\") { agentFreshness status } }",
+            json!({}),
+            None,
+        )
+        .await["resource"]
+            .clone()
+    };
+    assert_eq!(fresh().await["agentFreshness"], "STALE");
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(infragraph::agent::sweep(&app).await.unwrap(), ["web-1"]);
     let a = agents().await;
     assert_eq!(a["freshness"], "GONE", "{a}");
     assert_eq!(a["resource"]["status"], "GONE");
+    assert_eq!(fresh().await["agentFreshness"], "GONE");
     let (res, _) = app.store.load_all().await.unwrap();
     let svc = res.iter().find(|r| r.id == "svc:checkout@web-1").unwrap();
     assert_eq!(svc.status, infragraph::model::Status::Gone);
@@ -691,6 +782,59 @@ async fn silent_hosts_go_stale_then_gone_and_keep_their_history() {
     let run = infragraph::agent::record(&app, &r).await.unwrap();
     assert!(run.created >= 1, "revived: {run:?}");
     assert_eq!(agents().await["freshness"], "FRESH");
+}
+
+/// The sweep decides from the graph snapshot; a report that lands after
+/// that decision (here: written to the store, the snapshot not yet
+/// refreshed, as on another replica) wins and nothing is retired.
+#[tokio::test]
+async fn a_report_landing_after_the_sweep_decided_wins() {
+    let db = common::TestDb::sqlite();
+    let store = Store::connect(&db.url).await.unwrap();
+    let app: Arc<App> = App::with_agents(
+        store,
+        None,
+        AgentSettings {
+            stale_after: Duration::from_millis(50),
+            gone_after: Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let r: collectors::host::HostReport = serde_json::from_value(report(
+        "web-1",
+        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 8080, "process": {"pid": 9, "name": "checkout"}}]),
+        json!([]),
+        "10.0.0.5",
+    ))
+    .unwrap();
+    infragraph::agent::record(&app, &r).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The host reports again; the snapshot still shows it silent.
+    app.store
+        .apply(infragraph::agent::run_input(&app, &r, true))
+        .await
+        .unwrap();
+    let runs_before = app.store.runs(100).await.unwrap().len();
+    assert!(
+        infragraph::agent::sweep(&app).await.unwrap().is_empty(),
+        "a host that just reported was retired"
+    );
+    assert_eq!(
+        app.store.runs(100).await.unwrap().len(),
+        runs_before,
+        "nothing recorded"
+    );
+    let (res, _) = app.store.load_all().await.unwrap();
+    for id in ["host:web-1", "svc:checkout@web-1"] {
+        let x = res.iter().find(|x| x.id == id).unwrap();
+        assert_eq!(x.status, infragraph::model::Status::Present, "{id}");
+    }
+    // Once it really is silent, the sweep retires it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.refresh().await.unwrap();
+    assert_eq!(infragraph::agent::sweep(&app).await.unwrap(), ["web-1"]);
 }
 
 /// Drift at service level: agents' `svc:NAME@HOST` become instances of a

@@ -491,9 +491,68 @@ impl NamingRules {
     }
 }
 
-/// Listening endpoints known from other hosts: `(address, port)` → the
-/// service id that listens there (built by the server from its graph).
-pub type ListenerIndex = HashMap<(IpAddr, u16), String>;
+/// Listening endpoints agents published: `(address, port)` → the host and
+/// service that listen there (built by the server from its graph).
+#[derive(Debug, Clone, Default)]
+pub struct ListenerIndex {
+    by_endpoint: HashMap<(IpAddr, u16), Vec<(String, String)>>,
+}
+
+/// What a connection's remote end is, by the listener index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerMatch<'a> {
+    /// No other host publishes it.
+    Unknown,
+    /// The service listening there.
+    One(&'a str),
+    /// Several hosts publish it (the same private address in two VPCs, a
+    /// floating address between failover peers): no guess is made.
+    Ambiguous(Vec<&'a str>),
+}
+
+impl ListenerIndex {
+    /// An empty index.
+    pub fn new() -> ListenerIndex {
+        ListenerIndex::default()
+    }
+
+    /// Records that `service`, on `host`, listens at `endpoint`.
+    pub fn insert(&mut self, endpoint: (IpAddr, u16), host: &str, service: String) {
+        let v = self.by_endpoint.entry(endpoint).or_default();
+        if !v.iter().any(|(h, s)| h == host && *s == service) {
+            v.push((host.to_string(), service));
+        }
+    }
+
+    /// Who listens at `endpoint` on a host other than `except_host`.
+    pub fn lookup(&self, endpoint: &(IpAddr, u16), except_host: &str) -> ListenerMatch<'_> {
+        let mut found: Vec<&str> = self
+            .by_endpoint
+            .get(endpoint)
+            .into_iter()
+            .flatten()
+            .filter(|(h, _)| h != except_host)
+            .map(|(_, s)| s.as_str())
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        match found.len() {
+            0 => ListenerMatch::Unknown,
+            1 => ListenerMatch::One(found[0]),
+            _ => ListenerMatch::Ambiguous(found),
+        }
+    }
+
+    /// How many endpoints it knows.
+    pub fn len(&self) -> usize {
+        self.by_endpoint.len()
+    }
+
+    /// Whether it knows none.
+    pub fn is_empty(&self) -> bool {
+        self.by_endpoint.is_empty()
+    }
+}
 
 /// The id of the host a report describes: its EC2 instance ARN when the
 /// agent runs on EC2 (the same resource the EC2 collector reports), else
@@ -740,6 +799,7 @@ pub fn observations(
     // listens on) become dependencies.
     let mut deps: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     let mut externals: BTreeMap<IpAddr, BTreeSet<u16>> = BTreeMap::new();
+    let mut ambiguous: BTreeMap<IpAddr, BTreeSet<String>> = BTreeMap::new();
     for c in &report.connections {
         // Inbound: its local end is a listening endpoint of this host —
         // whichever process holds it (postgres backends, sshd sessions and
@@ -764,10 +824,20 @@ pub fn observations(
             s.processes.insert(p.clone());
         }
         let remote = (c.remote_address, c.remote_port);
-        let target = local_index
-            .get(&remote)
-            .or_else(|| others.get(&remote))
-            .cloned();
+        let target = match local_index.get(&remote) {
+            Some(t) => Some(t.clone()),
+            None => match others.lookup(&remote, hostname) {
+                ListenerMatch::One(t) => Some(t.to_string()),
+                ListenerMatch::Unknown => None,
+                ListenerMatch::Ambiguous(candidates) => {
+                    ambiguous
+                        .entry(c.remote_address)
+                        .or_default()
+                        .extend(candidates.into_iter().map(str::to_string));
+                    None
+                }
+            },
+        };
         let target = match target {
             Some(t) => t,
             None => {
@@ -812,11 +882,16 @@ pub fn observations(
         });
     }
     for (addr, ports) in externals {
+        let mut attributes = json!({"address": addr, "ports": ports, "evidence": "observed"});
+        if let Some(c) = ambiguous.get(&addr) {
+            // Several hosts listen there: say so rather than guess.
+            attributes["ambiguous_listeners"] = json!(c);
+        }
         let mut r = observed_resource(
             format!("ext:{addr}"),
             "external_endpoint",
             addr.to_string(),
-            json!({"address": addr, "ports": ports, "evidence": "observed"}),
+            attributes,
         );
         r.placeholder = true;
         resources.push(r);
@@ -1027,6 +1102,7 @@ mod tests {
         let mut others = ListenerIndex::new();
         others.insert(
             ("10.0.0.7".parse().unwrap(), 5432),
+            "db-2",
             "svc:postgresql@db-2".into(),
         );
         let rules = NamingRules::default();
@@ -1069,6 +1145,44 @@ mod tests {
             b.relations
                 .iter()
                 .any(|r| r.from == "svc:checkout@db-1" && r.to == "ext:10.0.0.7")
+        );
+
+        // Two hosts publish 10.0.0.7:5432 (one address in two VPCs): no
+        // guess; the endpoint stays external and names both candidates. A
+        // host's own listener in the index is not a candidate for itself.
+        let mut others = ListenerIndex::new();
+        for h in ["db-2", "db-3"] {
+            others.insert(
+                ("10.0.0.7".parse().unwrap(), 5432),
+                h,
+                format!("svc:postgresql@{h}"),
+            );
+        }
+        others.insert(
+            ("10.0.0.7".parse().unwrap(), 5432),
+            "db-2",
+            "svc:postgresql@db-2".into(),
+        );
+        let ep = ("10.0.0.7".parse().unwrap(), 5432);
+        assert_eq!(
+            others.lookup(&ep, "db-3"),
+            ListenerMatch::One("svc:postgresql@db-2")
+        );
+        assert_eq!(
+            others.lookup(&ep, "db-1"),
+            ListenerMatch::Ambiguous(vec!["svc:postgresql@db-2", "svc:postgresql@db-3"])
+        );
+        let b = observations(&report, &others, &NamingRules::default());
+        let ext = b.resources.iter().find(|r| r.id == "ext:10.0.0.7").unwrap();
+        assert_eq!(
+            ext.attributes["ambiguous_listeners"],
+            json!(["svc:postgresql@db-2", "svc:postgresql@db-3"])
+        );
+        assert!(
+            !b.relations
+                .iter()
+                .any(|r| r.to.starts_with("svc:postgresql@db-")),
+            "no guessed dependency"
         );
     }
 

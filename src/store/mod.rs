@@ -19,7 +19,7 @@ use crate::model::{
     Change, ChangeOp, Millis, Provenance, Relation, Resource, Run, RunStatus, Status,
 };
 
-pub use reconcile::{Key, RunInput, RunSummary, source_name};
+pub use reconcile::{Key, RunInput, RunSummary, SilentSince, Superseded, source_name};
 
 /// Which database the store is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -64,7 +64,42 @@ pub fn source_name(collector: &str, scope: &str) -> String {
 enum Failure {
     Invalid(String),
     Db(anyhow::Error),
+    Superseded(Superseded),
 }
+
+/// A run's precondition: record it only if `source` has reported nothing
+/// since `before` (checked inside the run's transaction, after the writer
+/// lock, so a report that lands meanwhile wins over a retirement decided
+/// from an older snapshot).
+#[derive(Debug, Clone)]
+pub struct SilentSince {
+    /// The source, e.g. `agent:web-1`.
+    pub source: String,
+    /// Its latest report must be older than this.
+    pub before: Millis,
+}
+
+/// The error of a run whose [`SilentSince`] precondition no longer held:
+/// nothing was written.
+#[derive(Debug, Clone)]
+pub struct Superseded {
+    /// The source that reported meanwhile.
+    pub source: String,
+    /// When it last reported.
+    pub last_seen: Millis,
+}
+
+impl std::fmt::Display for Superseded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} reported at {} ms since the epoch, after the run was decided: nothing written",
+            self.source, self.last_seen
+        )
+    }
+}
+
+impl std::error::Error for Superseded {}
 
 impl From<sqlx::Error> for Failure {
     fn from(e: sqlx::Error) -> Self {
@@ -93,6 +128,16 @@ impl Store {
     /// run and changes nothing else. Errors only when the database fails.
     #[tracing::instrument(skip_all, fields(collector = %input.collector, scope = %input.scope))]
     pub async fn apply(&self, input: RunInput) -> anyhow::Result<Run> {
+        self.apply_unless_seen(input, None).await
+    }
+
+    /// [`Store::apply`], recorded only while `guard` holds; otherwise
+    /// nothing is written and the error is a [`Superseded`].
+    pub async fn apply_unless_seen(
+        &self,
+        input: RunInput,
+        guard: Option<SilentSince>,
+    ) -> anyhow::Result<Run> {
         let collection = match &input.outcome {
             Ok(c) => c,
             Err(e) => return self.record_failed(&input, e.clone()).await,
@@ -109,7 +154,16 @@ impl Store {
             status = RunStatus::Failed;
         }
         let mut tx = self.pool().begin().await?;
-        match reconcile(&mut tx, self.backend(), &input, collection, status).await {
+        match reconcile(
+            &mut tx,
+            self.backend(),
+            &input,
+            collection,
+            status,
+            guard.as_ref(),
+        )
+        .await
+        {
             Ok((run_id, counts)) => {
                 tx.commit().await?;
                 tracing::info!(
@@ -129,6 +183,10 @@ impl Store {
             Err(Failure::Invalid(msg)) => {
                 tx.rollback().await?;
                 self.record_failed(&input, msg).await
+            }
+            Err(Failure::Superseded(why)) => {
+                tx.rollback().await?;
+                Err(why.into())
             }
             Err(Failure::Db(err)) => {
                 tx.rollback().await.ok();
@@ -274,6 +332,7 @@ async fn reconcile(
     input: &RunInput,
     collection: &Collection,
     status: RunStatus,
+    guard: Option<&SilentSince>,
 ) -> Result<(i64, Counts), Failure> {
     let now = now_ms();
     let row = sqlx::query(
@@ -296,6 +355,23 @@ async fn reconcile(
         sqlx::query("SELECT 1 FROM (SELECT pg_advisory_xact_lock(7243190)) AS l")
             .fetch_one(&mut **tx)
             .await?;
+    }
+    if let Some(g) = guard {
+        let row = sqlx::query(
+            "SELECT MAX(last_seen) FROM resource_sources WHERE source = $1 AND status = 'present'",
+        )
+        .bind(g.source.clone())
+        .fetch_one(&mut **tx)
+        .await?;
+        let last_seen: Option<i64> = row.try_get(0)?;
+        if let Some(last_seen) = last_seen
+            && last_seen >= g.before
+        {
+            return Err(Failure::Superseded(Superseded {
+                source: g.source.clone(),
+                last_seen,
+            }));
+        }
     }
 
     // --- What this run reports, per source -------------------------------
