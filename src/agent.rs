@@ -564,6 +564,27 @@ pub async fn post(
     Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
 }
 
+/// The HTTP client the agent posts with: HTTPS with the system's roots, plus
+/// the CA in `ca_file` when given; certificates are always verified.
+pub fn client(ca_file: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .use_rustls_tls();
+    if let Some(path) = ca_file {
+        let pem =
+            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{}: not a PEM certificate", path.display()))?;
+        if certs.is_empty() {
+            anyhow::bail!("{}: no certificate in it", path.display());
+        }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    Ok(builder.build()?)
+}
+
 /// The agent loop: gather, post, sleep; with `once`, a single report.
 pub async fn run(
     server: &str,
@@ -571,10 +592,17 @@ pub async fn run(
     interval: Duration,
     hostname: Option<&str>,
     once: bool,
+    ca_file: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
+    let client = client(ca_file)?;
+    if let Ok(url) = reqwest::Url::parse(server) {
+        let host = url.host_str().unwrap_or("");
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|a| a.is_loopback());
+        if url.scheme() == "http" && !loopback {
+            tracing::warn!(server = %server, "the agent token travels in clear over plain HTTP: use an https:// server (TLS in front of infragraph)");
+        }
+    }
     loop {
         let report = gather(hostname).await;
         for l in &report.limitations {

@@ -78,6 +78,10 @@ pub enum Command {
         /// Send one report and exit (non-zero if it was refused)
         #[arg(long)]
         once: bool,
+        /// PEM file of a CA to trust for an https:// server, besides the
+        /// system's roots (a private CA in front of the server)
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
     },
     /// Run a collector once into the store.
     Collect {
@@ -433,9 +437,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             interval,
             hostname,
             once,
+            ca_file,
         } => {
             let token = read_token(&token_file)?;
-            crate::agent::run(&server, &token, interval.into(), hostname.as_deref(), once).await?;
+            crate::agent::run(
+                &server,
+                &token,
+                interval.into(),
+                hostname.as_deref(),
+                once,
+                ca_file.as_deref(),
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Collect { collector } => {

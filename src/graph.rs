@@ -134,7 +134,7 @@ pub struct ImpactResult {
     pub down: Vec<Impacted>,
     /// Degraded resources, by depth then id.
     pub degraded: Vec<Impacted>,
-    /// Per reached node: (reverse-CSR position of its down parent edge, of its reach parent edge).
+    /// Per reached node: (forward-CSR position of its down parent edge, of its reach parent edge).
     parents: Parents,
 }
 
@@ -195,6 +195,7 @@ impl ImpactResult {
             if p == NONE {
                 break;
             }
+            let p = snap.twin[p as usize];
             path.push(snap.rev_rel_at(p));
             node = snap.rev.other[p as usize];
         }
@@ -328,6 +329,28 @@ impl Scratch {
     fn is_down(&self, v: usize) -> bool {
         self.down[v].stamp == self.epoch
     }
+}
+
+/// Orders items already in id order by depth, keeping id order within a
+/// depth (a counting sort: depths are small).
+fn by_depth_stable(items: Vec<Impacted>) -> Vec<Impacted> {
+    let Some(max) = items.iter().map(|i| i.depth as usize).max() else {
+        return items;
+    };
+    let mut start = vec![0usize; max + 2];
+    for i in &items {
+        start[i.depth as usize + 1] += 1;
+    }
+    for d in 0..=max {
+        start[d + 1] += start[d];
+    }
+    let mut out = vec![items[0]; items.len()];
+    for i in items {
+        let d = i.depth as usize;
+        out[start[d]] = i;
+        start[d] += 1;
+    }
+    out
 }
 
 thread_local! {
@@ -559,6 +582,16 @@ impl Snapshot {
             parents: Parents::with(s.order.len(), n),
             ..Default::default()
         };
+        // Large answers: visit the reached nodes in id order (a sequential
+        // scan of the stamps, and every per-node array read in order), so
+        // that "by depth then id" is a stable bucket pass by depth instead of
+        // a comparison sort. Small answers: the BFS order, then a sort.
+        let dense = s.order.len() * 16 > n;
+        if dense {
+            s.order.clear();
+            s.order
+                .extend((0..n as u32).filter(|&v| s.reach[v as usize].stamp == e));
+        }
         for &u in &s.order {
             let ui = u as usize;
             let total = self.agg_total[ui];
@@ -579,14 +612,11 @@ impl Snapshot {
             let aggregate = (total > 0).then(|| (total - agg_down.min(total), total));
             let reach = s.reach[ui];
             let depth = if is_down { down.depth } else { reach.depth };
-            // Parents are stored as positions in the *reverse* CSR, whose
-            // `other` is the node the failure came from.
-            let dp = if is_down {
-                self.to_rev_pos(down.parent)
-            } else {
-                NONE
-            };
-            let rp = self.to_rev_pos(reach.parent);
+            // Parents are stored as forward-CSR positions; `path` maps them
+            // to the reverse CSR (whose `other` is the node the failure came
+            // from) only for the paths a caller asks for.
+            let dp = if is_down { down.parent } else { NONE };
+            let rp = reach.parent;
             result.parents.set(u, (dp, rp));
             if max_depth.is_some_and(|m| depth > m) {
                 continue;
@@ -607,19 +637,15 @@ impl Snapshot {
                 result.degraded.push(item);
             }
         }
-        let key = |i: &Impacted| ((i.depth as u64) << 32) | i.node as u64;
-        result.down.sort_unstable_by_key(key);
-        result.degraded.sort_unstable_by_key(key);
-        result
-    }
-
-    /// Maps a forward-CSR edge position to the matching reverse-CSR position.
-    fn to_rev_pos(&self, fwd_pos: u32) -> u32 {
-        if fwd_pos == NONE {
-            NONE
+        if dense {
+            result.down = by_depth_stable(std::mem::take(&mut result.down));
+            result.degraded = by_depth_stable(std::mem::take(&mut result.degraded));
         } else {
-            self.twin[fwd_pos as usize]
+            let key = |i: &Impacted| ((i.depth as u64) << 32) | i.node as u64;
+            result.down.sort_unstable_by_key(key);
+            result.degraded.sort_unstable_by_key(key);
         }
+        result
     }
 
     /// Everything `ix` needs, transitively: every resource whose failure

@@ -894,3 +894,150 @@ async fn drift_compares_declared_services_with_observed_instances() {
         json!([{"to": {"id": "svc:checkout"}}])
     );
 }
+
+/// The agent speaks HTTPS and checks the server's certificate: through a
+/// TLS-terminating proxy (what a deployment puts in front of `serve`) whose
+/// certificate a private CA signed, a report lands when the agent is given
+/// that CA (`--ca-file`) and is refused by the agent without it.
+// Multi-threaded: the agent runs as a blocking child process while this
+// runtime also serves the in-process server it reports to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_reports_over_https_and_verifies_the_certificate() {
+    let have = |cmd: &str| Command::new(cmd).arg("--version").output().is_ok();
+    if !have("openssl") || !have("python3") {
+        let why = "openssl or python3 missing";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("the HTTPS agent test must run in CI: {why}");
+        }
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let s = Server::start().await;
+    let files = common::Files::new();
+    let dir = files.dir.path();
+    files.write(
+        "leaf.ext",
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    );
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for args in [
+        [
+            &["req", "-x509"][..],
+            &ec[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=infragraph test CA",
+            ],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec[..],
+            &[
+                "-keyout",
+                "leaf.key",
+                "-out",
+                "leaf.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.ext",
+        ],
+    ] {
+        let out = Command::new("openssl")
+            .args(&args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls-proxy.py");
+    let mut proxy = Command::new("python3")
+        .arg(&script)
+        .args(["leaf.pem", "leaf.key", &s.run.addr.port().to_string()])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(proxy.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("PORT ")
+        .unwrap_or_else(|| panic!("proxy said {line:?}"));
+    files.write("token", WEB1);
+    let agent = |ca: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_infragraph"));
+        c.args(["agent", "--server", &format!("https://127.0.0.1:{port}")])
+            .args(["--token-file", files.path("token").to_str().unwrap()])
+            .args(["--hostname", "web-1", "--once"])
+            .env("INFRAGRAPH_IMDS_ENDPOINT", "off");
+        if let Some(ca) = ca {
+            c.args(["--ca-file", files.path(ca).to_str().unwrap()]);
+        }
+        c.output().unwrap()
+    };
+    // Without the CA: the certificate is not trusted, nothing is sent.
+    let out = agent(None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    s.app.settle().await.unwrap();
+    assert_eq!(s.counts().await, (0, 0), "nothing written");
+    // A file that is not a certificate is a clear error.
+    let out = agent(Some("leaf.ext"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("leaf.ext"), "{err}");
+    // With it: the report goes through the proxy to the server.
+    let out = agent(Some("ca.pem"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.app.settle().await.unwrap();
+    let v = s
+        .gql("{ resource(id: \"host:web-1\") { kind sources { source } } }")
+        .await;
+    assert_eq!(v["resource"]["kind"], "host", "{v}");
+    assert_eq!(v["resource"]["sources"][0]["source"], "agent:web-1");
+    proxy.kill().ok();
+    proxy.wait().ok();
+}

@@ -396,6 +396,10 @@ proptest! {
         n in 2usize..14,
         raw in proptest::collection::vec((0usize..14, 0usize..7, 0usize..14), 0..40),
         failed_raw in proptest::collection::vec(0usize..14, 1..4),
+        // Unrelated resources: with many, the answer is a small share of the
+        // estate and takes the sparse path (BFS order, sorted), with few the
+        // dense one (id-order scan, bucketed by depth).
+        padding in 0usize..300,
     ) {
         let mut seen = HashSet::new();
         let rels: Vec<(usize, usize, usize)> = raw
@@ -406,7 +410,10 @@ proptest! {
         let failed: Vec<usize> = failed_raw.into_iter().map(|f| f % n).collect();
         let name = |i: usize| format!("r{i:02}");
         let s = Snapshot::build(
-            (0..n).map(|i| resource(&name(i))).collect(),
+            (0..n)
+                .map(|i| resource(&name(i)))
+                .chain((0..padding).map(|i| resource(&format!("z{i:03}"))))
+                .collect(),
             rels.iter().map(|&(f, k, t)| relation(&name(f), &name(t), KINDS[k])).collect(),
             0,
         );
@@ -419,6 +426,13 @@ proptest! {
         let all: BTreeSet<usize> = got_down.union(&got_degraded).copied().collect();
         prop_assert_eq!(&all, &reach);
         prop_assert!(got_down.is_disjoint(&got_degraded));
+        // Both lists by depth, then id.
+        for list in [&r.down, &r.degraded] {
+            let keys: Vec<(u32, u32)> = list.iter().map(|i| (i.depth, i.node)).collect();
+            let mut sorted = keys.clone();
+            sorted.sort_unstable();
+            prop_assert_eq!(keys, sorted);
+        }
         // Every path starts at a failed resource and ends at the resource.
         // Paths are chains of relations from a failed resource to the
         // resource; a DOWN resource's path runs through DOWN resources only.
