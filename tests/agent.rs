@@ -715,10 +715,9 @@ async fn agents_in_network_namespaces_reconstruct_hosts_services_and_the_depende
     );
 }
 
-/// A host whose agent goes silent: STALE after `stale_after`, and after
-/// `gone_after` the sweep retires what it reported (GONE, history kept).
-#[tokio::test]
-async fn silent_hosts_go_stale_then_gone_and_keep_their_history() {
+/// A server whose agents go STALE after 50 ms and GONE after `gone_ms`, and
+/// web-1's report (one listening service), not yet recorded.
+async fn silent_host_app(gone_ms: u64) -> (common::TestDb, Arc<App>, collectors::host::HostReport) {
     let db = common::TestDb::sqlite();
     let store = Store::connect(&db.url).await.unwrap();
     let app: Arc<App> = App::with_agents(
@@ -726,19 +725,27 @@ async fn silent_hosts_go_stale_then_gone_and_keep_their_history() {
         None,
         AgentSettings {
             stale_after: Duration::from_millis(50),
-            gone_after: Duration::from_millis(400),
+            gone_after: Duration::from_millis(gone_ms),
             ..Default::default()
         },
     )
     .await
     .unwrap();
-    let r: collectors::host::HostReport = serde_json::from_value(report(
+    let r = serde_json::from_value(report(
         "web-1",
         json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 8080, "process": {"pid": 9, "name": "checkout"}}]),
         json!([]),
         "10.0.0.5",
     ))
     .unwrap();
+    (db, app, r)
+}
+
+/// A host whose agent goes silent: STALE after `stale_after`, and after
+/// `gone_after` the sweep retires what it reported (GONE, history kept).
+#[tokio::test]
+async fn silent_hosts_go_stale_then_gone_and_keep_their_history() {
+    let (_db, app, r) = silent_host_app(400).await;
     infragraph::agent::record(&app, &r).await.unwrap();
     let run = common::Running::start(app.clone()).await;
     let agents = || async {
@@ -789,26 +796,7 @@ async fn silent_hosts_go_stale_then_gone_and_keep_their_history() {
 /// refreshed, as on another replica) wins and nothing is retired.
 #[tokio::test]
 async fn a_report_landing_after_the_sweep_decided_wins() {
-    let db = common::TestDb::sqlite();
-    let store = Store::connect(&db.url).await.unwrap();
-    let app: Arc<App> = App::with_agents(
-        store,
-        None,
-        AgentSettings {
-            stale_after: Duration::from_millis(50),
-            gone_after: Duration::from_millis(200),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let r: collectors::host::HostReport = serde_json::from_value(report(
-        "web-1",
-        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 8080, "process": {"pid": 9, "name": "checkout"}}]),
-        json!([]),
-        "10.0.0.5",
-    ))
-    .unwrap();
+    let (_db, app, r) = silent_host_app(200).await;
     infragraph::agent::record(&app, &r).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The host reports again; the snapshot still shows it silent.
