@@ -24,17 +24,19 @@ pub type RelIx = u32;
 
 const NONE: u32 = u32::MAX;
 
+/// The top bit of a [`Csr`] `other` entry: the edge is an aggregate input.
+const AGG: u32 = 1 << 31;
+
 /// Compressed sparse rows: the impact edges leaving each node.
 #[derive(Default)]
 struct Csr {
     /// `off[v]..off[v+1]` are v's edges.
     off: Vec<u32>,
-    /// The node at the other end.
+    /// The node at the other end, with [`AGG`] set for aggregate
+    /// (instance_of / routes_to) edges: one array read per edge, not two.
     other: Vec<u32>,
     /// The relation behind the edge.
     rel: Vec<u32>,
-    /// Aggregate (instance_of / routes_to) or hard.
-    agg: Vec<bool>,
 }
 
 impl Csr {
@@ -50,25 +52,16 @@ impl Csr {
         }
         let mut pos: Vec<u32> = off[..n].to_vec();
         let m = edges.len();
-        let (mut other, mut rel, mut agg) = (vec![0u32; m], vec![0u32; m], vec![false; m]);
+        let (mut other, mut rel) = (vec![0u32; m], vec![0u32; m]);
         let mut landed = Vec::with_capacity(m);
         for e in edges {
             let p = pos[e.0 as usize] as usize;
             pos[e.0 as usize] += 1;
-            other[p] = e.1;
+            other[p] = e.1 | if e.3 { AGG } else { 0 };
             rel[p] = e.2;
-            agg[p] = e.3;
             landed.push(p as u32);
         }
-        (
-            Csr {
-                off,
-                other,
-                rel,
-                agg,
-            },
-            landed,
-        )
+        (Csr { off, other, rel }, landed)
     }
 
     #[inline]
@@ -76,8 +69,20 @@ impl Csr {
         self.off[v as usize] as usize..self.off[v as usize + 1] as usize
     }
 
+    /// The node at the other end of edge `p`.
+    #[inline]
+    fn to(&self, p: usize) -> u32 {
+        self.other[p] & !AGG
+    }
+
+    /// Whether edge `p` is an aggregate input.
+    #[inline]
+    fn is_agg(&self, p: usize) -> bool {
+        self.other[p] & AGG != 0
+    }
+
     fn bytes(&self) -> usize {
-        self.off.len() * 4 + self.other.len() * 4 + self.rel.len() * 4 + self.agg.len()
+        self.off.len() * 4 + self.other.len() * 4 + self.rel.len() * 4
     }
 }
 
@@ -197,7 +202,7 @@ impl ImpactResult {
             }
             let p = snap.twin[p as usize];
             path.push(snap.rev_rel_at(p));
-            node = snap.rev.other[p as usize];
+            node = snap.rev.to(p as usize);
         }
         path.reverse();
         path
@@ -323,11 +328,6 @@ impl Scratch {
         }
         self.queue.clear();
         self.order.clear();
-    }
-
-    #[inline]
-    fn is_down(&self, v: usize) -> bool {
-        self.down[v].stamp == self.epoch
     }
 }
 
@@ -521,19 +521,20 @@ impl Snapshot {
             s.order.push(u);
             let du = s.down[u as usize].depth;
             for p in self.fwd.range(u) {
-                let v = self.fwd.other[p] as usize;
-                if s.down[v].stamp == e {
-                    continue;
-                }
-                if self.fwd.agg[p] {
+                let v = self.fwd.to(p) as usize;
+                if self.fwd.is_agg(p) {
+                    // Counted even once v is down: the answer reports how
+                    // many of its instances/targets are left.
                     let a = &mut s.agg[v];
                     if a.0 != e {
                         *a = (e, 0);
                     }
                     a.1 += 1;
-                    if a.1 < self.agg_total[v] {
+                    if a.1 < self.agg_total[v] || s.down[v].stamp == e {
                         continue;
                     }
+                } else if s.down[v].stamp == e {
+                    continue;
                 }
                 s.down[v] = Slot {
                     stamp: e,
@@ -550,6 +551,7 @@ impl Snapshot {
         s.begin(n);
         let e = s.epoch;
         self.down_pass(s, failed);
+        let down_n = s.order.len();
         s.order.clear();
         // Reachability along every impact edge: DOWN ∪ DEGRADED.
         for &f in failed {
@@ -567,7 +569,7 @@ impl Snapshot {
             s.order.push(u);
             let du = s.reach[u as usize].depth;
             for p in self.fwd.range(u) {
-                let v = self.fwd.other[p] as usize;
+                let v = self.fwd.to(p) as usize;
                 if s.reach[v].stamp != e {
                     s.reach[v] = Slot {
                         stamp: e,
@@ -579,8 +581,9 @@ impl Snapshot {
             }
         }
         let mut result = ImpactResult {
+            down: Vec::with_capacity(down_n),
+            degraded: Vec::with_capacity(s.order.len() - down_n),
             parents: Parents::with(s.order.len(), n),
-            ..Default::default()
         };
         // Large answers: visit the reached nodes in id order (a sequential
         // scan of the stamps, and every per-node array read in order), so
@@ -597,14 +600,7 @@ impl Snapshot {
             let total = self.agg_total[ui];
             let down = s.down[ui];
             let is_down = down.stamp == e;
-            // The down-pass stops counting at a node once it is down, so for
-            // down aggregates count the down inputs here.
-            let agg_down = if total > 0 && is_down {
-                self.rev
-                    .range(u)
-                    .filter(|&q| self.rev.agg[q] && s.is_down(self.rev.other[q] as usize))
-                    .count() as u32
-            } else if total > 0 && s.agg[ui].0 == e {
+            let agg_down = if total > 0 && s.agg[ui].0 == e {
                 s.agg[ui].1
             } else {
                 0
@@ -664,7 +660,7 @@ impl Snapshot {
                 continue;
             }
             for p in self.rev.range(u) {
-                let v = self.rev.other[p];
+                let v = self.rev.to(p);
                 if let std::collections::hash_map::Entry::Vacant(slot) = depth.entry(v) {
                     slot.insert((du + 1, p as u32));
                     queue.push_back(v);
@@ -767,7 +763,7 @@ impl Snapshot {
         }
         while let Some(u) = stack.pop() {
             for p in self.rev.range(u) {
-                let v = self.rev.other[p] as usize;
+                let v = self.rev.to(p) as usize;
                 if !anc[v] {
                     anc[v] = true;
                     stack.push(v as u32);

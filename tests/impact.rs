@@ -426,6 +426,24 @@ proptest! {
         let all: BTreeSet<usize> = got_down.union(&got_degraded).copied().collect();
         prop_assert_eq!(&all, &reach);
         prop_assert!(got_down.is_disjoint(&got_degraded));
+        // Aggregates: how many of their instances/targets are left, counted
+        // from the reference's down set.
+        for item in r.down.iter().chain(r.degraded.iter()) {
+            let me: usize = s.resource(item.node).id[1..].parse().unwrap();
+            let inputs: Vec<usize> = rels
+                .iter()
+                .filter_map(|&(f, k, t)| match KINDS[k] {
+                    "instance_of" if t == me => Some(f),
+                    "routes_to" if f == me => Some(t),
+                    _ => None,
+                })
+                .collect();
+            let want = (!inputs.is_empty()).then(|| {
+                let left = inputs.iter().filter(|i| !down.contains(i)).count() as u32;
+                (left, inputs.len() as u32)
+            });
+            prop_assert_eq!(item.aggregate, want, "aggregate of r{:02}", me);
+        }
         // Both lists by depth, then id.
         for list in [&r.down, &r.degraded] {
             let keys: Vec<(u32, u32)> = list.iter().map(|i| (i.depth, i.node)).collect();
