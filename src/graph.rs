@@ -103,8 +103,86 @@ pub struct Snapshot {
     twin: Vec<u32>,
     /// Per resource: how many aggregate inputs (instances, targets) it has.
     agg_total: Vec<u32>,
+    /// The forward edges again, in a locality order, for the SPOF search;
+    /// built on its first use.
+    local: std::sync::OnceLock<Local>,
     /// When the snapshot was built.
     pub built_at: Millis,
+}
+
+/// The forward impact edges with the nodes renumbered breadth-first along
+/// them, from the resources nothing reaches (see ARCHITECTURE.md, "Node
+/// order"). A failure spreads the same way, so a cascade's state sits close
+/// together in memory: on a million-resource estate the SPOF search, which
+/// runs one down-propagation per candidate, takes about half the time it
+/// takes in id order. Impact answers keep id order (they are listed by
+/// depth, then id) and do not use it.
+struct Local {
+    /// Resource index of each local node number.
+    ix_of: Vec<Ix>,
+    /// Forward edges between local numbers (no relations), each row in
+    /// ascending order.
+    fwd: Csr,
+    /// Aggregate inputs per local node.
+    agg_total: Vec<u32>,
+}
+
+impl Local {
+    fn build(fwd: &Csr, agg_total: &[u32]) -> Local {
+        let n = agg_total.len();
+        let mut indeg = vec![0u32; n];
+        for p in 0..fwd.other.len() {
+            indeg[fwd.to(p) as usize] += 1;
+        }
+        let mut local_of = vec![NONE; n];
+        let mut ix_of: Vec<Ix> = Vec::with_capacity(n);
+        let roots = (0..n).filter(|&v| indeg[v] == 0).chain(0..n);
+        for root in roots {
+            if local_of[root] != NONE {
+                continue;
+            }
+            local_of[root] = ix_of.len() as u32;
+            let mut head = ix_of.len();
+            ix_of.push(root as Ix);
+            // `ix_of` doubles as the queue.
+            while head < ix_of.len() {
+                let u = ix_of[head];
+                head += 1;
+                for p in fwd.range(u) {
+                    let v = fwd.to(p) as usize;
+                    if local_of[v] == NONE {
+                        local_of[v] = ix_of.len() as u32;
+                        ix_of.push(v as Ix);
+                    }
+                }
+            }
+        }
+        let mut off = Vec::with_capacity(n + 1);
+        let mut other = Vec::with_capacity(fwd.other.len());
+        off.push(0u32);
+        for &ix in &ix_of {
+            let start = other.len();
+            for p in fwd.range(ix) {
+                other.push(local_of[fwd.to(p) as usize] | (fwd.other[p] & AGG));
+            }
+            other[start..].sort_unstable_by_key(|&x| x & !AGG);
+            off.push(other.len() as u32);
+        }
+        let agg_total = ix_of.iter().map(|&ix| agg_total[ix as usize]).collect();
+        Local {
+            ix_of,
+            fwd: Csr {
+                off,
+                other,
+                rel: Vec::new(),
+            },
+            agg_total,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.ix_of.len() * 4 + self.fwd.bytes() + self.agg_total.len() * 4
+    }
 }
 
 /// Whether an impacted resource is down or only degraded.
@@ -353,6 +431,50 @@ fn by_depth_stable(items: Vec<Impacted>) -> Vec<Impacted> {
     out
 }
 
+/// DOWN: the least fixed point, propagated from the failed set only, so a
+/// cycle never keeps itself down. Leaves the down nodes in `s.order`.
+fn down_pass(fwd: &Csr, agg_total: &[u32], s: &mut Scratch, failed: &[u32]) {
+    let e = s.epoch;
+    for &f in failed {
+        let slot = &mut s.down[f as usize];
+        if slot.stamp != e {
+            *slot = Slot {
+                stamp: e,
+                depth: 0,
+                parent: NONE,
+            };
+            s.queue.push_back(f);
+        }
+    }
+    while let Some(u) = s.queue.pop_front() {
+        s.order.push(u);
+        let du = s.down[u as usize].depth;
+        for p in fwd.range(u) {
+            let v = fwd.to(p) as usize;
+            if fwd.is_agg(p) {
+                // Counted even once v is down: the answer reports how
+                // many of its instances/targets are left.
+                let a = &mut s.agg[v];
+                if a.0 != e {
+                    *a = (e, 0);
+                }
+                a.1 += 1;
+                if a.1 < agg_total[v] || s.down[v].stamp == e {
+                    continue;
+                }
+            } else if s.down[v].stamp == e {
+                continue;
+            }
+            s.down[v] = Slot {
+                stamp: e,
+                depth: du + 1,
+                parent: p as u32,
+            };
+            s.queue.push_back(v as u32);
+        }
+    }
+}
+
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
@@ -424,6 +546,7 @@ impl Snapshot {
             rev,
             twin,
             agg_total,
+            local: std::sync::OnceLock::new(),
             built_at,
         }
     }
@@ -502,48 +625,9 @@ impl Snapshot {
         SCRATCH.with(|s| self.impact_in(&mut s.borrow_mut(), failed, max_depth))
     }
 
-    /// DOWN: the least fixed point, propagated from the failed set only, so a
-    /// cycle never keeps itself down. Leaves the down nodes in `s.order`.
+    /// [`down_pass`] on the id-ordered adjacency.
     fn down_pass(&self, s: &mut Scratch, failed: &[Ix]) {
-        let e = s.epoch;
-        for &f in failed {
-            let slot = &mut s.down[f as usize];
-            if slot.stamp != e {
-                *slot = Slot {
-                    stamp: e,
-                    depth: 0,
-                    parent: NONE,
-                };
-                s.queue.push_back(f);
-            }
-        }
-        while let Some(u) = s.queue.pop_front() {
-            s.order.push(u);
-            let du = s.down[u as usize].depth;
-            for p in self.fwd.range(u) {
-                let v = self.fwd.to(p) as usize;
-                if self.fwd.is_agg(p) {
-                    // Counted even once v is down: the answer reports how
-                    // many of its instances/targets are left.
-                    let a = &mut s.agg[v];
-                    if a.0 != e {
-                        *a = (e, 0);
-                    }
-                    a.1 += 1;
-                    if a.1 < self.agg_total[v] || s.down[v].stamp == e {
-                        continue;
-                    }
-                } else if s.down[v].stamp == e {
-                    continue;
-                }
-                s.down[v] = Slot {
-                    stamp: e,
-                    depth: du + 1,
-                    parent: p as u32,
-                };
-                s.queue.push_back(v as u32);
-            }
-        }
+        down_pass(&self.fwd, &self.agg_total, s, failed);
     }
 
     fn impact_in(&self, s: &mut Scratch, failed: &[Ix], max_depth: Option<u32>) -> ImpactResult {
@@ -774,12 +858,22 @@ impl Snapshot {
             Some(s) if !s.is_empty() => Some(self.select(s)?.into_iter().collect()),
             _ => None,
         };
+        // The search runs on the locality-ordered copy of the edges, and
+        // tries candidates in that order: consecutive candidates are near
+        // each other in the graph, so their passes share cached state.
+        let local = self.local();
         let candidates: Vec<u32> = (0..n as u32)
-            .filter(|&i| {
-                anc[i as usize]
-                    && self.resources[i as usize].status == Status::Present
-                    && in_scope.as_ref().is_none_or(|s| s.contains(&i))
+            .filter(|&u| {
+                let ix = local.ix_of[u as usize];
+                anc[ix as usize]
+                    && self.resources[ix as usize].status == Status::Present
+                    && in_scope.as_ref().is_none_or(|s| s.contains(&ix))
             })
+            .collect();
+        let is_critical: Vec<bool> = local
+            .ix_of
+            .iter()
+            .map(|&ix| is_critical[ix as usize])
             .collect();
         let threads = std::thread::available_parallelism()
             .map_or(1, |p| p.get())
@@ -796,16 +890,17 @@ impl Snapshot {
                             let s = &mut *s.borrow_mut();
                             for &x in part {
                                 s.begin(n);
-                                self.down_pass(s, &[x]);
+                                down_pass(&local.fwd, &local.agg_total, s, &[x]);
                                 let crit: Vec<Ix> = s
                                     .order
                                     .iter()
                                     .copied()
                                     .filter(|&v| v != x && is_critical[v as usize])
+                                    .map(|v| local.ix_of[v as usize])
                                     .collect();
                                 if !crit.is_empty() {
                                     out.push(Spof {
-                                        node: x,
+                                        node: local.ix_of[x as usize],
                                         critical_down: crit,
                                         down_count: s.order.len(),
                                     });
@@ -934,6 +1029,12 @@ impl Snapshot {
         out
     }
 
+    /// The locality-ordered copy of the forward edges, built on first use.
+    fn local(&self) -> &Local {
+        self.local
+            .get_or_init(|| Local::build(&self.fwd, &self.agg_total))
+    }
+
     /// Number of present resources and present relations in the graph.
     pub fn counts(&self) -> (usize, usize) {
         let present = self
@@ -1002,5 +1103,6 @@ impl Snapshot {
             + self.rev.bytes()
             + self.twin.len() * 4
             + self.agg_total.len() * 4
+            + self.local.get().map_or(0, Local::bytes)
     }
 }
