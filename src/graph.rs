@@ -489,6 +489,12 @@ impl Snapshot {
         resources.sort_by(|a, b| a.id.cmp(&b.id));
         relations.sort_by(|a, b| (&a.from, &a.to, &a.kind).cmp(&(&b.from, &b.to, &b.kind)));
         let n = resources.len();
+        // Node numbers are u32 with the top bit marking aggregate edges
+        // (`AGG`) and u32::MAX meaning "none".
+        assert!(
+            n < AGG as usize,
+            "{n} resources: more than the graph can number"
+        );
         let index: HashMap<String, Ix> = resources
             .iter()
             .enumerate()
