@@ -431,21 +431,26 @@ fn by_depth_stable(items: Vec<Impacted>) -> Vec<Impacted> {
     out
 }
 
-/// DOWN: the least fixed point, propagated from the failed set only, so a
-/// cycle never keeps itself down. Leaves the down nodes in `s.order`.
-fn down_pass(fwd: &Csr, agg_total: &[u32], s: &mut Scratch, failed: &[u32]) {
-    let e = s.epoch;
+/// Stamps the failed nodes at depth 0 (once each) and queues them.
+fn seed(slots: &mut [Slot], queue: &mut VecDeque<u32>, e: u32, failed: &[u32]) {
     for &f in failed {
-        let slot = &mut s.down[f as usize];
+        let slot = &mut slots[f as usize];
         if slot.stamp != e {
             *slot = Slot {
                 stamp: e,
                 depth: 0,
                 parent: NONE,
             };
-            s.queue.push_back(f);
+            queue.push_back(f);
         }
     }
+}
+
+/// DOWN: the least fixed point, propagated from the failed set only, so a
+/// cycle never keeps itself down. Leaves the down nodes in `s.order`.
+fn down_pass(fwd: &Csr, agg_total: &[u32], s: &mut Scratch, failed: &[u32]) {
+    let e = s.epoch;
+    seed(&mut s.down, &mut s.queue, e, failed);
     while let Some(u) = s.queue.pop_front() {
         s.order.push(u);
         let du = s.down[u as usize].depth;
@@ -644,17 +649,7 @@ impl Snapshot {
         let down_n = s.order.len();
         s.order.clear();
         // Reachability along every impact edge: DOWN ∪ DEGRADED.
-        for &f in failed {
-            let slot = &mut s.reach[f as usize];
-            if slot.stamp != e {
-                *slot = Slot {
-                    stamp: e,
-                    depth: 0,
-                    parent: NONE,
-                };
-                s.queue.push_back(f);
-            }
-        }
+        seed(&mut s.reach, &mut s.queue, e, failed);
         while let Some(u) = s.queue.pop_front() {
             s.order.push(u);
             let du = s.reach[u as usize].depth;

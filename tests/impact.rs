@@ -332,6 +332,16 @@ const KINDS: [&str; 7] = [
     "peers_with",
 ];
 
+/// Relations (from, kind index, to) among `n` resources from raw proptest
+/// triples: no self-relations, no repeats.
+fn random_relations(n: usize, raw: Vec<(usize, usize, usize)>) -> Vec<(usize, usize, usize)> {
+    let mut seen = HashSet::new();
+    raw.into_iter()
+        .map(|(f, k, t)| (f % n, k, t % n))
+        .filter(|(f, k, t)| f != t && seen.insert((*f, *k, *t)))
+        .collect()
+}
+
 fn naive(
     n: usize,
     rels: &[(usize, usize, usize)],
@@ -401,12 +411,7 @@ proptest! {
         // dense one (id-order scan, bucketed by depth).
         padding in 0usize..300,
     ) {
-        let mut seen = HashSet::new();
-        let rels: Vec<(usize, usize, usize)> = raw
-            .into_iter()
-            .map(|(f, k, t)| (f % n, k, t % n))
-            .filter(|(f, k, t)| f != t && seen.insert((*f, *k, *t)))
-            .collect();
+        let rels = random_relations(n, raw);
         let failed: Vec<usize> = failed_raw.into_iter().map(|f| f % n).collect();
         let name = |i: usize| format!("r{i:02}");
         let s = Snapshot::build(
@@ -501,12 +506,7 @@ proptest! {
         critical_mask in 0u32..(1 << 14),
     ) {
         use infragraph::model::LabelSelector;
-        let mut seen = HashSet::new();
-        let rels: Vec<(usize, usize, usize)> = raw
-            .into_iter()
-            .map(|(f, k, t)| (f % n, k, t % n))
-            .filter(|(f, k, t)| f != t && seen.insert((*f, *k, *t)))
-            .collect();
+        let rels = random_relations(n, raw);
         let name = |i: usize| format!("r{i:02}");
         let s = Snapshot::build(
             (0..n)
