@@ -366,14 +366,31 @@ pub struct Spof {
 }
 
 /// One node's state in one pass: which traversal stamped it, at what depth,
-/// through which forward-CSR edge. Kept together so that a visit touches one
-/// cache line, not three (on a million-resource estate the arrays do not fit
-/// in cache and the traversal is bound by memory misses).
+/// through which forward-CSR edge, and (down pass) how many of its
+/// aggregate inputs are down. Kept together, 16 bytes aligned, so that a
+/// visit touches one cache line, not three (on a million-resource estate
+/// the arrays do not fit in cache and the traversal is bound by memory
+/// misses).
 #[derive(Clone, Copy, Default)]
+#[repr(align(16))]
 struct Slot {
     stamp: u32,
+    /// [`PENDING`] in the down pass: touched (an aggregate input is down)
+    /// but not down itself.
     depth: u32,
     parent: u32,
+    agg: u32,
+}
+
+/// See [`Slot::depth`].
+const PENDING: u32 = u32::MAX;
+
+impl Slot {
+    /// Down in pass `e` (the down pass's slots).
+    #[inline]
+    fn is_down(&self, e: u32) -> bool {
+        self.stamp == e && self.depth != PENDING
+    }
 }
 
 /// Per-thread scratch space for traversals, reset in O(1) by bumping an epoch.
@@ -382,11 +399,8 @@ struct Scratch {
     epoch: u32,
     /// The down pass.
     down: Vec<Slot>,
-    /// Aggregates: `(stamp, inputs down so far)`.
-    agg: Vec<(u32, u32)>,
     /// The reachability pass.
     reach: Vec<Slot>,
-    queue: VecDeque<u32>,
     order: Vec<u32>,
 }
 
@@ -395,16 +409,13 @@ impl Scratch {
         if self.down.len() < n {
             self.down.resize(n, Slot::default());
             self.reach.resize(n, Slot::default());
-            self.agg.resize(n, (0, 0));
         }
         self.epoch = self.epoch.wrapping_add(1);
         if self.epoch == 0 {
             self.down.fill(Slot::default());
             self.reach.fill(Slot::default());
-            self.agg.fill((0, 0));
             self.epoch = 1;
         }
-        self.queue.clear();
         self.order.clear();
     }
 }
@@ -431,8 +442,9 @@ fn by_depth_stable(items: Vec<Impacted>) -> Vec<Impacted> {
     out
 }
 
-/// Stamps the failed nodes at depth 0 (once each) and queues them.
-fn seed(slots: &mut [Slot], queue: &mut VecDeque<u32>, e: u32, failed: &[u32]) {
+/// Stamps the failed nodes at depth 0 (once each) and queues them: `order`
+/// is the breadth-first queue, and the visit order once the pass is done.
+fn seed(slots: &mut [Slot], order: &mut Vec<u32>, e: u32, failed: &[u32]) {
     for &f in failed {
         let slot = &mut slots[f as usize];
         if slot.stamp != e {
@@ -440,43 +452,142 @@ fn seed(slots: &mut [Slot], queue: &mut VecDeque<u32>, e: u32, failed: &[u32]) {
                 stamp: e,
                 depth: 0,
                 parent: NONE,
+                agg: 0,
             };
-            queue.push_back(f);
+            order.push(f);
         }
     }
 }
 
 /// DOWN: the least fixed point, propagated from the failed set only, so a
-/// cycle never keeps itself down. Leaves the down nodes in `s.order`.
+/// cycle never keeps itself down. Leaves the down nodes in `s.order`, in
+/// breadth-first order.
 fn down_pass(fwd: &Csr, agg_total: &[u32], s: &mut Scratch, failed: &[u32]) {
     let e = s.epoch;
-    seed(&mut s.down, &mut s.queue, e, failed);
-    while let Some(u) = s.queue.pop_front() {
-        s.order.push(u);
-        let du = s.down[u as usize].depth;
+    seed(&mut s.down, &mut s.order, e, failed);
+    // Depth by level: the queue holds one level after another.
+    let (mut head, mut level_end, mut depth) = (0, s.order.len(), 0u32);
+    while head < s.order.len() {
+        if head == level_end {
+            depth += 1;
+            level_end = s.order.len();
+        }
+        let u = s.order[head];
+        head += 1;
         for p in fwd.range(u) {
             let v = fwd.to(p) as usize;
+            let d = &mut s.down[v];
+            if d.stamp != e {
+                *d = Slot {
+                    stamp: e,
+                    depth: PENDING,
+                    parent: NONE,
+                    agg: 0,
+                };
+            }
             if fwd.is_agg(p) {
                 // Counted even once v is down: the answer reports how
                 // many of its instances/targets are left.
-                let a = &mut s.agg[v];
-                if a.0 != e {
-                    *a = (e, 0);
-                }
-                a.1 += 1;
-                if a.1 < agg_total[v] || s.down[v].stamp == e {
+                d.agg += 1;
+                if d.depth != PENDING || d.agg < agg_total[v] {
                     continue;
                 }
-            } else if s.down[v].stamp == e {
+            } else if d.depth != PENDING {
                 continue;
             }
-            s.down[v] = Slot {
-                stamp: e,
-                depth: du + 1,
-                parent: p as u32,
-            };
-            s.queue.push_back(v as u32);
+            d.depth = depth + 1;
+            d.parent = p as u32;
+            s.order.push(v as u32);
         }
+    }
+}
+
+/// Reachability along every impact edge from the failed set (DOWN ∪
+/// DEGRADED), breadth-first; leaves the reached nodes in `s.order`.
+fn reach_pass(fwd: &Csr, s: &mut Scratch, failed: &[u32]) {
+    let e = s.epoch;
+    seed(&mut s.reach, &mut s.order, e, failed);
+    let (mut head, mut level_end, mut depth) = (0, s.order.len(), 0u32);
+    while head < s.order.len() {
+        if head == level_end {
+            depth += 1;
+            level_end = s.order.len();
+        }
+        let u = s.order[head];
+        head += 1;
+        for p in fwd.range(u) {
+            let v = fwd.to(p) as usize;
+            if s.reach[v].stamp != e {
+                s.reach[v] = Slot {
+                    stamp: e,
+                    depth: depth + 1,
+                    parent: p as u32,
+                    agg: 0,
+                };
+                s.order.push(v as u32);
+            }
+        }
+    }
+}
+
+/// The down propagation of one failed resource, for the SPOF search: the
+/// same rules as [`down_pass`], with only what that search needs (no depth,
+/// no parent, no counts once a node is down). One 8-byte word per node —
+/// the pass stamp and either the aggregate inputs down so far or [`DOWN`] —
+/// so each edge costs one random read, where `down_pass` touches a slot and
+/// an aggregate counter.
+struct SpofPass {
+    state: Vec<u64>,
+    stack: Vec<u32>,
+    epoch: u32,
+}
+
+/// Marks a node down in [`SpofPass::state`].
+const DOWN: u32 = 1 << 31;
+
+impl SpofPass {
+    fn new(n: usize) -> SpofPass {
+        SpofPass {
+            state: vec![0; n],
+            stack: Vec::new(),
+            epoch: 0,
+        }
+    }
+
+    /// Fails `x` alone on the local edges; pushes the critical resources it
+    /// takes down (other than itself) onto `crit`, in local numbers, and
+    /// returns how many resources go down, itself included.
+    fn run(&mut self, local: &Local, crit_bits: &[u64], x: u32, crit: &mut Vec<u32>) -> usize {
+        self.epoch += 1;
+        let e = self.epoch as u64;
+        let tag = e << 32;
+        let (fwd, state, stack) = (&local.fwd, &mut self.state, &mut self.stack);
+        state[x as usize] = tag | DOWN as u64;
+        stack.clear();
+        stack.push(x);
+        let mut count = 1;
+        while let Some(u) = stack.pop() {
+            for p in fwd.range(u) {
+                let t = fwd.other[p];
+                let v = (t & !AGG) as usize;
+                let s = state[v];
+                let cur = if s >> 32 == e { s as u32 } else { 0 };
+                if cur & DOWN != 0 {
+                    continue;
+                }
+                if t & AGG != 0 && cur + 1 < local.agg_total[v] {
+                    state[v] = tag | (cur + 1) as u64;
+                    continue;
+                }
+                state[v] = tag | DOWN as u64;
+                count += 1;
+                if crit_bits[v / 64] >> (v % 64) & 1 != 0 {
+                    crit.push(v as u32);
+                }
+                stack.push(v as u32);
+            }
+        }
+        count
     }
 }
 
@@ -648,23 +759,7 @@ impl Snapshot {
         self.down_pass(s, failed);
         let down_n = s.order.len();
         s.order.clear();
-        // Reachability along every impact edge: DOWN ∪ DEGRADED.
-        seed(&mut s.reach, &mut s.queue, e, failed);
-        while let Some(u) = s.queue.pop_front() {
-            s.order.push(u);
-            let du = s.reach[u as usize].depth;
-            for p in self.fwd.range(u) {
-                let v = self.fwd.to(p) as usize;
-                if s.reach[v].stamp != e {
-                    s.reach[v] = Slot {
-                        stamp: e,
-                        depth: du + 1,
-                        parent: p as u32,
-                    };
-                    s.queue.push_back(v as u32);
-                }
-            }
-        }
+        reach_pass(&self.fwd, s, failed);
         let mut result = ImpactResult {
             down: Vec::with_capacity(down_n),
             degraded: Vec::with_capacity(s.order.len() - down_n),
@@ -684,9 +779,9 @@ impl Snapshot {
             let ui = u as usize;
             let total = self.agg_total[ui];
             let down = s.down[ui];
-            let is_down = down.stamp == e;
-            let agg_down = if total > 0 && s.agg[ui].0 == e {
-                s.agg[ui].1
+            let is_down = down.is_down(e);
+            let agg_down = if total > 0 && down.stamp == e {
+                down.agg
             } else {
                 0
             };
@@ -871,11 +966,14 @@ impl Snapshot {
                     && in_scope.as_ref().is_none_or(|s| s.contains(&ix))
             })
             .collect();
-        let is_critical: Vec<bool> = local
-            .ix_of
-            .iter()
-            .map(|&ix| is_critical[ix as usize])
-            .collect();
+        // Critical flags in local numbering, as a bitset (128 KB for a
+        // million resources: it stays in cache).
+        let mut crit_bits = vec![0u64; n.div_ceil(64)];
+        for (u, &ix) in local.ix_of.iter().enumerate() {
+            if is_critical[ix as usize] {
+                crit_bits[u / 64] |= 1 << (u % 64);
+            }
+        }
         let threads = std::thread::available_parallelism()
             .map_or(1, |p| p.get())
             .clamp(1, 8);
@@ -884,30 +982,25 @@ impl Snapshot {
             let handles: Vec<_> = candidates
                 .chunks(chunk)
                 .map(|part| {
-                    let is_critical = &is_critical;
+                    let crit_bits = &crit_bits;
                     scope.spawn(move || {
                         let mut out = Vec::new();
-                        SCRATCH.with(|s| {
-                            let s = &mut *s.borrow_mut();
-                            for &x in part {
-                                s.begin(n);
-                                down_pass(&local.fwd, &local.agg_total, s, &[x]);
-                                let crit: Vec<Ix> = s
-                                    .order
-                                    .iter()
-                                    .copied()
-                                    .filter(|&v| v != x && is_critical[v as usize])
-                                    .map(|v| local.ix_of[v as usize])
-                                    .collect();
-                                if !crit.is_empty() {
-                                    out.push(Spof {
-                                        node: local.ix_of[x as usize],
-                                        critical_down: crit,
-                                        down_count: s.order.len(),
-                                    });
-                                }
+                        let mut pass = SpofPass::new(n);
+                        let mut crit = Vec::new();
+                        for &x in part {
+                            crit.clear();
+                            let down_count = pass.run(local, crit_bits, x, &mut crit);
+                            if !crit.is_empty() {
+                                out.push(Spof {
+                                    node: local.ix_of[x as usize],
+                                    critical_down: crit
+                                        .iter()
+                                        .map(|&v| local.ix_of[v as usize])
+                                        .collect(),
+                                    down_count,
+                                });
                             }
-                        });
+                        }
                         out
                     })
                 })
