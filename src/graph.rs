@@ -401,6 +401,7 @@ struct Scratch {
     down: Vec<Slot>,
     /// The reachability pass.
     reach: Vec<Slot>,
+    /// A pass's breadth-first queue, which is also its visit order.
     order: Vec<u32>,
 }
 
