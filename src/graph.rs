@@ -978,28 +978,41 @@ impl Snapshot {
         let threads = std::thread::available_parallelism()
             .map_or(1, |p| p.get())
             .clamp(1, 8);
-        let chunk = candidates.len().div_ceil(threads).max(1);
+        // Candidates are handed out in blocks, in locality order: a thread's
+        // consecutive candidates are neighbours (their cascades share cached
+        // state), and a thread that drew cheap ones takes more blocks (the
+        // estate's roots come first and take down far more than its leaves,
+        // so equal halves would leave one thread idle).
+        const BLOCK: usize = 256;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let workers = threads.min(candidates.len().div_ceil(BLOCK)).max(1);
         let mut found: Vec<Spof> = std::thread::scope(|scope| {
-            let handles: Vec<_> = candidates
-                .chunks(chunk)
-                .map(|part| {
-                    let crit_bits = &crit_bits;
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    let (crit_bits, next, candidates) = (&crit_bits, &next, &candidates);
                     scope.spawn(move || {
                         let mut out = Vec::new();
                         let mut pass = SpofPass::new(n);
                         let mut crit = Vec::new();
-                        for &x in part {
-                            crit.clear();
-                            let down_count = pass.run(local, crit_bits, x, &mut crit);
-                            if !crit.is_empty() {
-                                out.push(Spof {
-                                    node: local.ix_of[x as usize],
-                                    critical_down: crit
-                                        .iter()
-                                        .map(|&v| local.ix_of[v as usize])
-                                        .collect(),
-                                    down_count,
-                                });
+                        loop {
+                            let start = next.fetch_add(BLOCK, std::sync::atomic::Ordering::Relaxed);
+                            if start >= candidates.len() {
+                                break;
+                            }
+                            let end = (start + BLOCK).min(candidates.len());
+                            for &x in &candidates[start..end] {
+                                crit.clear();
+                                let down_count = pass.run(local, crit_bits, x, &mut crit);
+                                if !crit.is_empty() {
+                                    out.push(Spof {
+                                        node: local.ix_of[x as usize],
+                                        critical_down: crit
+                                            .iter()
+                                            .map(|&v| local.ix_of[v as usize])
+                                            .collect(),
+                                        down_count,
+                                    });
+                                }
                             }
                         }
                         out
