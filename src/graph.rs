@@ -535,8 +535,10 @@ fn reach_pass(fwd: &Csr, s: &mut Scratch, failed: &[u32]) {
 /// same rules as [`down_pass`], with only what that search needs (no depth,
 /// no parent, no counts once a node is down). One 8-byte word per node —
 /// the pass stamp and either the aggregate inputs down so far or [`DOWN`] —
-/// so each edge costs one random read, where `down_pass` touches a slot and
-/// an aggregate counter.
+/// so each edge costs one random read of half the size of `down_pass`'s
+/// 16-byte slot (plus the input total on aggregate edges, as there).
+/// Epochs cannot wrap: a pass is built per worker per call and runs once
+/// per candidate, fewer than 2^31.
 struct SpofPass {
     state: Vec<u64>,
     stack: Vec<u32>,

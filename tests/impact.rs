@@ -399,6 +399,83 @@ fn naive(
     (down, reach)
 }
 
+/// Reference depths: a DOWN resource's is the length of the shortest
+/// chain that takes it down (one more than its nearest down hard input, or
+/// than the last of its aggregate inputs to go down, whichever comes first);
+/// any reached resource's reach depth is its plain breadth-first distance.
+/// Computed by relaxing to a fixed point, independently of the traversal.
+fn naive_depths(
+    n: usize,
+    rels: &[(usize, usize, usize)],
+    failed: &[usize],
+    down: &BTreeSet<usize>,
+) -> (Vec<Option<u32>>, Vec<Option<u32>>) {
+    let mut edges = Vec::new();
+    for &(f, k, t) in rels {
+        match KINDS[k] {
+            "depends_on" | "runs_on" | "contained_in" => edges.push((t, f, false)),
+            "attached_to" => edges.push((f, t, false)),
+            "instance_of" => edges.push((f, t, true)),
+            "routes_to" => edges.push((t, f, true)),
+            _ => {}
+        }
+    }
+    let mut dd: Vec<Option<u32>> = vec![None; n];
+    let mut rd: Vec<Option<u32>> = vec![None; n];
+    for &f in failed {
+        dd[f] = Some(0);
+        rd[f] = Some(0);
+    }
+    loop {
+        let mut changed = false;
+        for v in 0..n {
+            if failed.contains(&v) {
+                continue;
+            }
+            let best = |a: Option<u32>, b: Option<u32>| match (a, b) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, None) => x,
+                (None, y) => y,
+            };
+            let mut r = None;
+            for &(s, d, _) in &edges {
+                if d == v {
+                    r = best(r, rd[s].map(|x| x + 1));
+                }
+            }
+            let mut want = None;
+            if down.contains(&v) {
+                for &(s, d, agg) in &edges {
+                    if d == v && !agg && down.contains(&s) {
+                        want = best(want, dd[s].map(|x| x + 1));
+                    }
+                }
+                let inputs: Vec<usize> = edges
+                    .iter()
+                    .filter(|&&(_, d, agg)| d == v && agg)
+                    .map(|e| e.0)
+                    .collect();
+                if !inputs.is_empty() && inputs.iter().all(|i| dd[*i].is_some()) {
+                    let last = inputs.iter().map(|i| dd[*i].unwrap()).max().unwrap();
+                    want = best(want, Some(last + 1));
+                }
+            }
+            if want != dd[v] && want.is_some() && dd[v].is_none_or(|x| want.unwrap() < x) {
+                dd[v] = want;
+                changed = true;
+            }
+            if r.is_some() && rd[v].is_none_or(|x| r.unwrap() < x) {
+                rd[v] = r;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    (dd, rd)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     #[test]
@@ -431,6 +508,17 @@ proptest! {
         let all: BTreeSet<usize> = got_down.union(&got_degraded).copied().collect();
         prop_assert_eq!(&all, &reach);
         prop_assert!(got_down.is_disjoint(&got_degraded));
+        // Depths are the shortest ones: through down resources for DOWN,
+        // along any impact edge for DEGRADED.
+        let (down_depth, reach_depth) = naive_depths(n, &rels, &failed, &down);
+        for item in &r.down {
+            let me: usize = s.resource(item.node).id[1..].parse().unwrap();
+            prop_assert_eq!(Some(item.depth), down_depth[me], "down depth of r{:02}", me);
+        }
+        for item in &r.degraded {
+            let me: usize = s.resource(item.node).id[1..].parse().unwrap();
+            prop_assert_eq!(Some(item.depth), reach_depth[me], "reach depth of r{:02}", me);
+        }
         // Aggregates: how many of their instances/targets are left, counted
         // from the reference's down set.
         for item in r.down.iter().chain(r.degraded.iter()) {
@@ -697,23 +785,29 @@ fn spofs_agree_with_one_impact_per_resource() {
         .collect();
     let s = Snapshot::build(res, rels, 0);
     let critical = [LabelSelector::parse("tier=1").unwrap()];
-    let fast: BTreeSet<u32> = s
+    // Hundreds of candidates: several blocks, shared by the worker threads.
+    assert!(s.resources.len() > 600, "{}", s.resources.len());
+    let fast: BTreeMap<u32, (Vec<u32>, usize)> = s
         .spofs(None, &critical)
         .unwrap()
-        .iter()
-        .map(|f| f.node)
+        .into_iter()
+        .map(|f| (f.node, (f.critical_down, f.down_count)))
         .collect();
-    let mut naive = BTreeSet::new();
+    let mut naive = BTreeMap::new();
     for ix in 0..s.resources.len() as u32 {
         let r = s.impact(&[ix], None);
-        if r.down
+        let mut crit: Vec<u32> = r
+            .down
             .iter()
-            .any(|d| d.node != ix && critical[0].matches(&s.resource(d.node).labels))
-        {
-            naive.insert(ix);
+            .map(|d| d.node)
+            .filter(|&d| d != ix && critical[0].matches(&s.resource(d).labels))
+            .collect();
+        crit.sort_unstable();
+        if !crit.is_empty() {
+            naive.insert(ix, (crit, r.down.len()));
         }
     }
-    assert!(!naive.is_empty());
+    assert!(naive.len() > 10, "{}", naive.len());
     assert_eq!(fast, naive);
 }
 
