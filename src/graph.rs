@@ -460,24 +460,50 @@ fn seed(slots: &mut [Slot], order: &mut Vec<u32>, e: u32, failed: &[u32]) {
     }
 }
 
+/// Breadth-first from `failed` along `fwd`, one level after another, with
+/// `order` as the queue (and the visit order once done): for each edge `p`
+/// into `v`, `enter(v's slot, p, v, v's depth)` says whether `v` joins,
+/// filling its slot if so. A node's depth is its level, so popping a node
+/// reads nothing.
+#[inline(always)]
+fn bfs(
+    fwd: &Csr,
+    slots: &mut [Slot],
+    order: &mut Vec<u32>,
+    e: u32,
+    failed: &[u32],
+    mut enter: impl FnMut(&mut Slot, usize, usize, u32) -> bool,
+) {
+    seed(slots, order, e, failed);
+    let (mut head, mut level_end, mut depth) = (0, order.len(), 0u32);
+    while head < order.len() {
+        if head == level_end {
+            depth += 1;
+            level_end = order.len();
+        }
+        let u = order[head];
+        head += 1;
+        for p in fwd.range(u) {
+            let v = fwd.to(p) as usize;
+            if enter(&mut slots[v], p, v, depth + 1) {
+                order.push(v as u32);
+            }
+        }
+    }
+}
+
 /// DOWN: the least fixed point, propagated from the failed set only, so a
 /// cycle never keeps itself down. Leaves the down nodes in `s.order`, in
 /// breadth-first order.
 fn down_pass(fwd: &Csr, agg_total: &[u32], s: &mut Scratch, failed: &[u32]) {
     let e = s.epoch;
-    seed(&mut s.down, &mut s.order, e, failed);
-    // Depth by level: the queue holds one level after another.
-    let (mut head, mut level_end, mut depth) = (0, s.order.len(), 0u32);
-    while head < s.order.len() {
-        if head == level_end {
-            depth += 1;
-            level_end = s.order.len();
-        }
-        let u = s.order[head];
-        head += 1;
-        for p in fwd.range(u) {
-            let v = fwd.to(p) as usize;
-            let d = &mut s.down[v];
+    bfs(
+        fwd,
+        &mut s.down,
+        &mut s.order,
+        e,
+        failed,
+        |d, p, v, depth| {
             if d.stamp != e {
                 *d = Slot {
                     stamp: e,
@@ -487,48 +513,45 @@ fn down_pass(fwd: &Csr, agg_total: &[u32], s: &mut Scratch, failed: &[u32]) {
                 };
             }
             if fwd.is_agg(p) {
-                // Counted even once v is down: the answer reports how
-                // many of its instances/targets are left.
+                // Counted even once v is down: the answer reports how many of
+                // its instances/targets are left.
                 d.agg += 1;
                 if d.depth != PENDING || d.agg < agg_total[v] {
-                    continue;
+                    return false;
                 }
             } else if d.depth != PENDING {
-                continue;
+                return false;
             }
-            d.depth = depth + 1;
+            d.depth = depth;
             d.parent = p as u32;
-            s.order.push(v as u32);
-        }
-    }
+            true
+        },
+    );
 }
 
 /// Reachability along every impact edge from the failed set (DOWN ∪
 /// DEGRADED), breadth-first; leaves the reached nodes in `s.order`.
 fn reach_pass(fwd: &Csr, s: &mut Scratch, failed: &[u32]) {
     let e = s.epoch;
-    seed(&mut s.reach, &mut s.order, e, failed);
-    let (mut head, mut level_end, mut depth) = (0, s.order.len(), 0u32);
-    while head < s.order.len() {
-        if head == level_end {
-            depth += 1;
-            level_end = s.order.len();
-        }
-        let u = s.order[head];
-        head += 1;
-        for p in fwd.range(u) {
-            let v = fwd.to(p) as usize;
-            if s.reach[v].stamp != e {
-                s.reach[v] = Slot {
-                    stamp: e,
-                    depth: depth + 1,
-                    parent: p as u32,
-                    agg: 0,
-                };
-                s.order.push(v as u32);
+    bfs(
+        fwd,
+        &mut s.reach,
+        &mut s.order,
+        e,
+        failed,
+        |r, p, _, depth| {
+            if r.stamp == e {
+                return false;
             }
-        }
-    }
+            *r = Slot {
+                stamp: e,
+                depth,
+                parent: p as u32,
+                agg: 0,
+            };
+            true
+        },
+    );
 }
 
 /// The down propagation of one failed resource, for the SPOF search: the
