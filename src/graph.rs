@@ -106,6 +106,8 @@ pub struct Snapshot {
     /// The forward edges again, in a locality order, for the SPOF search;
     /// built on its first use.
     local: std::sync::OnceLock<Local>,
+    /// See [`Snapshot::set_parallel_from`].
+    parallel_from: usize,
     /// When the snapshot was built.
     pub built_at: Millis,
 }
@@ -385,6 +387,9 @@ struct Slot {
 /// See [`Slot::depth`].
 const PENDING: u32 = u32::MAX;
 
+/// The default for [`Snapshot::set_parallel_from`].
+const PARALLEL_FROM: usize = 8192;
+
 impl Slot {
     /// Down in pass `e` (the down pass's slots).
     #[inline]
@@ -401,8 +406,10 @@ struct Scratch {
     down: Vec<Slot>,
     /// The reachability pass.
     reach: Vec<Slot>,
-    /// A pass's breadth-first queue, which is also its visit order.
+    /// The reach pass's breadth-first queue, which is also its visit order.
     order: Vec<u32>,
+    /// The same for the down pass.
+    down_order: Vec<u32>,
 }
 
 impl Scratch {
@@ -418,6 +425,7 @@ impl Scratch {
             self.epoch = 1;
         }
         self.order.clear();
+        self.down_order.clear();
     }
 }
 
@@ -460,98 +468,119 @@ fn seed(slots: &mut [Slot], order: &mut Vec<u32>, e: u32, failed: &[u32]) {
     }
 }
 
-/// Breadth-first from `failed` along `fwd`, one level after another, with
-/// `order` as the queue (and the visit order once done): for each edge `p`
-/// into `v`, `enter(v's slot, p, v, v's depth)` says whether `v` joins,
-/// filling its slot if so. A node's depth is its level, so popping a node
-/// reads nothing.
+/// Where a breadth-first pass is: the next node to pop from the queue, the
+/// end of the level being popped, and that level's depth.
+struct Level {
+    head: usize,
+    end: usize,
+    depth: u32,
+}
+
+impl Level {
+    /// After seeding: the queue holds level 0.
+    fn start(order: &[u32]) -> Level {
+        Level {
+            head: 0,
+            end: order.len(),
+            depth: 0,
+        }
+    }
+}
+
+/// Breadth-first along `fwd`, one level after another, with `order` as the
+/// queue (and the visit order once done): for each edge `p` into `v`,
+/// `enter(v's slot, p, v, v's depth)` says whether `v` joins, filling its
+/// slot if so. A node's depth is its level, so popping a node reads
+/// nothing. Pops at most `budget` nodes; returns whether the pass is done.
 #[inline(always)]
 fn bfs(
     fwd: &Csr,
     slots: &mut [Slot],
     order: &mut Vec<u32>,
-    e: u32,
-    failed: &[u32],
+    at: &mut Level,
+    budget: usize,
     mut enter: impl FnMut(&mut Slot, usize, usize, u32) -> bool,
-) {
-    seed(slots, order, e, failed);
-    let (mut head, mut level_end, mut depth) = (0, order.len(), 0u32);
-    while head < order.len() {
-        if head == level_end {
-            depth += 1;
-            level_end = order.len();
+) -> bool {
+    let stop = at.head.saturating_add(budget);
+    while at.head < order.len() {
+        if at.head == stop {
+            return false;
         }
-        let u = order[head];
-        head += 1;
+        if at.head == at.end {
+            at.depth += 1;
+            at.end = order.len();
+        }
+        let u = order[at.head];
+        at.head += 1;
         for p in fwd.range(u) {
             let v = fwd.to(p) as usize;
-            if enter(&mut slots[v], p, v, depth + 1) {
+            if enter(&mut slots[v], p, v, at.depth + 1) {
                 order.push(v as u32);
             }
         }
     }
+    true
 }
 
 /// DOWN: the least fixed point, propagated from the failed set only, so a
-/// cycle never keeps itself down. Leaves the down nodes in `s.order`, in
+/// cycle never keeps itself down. Leaves the down nodes in `order`, in
 /// breadth-first order.
-fn down_pass(fwd: &Csr, agg_total: &[u32], s: &mut Scratch, failed: &[u32]) {
-    let e = s.epoch;
-    bfs(
-        fwd,
-        &mut s.down,
-        &mut s.order,
-        e,
-        failed,
-        |d, p, v, depth| {
-            if d.stamp != e {
-                *d = Slot {
-                    stamp: e,
-                    depth: PENDING,
-                    parent: NONE,
-                    agg: 0,
-                };
-            }
-            if fwd.is_agg(p) {
-                // Counted even once v is down: the answer reports how many of
-                // its instances/targets are left.
-                d.agg += 1;
-                if d.depth != PENDING || d.agg < agg_total[v] {
-                    return false;
-                }
-            } else if d.depth != PENDING {
-                return false;
-            }
-            d.depth = depth;
-            d.parent = p as u32;
-            true
-        },
-    );
-}
-
-/// Reachability along every impact edge from the failed set (DOWN ∪
-/// DEGRADED), breadth-first; leaves the reached nodes in `s.order`.
-fn reach_pass(fwd: &Csr, s: &mut Scratch, failed: &[u32]) {
-    let e = s.epoch;
-    bfs(
-        fwd,
-        &mut s.reach,
-        &mut s.order,
-        e,
-        failed,
-        |r, p, _, depth| {
-            if r.stamp == e {
-                return false;
-            }
-            *r = Slot {
+fn down_pass(
+    fwd: &Csr,
+    agg_total: &[u32],
+    slots: &mut [Slot],
+    order: &mut Vec<u32>,
+    e: u32,
+    failed: &[u32],
+) {
+    seed(slots, order, e, failed);
+    let mut at = Level::start(order);
+    bfs(fwd, slots, order, &mut at, usize::MAX, |d, p, v, depth| {
+        if d.stamp != e {
+            *d = Slot {
                 stamp: e,
-                depth,
-                parent: p as u32,
+                depth: PENDING,
+                parent: NONE,
                 agg: 0,
             };
-            true
-        },
-    );
+        }
+        if fwd.is_agg(p) {
+            // Counted even once v is down: the answer reports how many of
+            // its instances/targets are left.
+            d.agg += 1;
+            if d.depth != PENDING || d.agg < agg_total[v] {
+                return false;
+            }
+        } else if d.depth != PENDING {
+            return false;
+        }
+        d.depth = depth;
+        d.parent = p as u32;
+        true
+    });
+}
+
+/// How a node joins the reachability pass (DOWN ∪ DEGRADED): the first
+/// time any impact edge reaches it.
+fn reach_enter(e: u32) -> impl Fn(&mut Slot, usize, usize, u32) -> bool + Copy {
+    move |r, p, _, depth| {
+        if r.stamp == e {
+            return false;
+        }
+        *r = Slot {
+            stamp: e,
+            depth,
+            parent: p as u32,
+            agg: 0,
+        };
+        true
+    }
+}
+
+/// Whether this machine has a second core for a large impact's down pass.
+fn two_cores() -> bool {
+    static TWO: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TWO.get_or_init(|| std::thread::available_parallelism().is_ok_and(|p| p.get() > 1))
 }
 
 /// The down propagation of one failed resource, for the SPOF search: the
@@ -695,6 +724,7 @@ impl Snapshot {
             twin,
             agg_total,
             local: std::sync::OnceLock::new(),
+            parallel_from: PARALLEL_FROM,
             built_at,
         }
     }
@@ -773,19 +803,51 @@ impl Snapshot {
         SCRATCH.with(|s| self.impact_in(&mut s.borrow_mut(), failed, max_depth))
     }
 
-    /// [`down_pass`] on the id-ordered adjacency.
-    fn down_pass(&self, s: &mut Scratch, failed: &[Ix]) {
-        down_pass(&self.fwd, &self.agg_total, s, failed);
+    /// Failures that reach more than this many resources run the down pass
+    /// on a second core beside the reach pass (they are independent: own
+    /// state, read-only edges). Smaller ones stay on one thread, where a
+    /// thread hand-off (tens of microseconds) would cost more than it saves.
+    /// Tests lower it to take the parallel path on small graphs.
+    pub fn set_parallel_from(&mut self, reached: usize) {
+        self.parallel_from = reached;
     }
 
     fn impact_in(&self, s: &mut Scratch, failed: &[Ix], max_depth: Option<u32>) -> ImpactResult {
         let n = self.resources.len();
         s.begin(n);
         let e = s.epoch;
-        self.down_pass(s, failed);
-        let down_n = s.order.len();
-        s.order.clear();
-        reach_pass(&self.fwd, s, failed);
+        {
+            let Scratch {
+                down,
+                reach,
+                order,
+                down_order,
+                ..
+            } = s;
+            let (fwd, agg_total) = (&self.fwd, &self.agg_total[..]);
+            seed(reach, order, e, failed);
+            let mut at = Level::start(order);
+            let enter = reach_enter(e);
+            if bfs(fwd, reach, order, &mut at, self.parallel_from, enter) || !two_cores() {
+                bfs(fwd, reach, order, &mut at, usize::MAX, enter);
+                down_pass(fwd, agg_total, down, down_order, e, failed);
+            } else {
+                let beside = std::thread::scope(|scope| {
+                    let side = std::thread::Builder::new()
+                        .name("impact-down".into())
+                        .spawn_scoped(scope, || {
+                            down_pass(fwd, agg_total, down, down_order, e, failed)
+                        });
+                    bfs(fwd, reach, order, &mut at, usize::MAX, enter);
+                    side.map(|h| h.join().expect("impact down pass")).is_ok()
+                });
+                if !beside {
+                    // No thread to be had: the down pass runs here.
+                    down_pass(fwd, agg_total, down, down_order, e, failed);
+                }
+            }
+        }
+        let down_n = s.down_order.len();
         let mut result = ImpactResult {
             down: Vec::with_capacity(down_n),
             degraded: Vec::with_capacity(s.order.len() - down_n),

@@ -487,11 +487,14 @@ proptest! {
         // estate and takes the sparse path (BFS order, sorted), with few the
         // dense one (id-order scan, bucketed by depth).
         padding in 0usize..300,
+        // The down pass beside the reach pass on a second core (what large
+        // failures do), or after it on one.
+        beside in proptest::bool::ANY,
     ) {
         let rels = random_relations(n, raw);
         let failed: Vec<usize> = failed_raw.into_iter().map(|f| f % n).collect();
         let name = |i: usize| format!("r{i:02}");
-        let s = Snapshot::build(
+        let mut s = Snapshot::build(
             (0..n)
                 .map(|i| resource(&name(i)))
                 .chain((0..padding).map(|i| resource(&format!("z{i:03}"))))
@@ -499,6 +502,9 @@ proptest! {
             rels.iter().map(|&(f, k, t)| relation(&name(f), &name(t), KINDS[k])).collect(),
             0,
         );
+        if beside {
+            s.set_parallel_from(0);
+        }
         let ix: Vec<u32> = failed.iter().map(|&f| s.lookup(&name(f)).unwrap()).collect();
         let r = s.impact(&ix, None);
         let (down, reach) = naive(n, &rels, &failed);
@@ -809,6 +815,52 @@ fn spofs_agree_with_one_impact_per_resource() {
     }
     assert!(naive.len() > 10, "{}", naive.len());
     assert_eq!(fast, naive);
+}
+
+#[test]
+fn large_failures_give_the_same_answer_with_the_down_pass_beside() {
+    // The generated estate's zones and hubs, answered on one thread and with
+    // the down pass on a second: the same lists, in the same order, with
+    // the same paths.
+    let build = || {
+        let estate = infragraph::generate::generate(infragraph::generate::Size::Small, 5);
+        Snapshot::build(
+            estate
+                .resources
+                .iter()
+                .map(|r| {
+                    let mut x = labelled(&r.id, &r.kind, &[]);
+                    x.labels = r.labels.clone();
+                    x
+                })
+                .collect(),
+            estate
+                .relations
+                .iter()
+                .map(|r| relation(&r.from, &r.to, &r.kind))
+                .collect(),
+            0,
+        )
+    };
+    let one = build();
+    let mut two = build();
+    two.set_parallel_from(0);
+    let mut checked = 0;
+    for ix in 0..one.resources.len() as u32 {
+        let (a, b) = (one.impact(&[ix], None), two.impact(&[ix], None));
+        assert_eq!(a.down, b.down, "{}", one.resource(ix).id);
+        assert_eq!(a.degraded, b.degraded, "{}", one.resource(ix).id);
+        for (x, y) in a
+            .down
+            .iter()
+            .zip(&b.down)
+            .chain(a.degraded.iter().zip(&b.degraded))
+        {
+            assert_eq!(a.path(&one, x), b.path(&two, y));
+        }
+        checked += usize::from(a.down.len() + a.degraded.len() > 100);
+    }
+    assert!(checked > 5, "{checked} large answers");
 }
 
 #[test]
