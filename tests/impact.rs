@@ -476,6 +476,36 @@ fn naive_depths(
     (dd, rd)
 }
 
+/// The SPOF answer computed the slow way, one impact per resource: each
+/// resource whose failure alone takes a critical one down, with those it
+/// takes down (sorted) and how many go down, ordered as `spofs` orders them.
+fn spofs_by_impact(
+    s: &Snapshot,
+    critical: &infragraph::model::LabelSelector,
+) -> Vec<(u32, Vec<u32>, usize)> {
+    let mut want = Vec::new();
+    for x in 0..s.resources.len() as u32 {
+        let r = s.impact(&[x], None);
+        let mut crit: Vec<u32> = r
+            .down
+            .iter()
+            .map(|d| d.node)
+            .filter(|&d| d != x && critical.matches(&s.resource(d).labels))
+            .collect();
+        crit.sort_unstable();
+        if !crit.is_empty() {
+            want.push((x, crit, r.down.len()));
+        }
+    }
+    want.sort_by(|a, b| {
+        b.1.len()
+            .cmp(&a.1.len())
+            .then(b.2.cmp(&a.2))
+            .then(a.0.cmp(&b.0))
+    });
+    want
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     #[test]
@@ -619,21 +649,7 @@ proptest! {
             .into_iter()
             .map(|f| (f.node, f.critical_down, f.down_count))
             .collect();
-        let mut want: Vec<(u32, Vec<u32>, usize)> = Vec::new();
-        for x in 0..n as u32 {
-            let r = s.impact(&[x], None);
-            let mut crit: Vec<u32> = r
-                .down
-                .iter()
-                .map(|d| d.node)
-                .filter(|&d| d != x && critical[0].matches(&s.resource(d).labels))
-                .collect();
-            crit.sort_unstable();
-            if !crit.is_empty() {
-                want.push((x, crit, r.down.len()));
-            }
-        }
-        want.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(b.2.cmp(&a.2)).then(a.0.cmp(&b.0)));
+        let want = spofs_by_impact(&s, &critical[0]);
         prop_assert_eq!(got, want);
     }
 }
@@ -793,26 +809,13 @@ fn spofs_agree_with_one_impact_per_resource() {
     let critical = [LabelSelector::parse("tier=1").unwrap()];
     // Hundreds of candidates: several blocks, shared by the worker threads.
     assert!(s.resources.len() > 600, "{}", s.resources.len());
-    let fast: BTreeMap<u32, (Vec<u32>, usize)> = s
+    let fast: Vec<(u32, Vec<u32>, usize)> = s
         .spofs(None, &critical)
         .unwrap()
         .into_iter()
-        .map(|f| (f.node, (f.critical_down, f.down_count)))
+        .map(|f| (f.node, f.critical_down, f.down_count))
         .collect();
-    let mut naive = BTreeMap::new();
-    for ix in 0..s.resources.len() as u32 {
-        let r = s.impact(&[ix], None);
-        let mut crit: Vec<u32> = r
-            .down
-            .iter()
-            .map(|d| d.node)
-            .filter(|&d| d != ix && critical[0].matches(&s.resource(d).labels))
-            .collect();
-        crit.sort_unstable();
-        if !crit.is_empty() {
-            naive.insert(ix, (crit, r.down.len()));
-        }
-    }
+    let naive = spofs_by_impact(&s, &critical[0]);
     assert!(naive.len() > 10, "{}", naive.len());
     assert_eq!(fast, naive);
 }
