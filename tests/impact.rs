@@ -476,6 +476,19 @@ fn naive_depths(
     (dd, rd)
 }
 
+/// `spofs` over the whole graph as (resource, critical ones it takes down,
+/// how many go down), in its order.
+fn spofs_as_tuples(
+    s: &Snapshot,
+    critical: &[infragraph::model::LabelSelector],
+) -> Vec<(u32, Vec<u32>, usize)> {
+    s.spofs(None, critical)
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.node, f.critical_down, f.down_count))
+        .collect()
+}
+
 /// The SPOF answer computed the slow way, one impact per resource: each
 /// resource whose failure alone takes a critical one down, with those it
 /// takes down (sorted) and how many go down, ordered as `spofs` orders them.
@@ -643,14 +656,7 @@ proptest! {
             0,
         );
         let critical = [LabelSelector::parse("tier=1").unwrap()];
-        let got: Vec<(u32, Vec<u32>, usize)> = s
-            .spofs(None, &critical)
-            .unwrap()
-            .into_iter()
-            .map(|f| (f.node, f.critical_down, f.down_count))
-            .collect();
-        let want = spofs_by_impact(&s, &critical[0]);
-        prop_assert_eq!(got, want);
+        prop_assert_eq!(spofs_as_tuples(&s, &critical), spofs_by_impact(&s, &critical[0]));
     }
 }
 
@@ -809,12 +815,7 @@ fn spofs_agree_with_one_impact_per_resource() {
     let critical = [LabelSelector::parse("tier=1").unwrap()];
     // Hundreds of candidates: several blocks, shared by the worker threads.
     assert!(s.resources.len() > 600, "{}", s.resources.len());
-    let fast: Vec<(u32, Vec<u32>, usize)> = s
-        .spofs(None, &critical)
-        .unwrap()
-        .into_iter()
-        .map(|f| (f.node, f.critical_down, f.down_count))
-        .collect();
+    let fast = spofs_as_tuples(&s, &critical);
     let naive = spofs_by_impact(&s, &critical[0]);
     assert!(naive.len() > 10, "{}", naive.len());
     assert_eq!(fast, naive);
