@@ -342,23 +342,29 @@ fn random_relations(n: usize, raw: Vec<(usize, usize, usize)>) -> Vec<(usize, us
         .collect()
 }
 
+/// The reference model's impact edges, from the core table of relation
+/// kinds: (the resource whose failure spreads, the one it reaches,
+/// aggregate?).
+fn impact_edges(rels: &[(usize, usize, usize)]) -> Vec<(usize, usize, bool)> {
+    rels.iter()
+        .filter_map(|&(f, k, t)| match KINDS[k] {
+            "depends_on" | "runs_on" | "contained_in" => Some((t, f, false)),
+            "attached_to" => Some((f, t, false)),
+            "instance_of" => Some((f, t, true)),
+            "routes_to" => Some((t, f, true)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The reference model: DOWN as the least fixed point, found by applying
+/// the rules until nothing changes, and plain reachability.
 fn naive(
     n: usize,
     rels: &[(usize, usize, usize)],
     failed: &[usize],
 ) -> (BTreeSet<usize>, BTreeSet<usize>) {
-    // Impact edges (src reaches dst, aggregate?).
-    let mut edges = Vec::new();
-    for &(f, k, t) in rels {
-        let e = match KINDS[k] {
-            "depends_on" | "runs_on" | "contained_in" => (t, f, false),
-            "attached_to" => (f, t, false),
-            "instance_of" => (f, t, true),
-            "routes_to" => (t, f, true),
-            _ => continue,
-        };
-        edges.push(e);
-    }
+    let edges = impact_edges(rels);
     let mut down: BTreeSet<usize> = failed.iter().copied().collect();
     loop {
         let mut changed = false;
@@ -410,16 +416,7 @@ fn naive_depths(
     failed: &[usize],
     down: &BTreeSet<usize>,
 ) -> (Vec<Option<u32>>, Vec<Option<u32>>) {
-    let mut edges = Vec::new();
-    for &(f, k, t) in rels {
-        match KINDS[k] {
-            "depends_on" | "runs_on" | "contained_in" => edges.push((t, f, false)),
-            "attached_to" => edges.push((f, t, false)),
-            "instance_of" => edges.push((f, t, true)),
-            "routes_to" => edges.push((t, f, true)),
-            _ => {}
-        }
-    }
+    let edges = impact_edges(rels);
     let mut dd: Vec<Option<u32>> = vec![None; n];
     let mut rd: Vec<Option<u32>> = vec![None; n];
     for &f in failed {
@@ -460,7 +457,7 @@ fn naive_depths(
                     want = best(want, Some(last + 1));
                 }
             }
-            if want != dd[v] && want.is_some() && dd[v].is_none_or(|x| want.unwrap() < x) {
+            if want.is_some() && dd[v].is_none_or(|x| want.unwrap() < x) {
                 dd[v] = want;
                 changed = true;
             }
