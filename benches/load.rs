@@ -8,7 +8,9 @@
 //! re-sync; `INFRAGRAPH_BENCH_STORE=memory` builds the graph straight from
 //! the generator and prints only the query figures (with
 //! `INFRAGRAPH_BENCH_IDS=bfs`, on ids renamed into a locality order; see
-//! `bfs_ids`). PostgreSQL is skipped, with a note, when unreachable.
+//! `bfs_ids`). `INFRAGRAPH_BENCH_ZONE_LOOP=N` (with the memory store) runs
+//! only the zone what-if, N times per zone, for a profiler. PostgreSQL is
+//! skipped, with a note, when unreachable.
 
 use std::time::{Duration, Instant};
 
@@ -407,6 +409,34 @@ async fn main() {
         };
         let snap = in_memory(batch);
         println!("memory: graph build {}", secs(t.elapsed()));
+        if let Ok(rounds) = std::env::var("INFRAGRAPH_BENCH_ZONE_LOOP") {
+            // For a profiler: only the zone what-if, `rounds` times each zone.
+            let rounds: usize = rounds
+                .parse()
+                .expect("INFRAGRAPH_BENCH_ZONE_LOOP: a number");
+            let zones: Vec<_> = ["zone:r0a", "zone:r0b", "zone:r0c"]
+                .iter()
+                .filter_map(|z| snap.lookup(z))
+                .collect();
+            let mut times = Vec::new();
+            for _ in 0..rounds {
+                for &z in &zones {
+                    let t = Instant::now();
+                    let r = snap.impact(&[z], None);
+                    times.push(t.elapsed());
+                    drop(std::hint::black_box(r));
+                }
+            }
+            times.sort();
+            println!(
+                "zone what-if ×{}: p50 {} min {} max {}",
+                times.len(),
+                ms(percentile(&times, 0.5)),
+                ms(times[0]),
+                ms(*times.last().unwrap())
+            );
+            return;
+        }
         impact_figures(&snap);
         return;
     }

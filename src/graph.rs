@@ -223,13 +223,19 @@ pub struct ImpactResult {
     parents: Parents,
 }
 
-/// Parent edges of the reached nodes: a hash map for small answers, a dense
-/// array (one slot per resource) when the answer is a sizeable share of the
-/// estate and hashing would cost more than the traversal.
+/// Parent edges of the reached nodes: a hash map for small answers; for
+/// answers that are a sizeable share of the estate, where hashing would cost
+/// more than the traversal, the pairs in id order with the reached set as
+/// bits and a count per 64-node word to find a node's pair (its rank).
 #[derive(Debug, Clone)]
 enum Parents {
     Sparse(FxHashMap<Ix, (u32, u32)>),
-    Dense(Vec<(u32, u32)>),
+    Ranked {
+        bits: Vec<u64>,
+        /// Reached nodes before each word of `bits`.
+        before: Vec<u32>,
+        pairs: Vec<(u32, u32)>,
+    },
 }
 
 impl Default for Parents {
@@ -239,31 +245,20 @@ impl Default for Parents {
 }
 
 impl Parents {
-    fn with(reached: usize, n: usize) -> Parents {
-        if reached * 16 > n {
-            Parents::Dense(vec![(NONE, NONE); n])
-        } else {
-            let mut m = FxHashMap::default();
-            m.reserve(reached);
-            Parents::Sparse(m)
-        }
-    }
-
-    #[inline]
-    fn set(&mut self, node: Ix, p: (u32, u32)) {
-        match self {
-            Parents::Sparse(m) => {
-                m.insert(node, p);
-            }
-            Parents::Dense(v) => v[node as usize] = p,
-        }
-    }
-
-    #[inline]
     fn get(&self, node: Ix) -> Option<(u32, u32)> {
         match self {
             Parents::Sparse(m) => m.get(&node).copied(),
-            Parents::Dense(v) => v.get(node as usize).copied(),
+            Parents::Ranked {
+                bits,
+                before,
+                pairs,
+            } => {
+                let w = node as usize >> 6;
+                let bit = 1u64 << (node & 63);
+                let word = *bits.get(w)?;
+                (word & bit != 0)
+                    .then(|| pairs[before[w] as usize + (word & (bit - 1)).count_ones() as usize])
+            }
         }
     }
 }
@@ -367,12 +362,11 @@ pub struct Spof {
     pub down_count: usize,
 }
 
-/// One node's state in one pass: which traversal stamped it, at what depth,
-/// through which forward-CSR edge, and (down pass) how many of its
-/// aggregate inputs are down. Kept together, 16 bytes aligned, so that a
-/// visit touches one cache line, not three (on a million-resource estate
-/// the arrays do not fit in cache and the traversal is bound by memory
-/// misses).
+/// One node's state in the down pass: which pass stamped it, at what
+/// depth, through which forward-CSR edge, and how many of its aggregate
+/// inputs are down. Kept together, 16 bytes aligned, so that a visit
+/// touches one cache line, not three (on a million-resource estate the
+/// arrays do not fit in cache and the traversal is bound by memory misses).
 #[derive(Clone, Copy, Default)]
 #[repr(align(16))]
 struct Slot {
@@ -390,38 +384,93 @@ const PENDING: u32 = u32::MAX;
 /// The default for [`Snapshot::set_parallel_from`].
 const PARALLEL_FROM: usize = 8192;
 
-impl Slot {
-    /// Down in pass `e` (the down pass's slots).
+/// How the reach pass reached a node: at what depth, through which
+/// forward-CSR edge. Valid where [`Scratch::seen`] has the node.
+#[derive(Clone, Copy, Default)]
+struct Hop {
+    depth: u32,
+    parent: u32,
+}
+
+/// A set of nodes as bits, emptied in time proportional to its size or to
+/// its members (whichever is less), so that both a one-resource failure
+/// and one reaching half the estate pay little for it.
+#[derive(Default)]
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn grow(&mut self, n: usize) {
+        let words = n.div_ceil(64);
+        if self.0.len() < words {
+            self.0.resize(words, 0);
+        }
+    }
+
     #[inline]
-    fn is_down(&self, e: u32) -> bool {
-        self.stamp == e && self.depth != PENDING
+    fn has(&self, v: usize) -> bool {
+        self.0[v >> 6] >> (v & 63) & 1 != 0
+    }
+
+    /// Adds `v`; false if it was there.
+    #[inline]
+    fn insert(&mut self, v: usize) -> bool {
+        let (w, bit) = (&mut self.0[v >> 6], 1u64 << (v & 63));
+        let new = *w & bit == 0;
+        *w |= bit;
+        new
+    }
+
+    /// Empties the set; `members` must list every member.
+    fn clear(&mut self, members: &[u32]) {
+        if members.len() * 8 > self.0.len() {
+            self.0.fill(0);
+        } else {
+            for &v in members {
+                self.0[v as usize >> 6] = 0;
+            }
+        }
     }
 }
 
-/// Per-thread scratch space for traversals, reset in O(1) by bumping an epoch.
+/// Per-thread scratch space for traversals, reset in time proportional to
+/// the last answer (bits) or in O(1) by bumping an epoch (slots).
+///
+/// The reach pass keeps its visited set as bits: most edges it follows
+/// lead to a resource it has already reached, and on a million resources
+/// that test is a hit in a 128 KB bitmap that stays in the core's cache
+/// instead of a miss to memory for a 16-byte slot. How a node was reached
+/// is written once, when it is.
 #[derive(Default)]
 struct Scratch {
     epoch: u32,
-    /// The down pass.
+    /// The down pass's slots, stamped with `epoch`.
     down: Vec<Slot>,
-    /// The reachability pass.
-    reach: Vec<Slot>,
-    /// The reach pass's breadth-first queue, which is also its visit order.
-    order: Vec<u32>,
-    /// The same for the down pass.
+    /// The nodes the down pass took down.
+    down_bits: Bits,
+    /// The down pass's breadth-first queue, which is also its visit order
+    /// (every member of `down_bits`).
     down_order: Vec<u32>,
+    /// The nodes the reach pass reached.
+    seen: Bits,
+    /// How each of them was reached.
+    hops: Vec<Hop>,
+    /// The reach pass's queue and visit order (every member of `seen`).
+    order: Vec<u32>,
 }
 
 impl Scratch {
     fn begin(&mut self, n: usize) {
         if self.down.len() < n {
             self.down.resize(n, Slot::default());
-            self.reach.resize(n, Slot::default());
+            self.hops.resize(n, Hop::default());
         }
+        self.seen.grow(n);
+        self.down_bits.grow(n);
+        self.seen.clear(&self.order);
+        self.down_bits.clear(&self.down_order);
         self.epoch = self.epoch.wrapping_add(1);
         if self.epoch == 0 {
             self.down.fill(Slot::default());
-            self.reach.fill(Slot::default());
             self.epoch = 1;
         }
         self.order.clear();
@@ -451,17 +500,13 @@ fn by_depth_stable(items: Vec<Impacted>) -> Vec<Impacted> {
     out
 }
 
-/// Stamps the failed nodes at depth 0 (once each) and queues them: `order`
-/// is the breadth-first queue, and the visit order once the pass is done.
-fn seed(slots: &mut [Slot], order: &mut Vec<u32>, e: u32, failed: &[u32]) {
+/// Queues the failed nodes (once each) at depth 0 of the reach pass.
+fn seed_reach(seen: &mut Bits, hops: &mut [Hop], order: &mut Vec<u32>, failed: &[u32]) {
     for &f in failed {
-        let slot = &mut slots[f as usize];
-        if slot.stamp != e {
-            *slot = Slot {
-                stamp: e,
+        if seen.insert(f as usize) {
+            hops[f as usize] = Hop {
                 depth: 0,
                 parent: NONE,
-                agg: 0,
             };
             order.push(f);
         }
@@ -489,17 +534,16 @@ impl Level {
 
 /// Breadth-first along `fwd`, one level after another, with `order` as the
 /// queue (and the visit order once done): for each edge `p` into `v`,
-/// `enter(v's slot, p, v, v's depth)` says whether `v` joins, filling its
-/// slot if so. A node's depth is its level, so popping a node reads
-/// nothing. Pops at most `budget` nodes; returns whether the pass is done.
+/// `enter(p, v, v's depth)` says whether `v` joins, recording it if so. A
+/// node's depth is its level, so popping a node reads nothing. Pops at most
+/// `budget` nodes; returns whether the pass is done.
 #[inline(always)]
 fn bfs(
     fwd: &Csr,
-    slots: &mut [Slot],
     order: &mut Vec<u32>,
     at: &mut Level,
     budget: usize,
-    mut enter: impl FnMut(&mut Slot, usize, usize, u32) -> bool,
+    mut enter: impl FnMut(usize, usize, u32) -> bool,
 ) -> bool {
     let stop = at.head.saturating_add(budget);
     while at.head < order.len() {
@@ -514,7 +558,7 @@ fn bfs(
         at.head += 1;
         for p in fwd.range(u) {
             let v = fwd.to(p) as usize;
-            if enter(&mut slots[v], p, v, at.depth + 1) {
+            if enter(p, v, at.depth + 1) {
                 order.push(v as u32);
             }
         }
@@ -523,19 +567,35 @@ fn bfs(
 }
 
 /// DOWN: the least fixed point, propagated from the failed set only, so a
-/// cycle never keeps itself down. Leaves the down nodes in `order`, in
-/// breadth-first order.
+/// cycle never keeps itself down. Leaves the down nodes in `bits` and in
+/// `order`, in breadth-first order.
 fn down_pass(
     fwd: &Csr,
     agg_total: &[u32],
     slots: &mut [Slot],
+    bits: &mut Bits,
     order: &mut Vec<u32>,
     e: u32,
     failed: &[u32],
 ) {
-    seed(slots, order, e, failed);
+    for &f in failed {
+        if bits.insert(f as usize) {
+            slots[f as usize] = Slot {
+                stamp: e,
+                depth: 0,
+                parent: NONE,
+                agg: 0,
+            };
+            order.push(f);
+        }
+    }
     let mut at = Level::start(order);
-    bfs(fwd, slots, order, &mut at, usize::MAX, |d, p, v, depth| {
+    bfs(fwd, order, &mut at, usize::MAX, |p, v, depth| {
+        let agg = fwd.is_agg(p);
+        if !agg && bits.has(v) {
+            return false;
+        }
+        let d = &mut slots[v];
         if d.stamp != e {
             *d = Slot {
                 stamp: e,
@@ -544,37 +604,42 @@ fn down_pass(
                 agg: 0,
             };
         }
-        if fwd.is_agg(p) {
+        if agg {
             // Counted even once v is down: the answer reports how many of
             // its instances/targets are left.
             d.agg += 1;
             if d.depth != PENDING || d.agg < agg_total[v] {
                 return false;
             }
-        } else if d.depth != PENDING {
-            return false;
         }
         d.depth = depth;
         d.parent = p as u32;
+        bits.insert(v);
         true
     });
 }
 
-/// How a node joins the reachability pass (DOWN ∪ DEGRADED): the first
-/// time any impact edge reaches it.
-fn reach_enter(e: u32) -> impl Fn(&mut Slot, usize, usize, u32) -> bool + Copy {
-    move |r, p, _, depth| {
-        if r.stamp == e {
+/// DOWN ∪ DEGRADED: breadth-first from the seeded failed set, a node
+/// joining the first time any impact edge reaches it. Resumable: pops at
+/// most `budget` nodes; returns whether it is done.
+fn reach_pass(
+    fwd: &Csr,
+    seen: &mut Bits,
+    hops: &mut [Hop],
+    order: &mut Vec<u32>,
+    at: &mut Level,
+    budget: usize,
+) -> bool {
+    bfs(fwd, order, at, budget, |p, v, depth| {
+        if !seen.insert(v) {
             return false;
         }
-        *r = Slot {
-            stamp: e,
+        hops[v] = Hop {
             depth,
             parent: p as u32,
-            agg: 0,
         };
         true
-    }
+    })
 }
 
 /// Whether this machine has a second core for a large impact's down pass.
@@ -819,92 +884,115 @@ impl Snapshot {
         {
             let Scratch {
                 down,
-                reach,
-                order,
+                down_bits,
                 down_order,
+                seen,
+                hops,
+                order,
                 ..
             } = s;
             let (fwd, agg_total) = (&self.fwd, &self.agg_total[..]);
-            seed(reach, order, e, failed);
+            seed_reach(seen, hops, order, failed);
             let mut at = Level::start(order);
-            let enter = reach_enter(e);
-            if bfs(fwd, reach, order, &mut at, self.parallel_from, enter) || !two_cores() {
-                bfs(fwd, reach, order, &mut at, usize::MAX, enter);
-                down_pass(fwd, agg_total, down, down_order, e, failed);
+            if reach_pass(fwd, seen, hops, order, &mut at, self.parallel_from) || !two_cores() {
+                reach_pass(fwd, seen, hops, order, &mut at, usize::MAX);
+                down_pass(fwd, agg_total, down, down_bits, down_order, e, failed);
             } else {
                 let beside = std::thread::scope(|scope| {
                     let side = std::thread::Builder::new()
                         .name("impact-down".into())
                         .spawn_scoped(scope, || {
-                            down_pass(fwd, agg_total, down, down_order, e, failed)
+                            down_pass(fwd, agg_total, down, down_bits, down_order, e, failed)
                         });
-                    bfs(fwd, reach, order, &mut at, usize::MAX, enter);
+                    reach_pass(fwd, seen, hops, order, &mut at, usize::MAX);
                     side.map(|h| h.join().expect("impact down pass")).is_ok()
                 });
                 if !beside {
                     // No thread to be had: the down pass runs here.
-                    down_pass(fwd, agg_total, down, down_order, e, failed);
+                    down_pass(fwd, agg_total, down, down_bits, down_order, e, failed);
                 }
             }
         }
+        let reached = s.order.len();
         let down_n = s.down_order.len();
         let mut result = ImpactResult {
             down: Vec::with_capacity(down_n),
-            degraded: Vec::with_capacity(s.order.len() - down_n),
-            parents: Parents::with(s.order.len(), n),
+            degraded: Vec::with_capacity(reached - down_n),
+            parents: Parents::default(),
         };
-        // Large answers: visit the reached nodes in id order (a sequential
-        // scan of the stamps, and every per-node array read in order), so
-        // that "by depth then id" is a stable bucket pass by depth instead of
-        // a comparison sort. Small answers: the BFS order, then a sort.
-        let dense = s.order.len() * 16 > n;
-        if dense {
-            s.order.clear();
-            s.order
-                .extend((0..n as u32).filter(|&v| s.reach[v as usize].stamp == e));
-        }
-        for &u in &s.order {
-            let ui = u as usize;
-            let total = self.agg_total[ui];
-            let down = s.down[ui];
-            let is_down = down.is_down(e);
-            let agg_down = if total > 0 && down.stamp == e {
-                down.agg
+        // One reached node: its answer item, and its (down, reach) parent
+        // edges as forward-CSR positions (`path` maps them to the reverse
+        // CSR, whose `other` is the node the failure came from, only for the
+        // paths a caller asks for).
+        let item = |v: usize| {
+            let total = self.agg_total[v];
+            let is_down = s.down_bits.has(v);
+            // The down slot is read only where it can say something.
+            let d = if is_down || total > 0 {
+                s.down[v]
             } else {
-                0
+                Slot::default()
             };
-            let aggregate = (total > 0).then(|| (total - agg_down.min(total), total));
-            let reach = s.reach[ui];
-            let depth = if is_down { down.depth } else { reach.depth };
-            // Parents are stored as forward-CSR positions; `path` maps them
-            // to the reverse CSR (whose `other` is the node the failure came
-            // from) only for the paths a caller asks for.
-            let dp = if is_down { down.parent } else { NONE };
-            let rp = reach.parent;
-            result.parents.set(u, (dp, rp));
-            if max_depth.is_some_and(|m| depth > m) {
-                continue;
-            }
+            let agg_down = if d.stamp == e { d.agg } else { 0 };
+            let hop = s.hops[v];
+            let (status, depth, dp) = if is_down {
+                (ImpactStatus::Down, d.depth, d.parent)
+            } else {
+                (ImpactStatus::Degraded, hop.depth, NONE)
+            };
             let item = Impacted {
-                node: u,
-                status: if is_down {
-                    ImpactStatus::Down
-                } else {
-                    ImpactStatus::Degraded
-                },
+                node: v as u32,
+                status,
                 depth,
-                aggregate,
+                aggregate: (total > 0).then(|| (total - agg_down.min(total), total)),
             };
-            if is_down {
+            (item, (dp, hop.parent))
+        };
+        let mut keep = |item: Impacted| {
+            if max_depth.is_some_and(|m| item.depth > m) {
+                return;
+            }
+            if item.status == ImpactStatus::Down {
                 result.down.push(item);
             } else {
                 result.degraded.push(item);
             }
-        }
-        if dense {
+        };
+        if reached * 16 > n {
+            // Large answers: visit the reached nodes in id order (a scan of
+            // the bits, and every per-node array read in order), so that "by
+            // depth then id" is a stable bucket pass by depth instead of a
+            // comparison sort, and the parents are a compact id-ordered array.
+            let bits = s.seen.0[..n.div_ceil(64)].to_vec();
+            let mut before = Vec::with_capacity(bits.len());
+            let mut pairs = Vec::with_capacity(reached);
+            for (w, &word) in bits.iter().enumerate() {
+                before.push(pairs.len() as u32);
+                let mut rest = word;
+                while rest != 0 {
+                    let v = (w << 6) | rest.trailing_zeros() as usize;
+                    rest &= rest - 1;
+                    let (it, pair) = item(v);
+                    pairs.push(pair);
+                    keep(it);
+                }
+            }
+            result.parents = Parents::Ranked {
+                bits,
+                before,
+                pairs,
+            };
             result.down = by_depth_stable(std::mem::take(&mut result.down));
             result.degraded = by_depth_stable(std::mem::take(&mut result.degraded));
         } else {
+            let mut parents = FxHashMap::default();
+            parents.reserve(reached);
+            for &v in &s.order {
+                let (it, pair) = item(v as usize);
+                parents.insert(v, pair);
+                keep(it);
+            }
+            result.parents = Parents::Sparse(parents);
             let key = |i: &Impacted| ((i.depth as u64) << 32) | i.node as u64;
             result.down.sort_unstable_by_key(key);
             result.degraded.sort_unstable_by_key(key);
