@@ -456,6 +456,10 @@ struct Scratch {
     hops: Vec<Hop>,
     /// The reach pass's queue and visit order (every member of `seen`).
     order: Vec<u32>,
+    /// Large answers being collected, [down, degraded], by depth, each in
+    /// id order: kept between calls (see [`Scratch::keep_buckets`]) so that
+    /// their memory is warm and sized.
+    buckets: [Vec<Vec<Impacted>>; 2],
 }
 
 impl Scratch {
@@ -476,26 +480,26 @@ impl Scratch {
         self.order.clear();
         self.down_order.clear();
     }
+
+    /// Puts the (drained) buckets back for the next large answer, unless
+    /// they hold room for more than twice the estate: answers of different
+    /// shapes must not make one thread's scratch grow without bound.
+    fn keep_buckets(&mut self, buckets: [Vec<Vec<Impacted>>; 2], n: usize) {
+        let room: usize = buckets.iter().flatten().map(Vec::capacity).sum();
+        if room <= 2 * n {
+            self.buckets = buckets;
+        }
+    }
 }
 
-/// Orders items already in id order by depth, keeping id order within a
-/// depth (a counting sort: depths are small).
-fn by_depth_stable(items: Vec<Impacted>) -> Vec<Impacted> {
-    let Some(max) = items.iter().map(|i| i.depth as usize).max() else {
-        return items;
-    };
-    let mut start = vec![0usize; max + 2];
-    for i in &items {
-        start[i.depth as usize + 1] += 1;
-    }
-    for d in 0..=max {
-        start[d + 1] += start[d];
-    }
-    let mut out = vec![items[0]; items.len()];
-    for i in items {
-        let d = i.depth as usize;
-        out[start[d]] = i;
-        start[d] += 1;
+/// One list of the answer from its buckets by depth (each in id order):
+/// by depth then id, with no sort and no second scatter pass. Leaves the
+/// buckets empty, their room kept.
+fn drain_by_depth(buckets: &mut [Vec<Impacted>], total: usize) -> Vec<Impacted> {
+    let mut out = Vec::with_capacity(total);
+    for b in buckets {
+        out.extend_from_slice(b);
+        b.clear();
     }
     out
 }
@@ -915,11 +919,7 @@ impl Snapshot {
         }
         let reached = s.order.len();
         let down_n = s.down_order.len();
-        let mut result = ImpactResult {
-            down: Vec::with_capacity(down_n),
-            degraded: Vec::with_capacity(reached - down_n),
-            parents: Parents::default(),
-        };
+        let mut result = ImpactResult::default();
         // One reached node: its answer item, and its (down, reach) parent
         // edges as forward-CSR positions (`path` maps them to the reverse
         // CSR, whose `other` is the node the failure came from, only for the
@@ -948,21 +948,27 @@ impl Snapshot {
             };
             (item, (dp, hop.parent))
         };
-        let mut keep = |item: Impacted| {
-            if max_depth.is_some_and(|m| item.depth > m) {
-                return;
-            }
-            if item.status == ImpactStatus::Down {
-                result.down.push(item);
-            } else {
-                result.degraded.push(item);
-            }
-        };
+        let wanted = |item: &Impacted| max_depth.is_none_or(|m| item.depth <= m);
         if reached * 16 > n {
             // Large answers: visit the reached nodes in id order (a scan of
-            // the bits, and every per-node array read in order), so that "by
-            // depth then id" is a stable bucket pass by depth instead of a
-            // comparison sort, and the parents are a compact id-ordered array.
+            // the bits, and every per-node array read in order) into buckets
+            // by depth, so that "by depth then id" needs no comparison sort
+            // (nor a scatter pass over a pre-filled list), and the parents
+            // are a compact id-ordered array.
+            let mut buckets = std::mem::take(&mut s.buckets);
+            let mut kept = [0usize; 2];
+            let mut keep = |item: Impacted| {
+                if !wanted(&item) {
+                    return;
+                }
+                let k = (item.status == ImpactStatus::Degraded) as usize;
+                let (b, d) = (&mut buckets[k], item.depth as usize);
+                if b.len() <= d {
+                    b.resize_with(d + 1, Vec::new);
+                }
+                b[d].push(item);
+                kept[k] += 1;
+            };
             let bits = s.seen.0[..n.div_ceil(64)].to_vec();
             let mut before = Vec::with_capacity(bits.len());
             let mut pairs = Vec::with_capacity(reached);
@@ -982,11 +988,24 @@ impl Snapshot {
                 before,
                 pairs,
             };
-            result.down = by_depth_stable(std::mem::take(&mut result.down));
-            result.degraded = by_depth_stable(std::mem::take(&mut result.degraded));
+            result.down = drain_by_depth(&mut buckets[0], kept[0]);
+            result.degraded = drain_by_depth(&mut buckets[1], kept[1]);
+            s.keep_buckets(buckets, n);
         } else {
             let mut parents = FxHashMap::default();
             parents.reserve(reached);
+            result.down.reserve(down_n);
+            result.degraded.reserve(reached - down_n);
+            let mut keep = |item: Impacted| {
+                if !wanted(&item) {
+                    return;
+                }
+                if item.status == ImpactStatus::Down {
+                    result.down.push(item);
+                } else {
+                    result.degraded.push(item);
+                }
+            };
             for &v in &s.order {
                 let (it, pair) = item(v as usize);
                 parents.insert(v, pair);
