@@ -457,9 +457,48 @@ struct Scratch {
     /// The reach pass's queue and visit order (every member of `seen`).
     order: Vec<u32>,
     /// Large answers being collected, [down, degraded], by depth, each in
-    /// id order: kept between calls (see [`Scratch::keep_buckets`]) so that
-    /// their memory is warm and sized.
-    buckets: [Vec<Vec<Impacted>>; 2],
+    /// id order: kept between calls (see [`keep_buckets`]) so that their
+    /// memory is warm and sized.
+    buckets: Buckets,
+    /// The same for the upper id range, collected on a second core.
+    buckets_beside: Buckets,
+}
+
+/// A large answer being collected: [down, degraded], by depth.
+type Buckets = [Vec<Vec<Impacted>>; 2];
+
+/// One id range of a large answer: its parent pairs in id order, how many
+/// of them come before each 64-node word, and how many items it kept
+/// ([down, degraded]).
+#[derive(Default)]
+struct Part {
+    pairs: Vec<(u32, u32)>,
+    before: Vec<u32>,
+    kept: [usize; 2],
+}
+
+/// The buckets to keep for the next large answer: these (drained), unless
+/// they hold room for more than twice the estate, so that answers of
+/// different shapes cannot make one thread's scratch grow without bound.
+fn keep_buckets(buckets: Buckets, n: usize) -> Buckets {
+    let room: usize = buckets.iter().flatten().map(Vec::capacity).sum();
+    if room <= 2 * n {
+        buckets
+    } else {
+        Buckets::default()
+    }
+}
+
+/// The word of `bits` that splits its `count` members about in half.
+fn halfway(bits: &[u64], count: usize) -> usize {
+    let mut seen = 0;
+    for (w, word) in bits.iter().enumerate() {
+        seen += word.count_ones() as usize;
+        if seen * 2 >= count {
+            return w + 1;
+        }
+    }
+    bits.len()
 }
 
 impl Scratch {
@@ -480,26 +519,23 @@ impl Scratch {
         self.order.clear();
         self.down_order.clear();
     }
-
-    /// Puts the (drained) buckets back for the next large answer, unless
-    /// they hold room for more than twice the estate: answers of different
-    /// shapes must not make one thread's scratch grow without bound.
-    fn keep_buckets(&mut self, buckets: [Vec<Vec<Impacted>>; 2], n: usize) {
-        let room: usize = buckets.iter().flatten().map(Vec::capacity).sum();
-        if room <= 2 * n {
-            self.buckets = buckets;
-        }
-    }
 }
 
-/// One list of the answer from its buckets by depth (each in id order):
+/// One list of the answer from its buckets by depth, those of the lower
+/// id range before those of the upper within a depth (each in id order):
 /// by depth then id, with no sort and no second scatter pass. Leaves the
 /// buckets empty, their room kept.
-fn drain_by_depth(buckets: &mut [Vec<Impacted>], total: usize) -> Vec<Impacted> {
+fn drain_by_depth(
+    low: &mut [Vec<Impacted>],
+    high: &mut [Vec<Impacted>],
+    total: usize,
+) -> Vec<Impacted> {
     let mut out = Vec::with_capacity(total);
-    for b in buckets {
-        out.extend_from_slice(b);
-        b.clear();
+    for d in 0..low.len().max(high.len()) {
+        for b in [low.get_mut(d), high.get_mut(d)].into_iter().flatten() {
+            out.extend_from_slice(b);
+            b.clear();
+        }
     }
     out
 }
@@ -954,43 +990,69 @@ impl Snapshot {
             // the bits, and every per-node array read in order) into buckets
             // by depth, so that "by depth then id" needs no comparison sort
             // (nor a scatter pass over a pre-filled list), and the parents
-            // are a compact id-ordered array.
-            let mut buckets = std::mem::take(&mut s.buckets);
-            let mut kept = [0usize; 2];
-            let mut keep = |item: Impacted| {
-                if !wanted(&item) {
-                    return;
-                }
-                let k = (item.status == ImpactStatus::Degraded) as usize;
-                let (b, d) = (&mut buckets[k], item.depth as usize);
-                if b.len() <= d {
-                    b.resize_with(d + 1, Vec::new);
-                }
-                b[d].push(item);
-                kept[k] += 1;
-            };
+            // are a compact id-ordered array. With a second core, the upper
+            // id range is collected beside the lower one into its own
+            // buckets: the lower range's items come first within each depth.
             let bits = s.seen.0[..n.div_ceil(64)].to_vec();
-            let mut before = Vec::with_capacity(bits.len());
-            let mut pairs = Vec::with_capacity(reached);
-            for (w, &word) in bits.iter().enumerate() {
-                before.push(pairs.len() as u32);
-                let mut rest = word;
-                while rest != 0 {
-                    let v = (w << 6) | rest.trailing_zeros() as usize;
-                    rest &= rest - 1;
-                    let (it, pair) = item(v);
-                    pairs.push(pair);
-                    keep(it);
+            let collect = |words: std::ops::Range<usize>, buckets: &mut Buckets| {
+                let mut part = Part {
+                    before: Vec::with_capacity(words.len()),
+                    ..Part::default()
+                };
+                for w in words {
+                    part.before.push(part.pairs.len() as u32);
+                    let mut rest = bits[w];
+                    while rest != 0 {
+                        let v = (w << 6) | rest.trailing_zeros() as usize;
+                        rest &= rest - 1;
+                        let (it, pair) = item(v);
+                        part.pairs.push(pair);
+                        if wanted(&it) {
+                            let k = (it.status == ImpactStatus::Degraded) as usize;
+                            let (b, d) = (&mut buckets[k], it.depth as usize);
+                            if b.len() <= d {
+                                b.resize_with(d + 1, Vec::new);
+                            }
+                            b[d].push(it);
+                            part.kept[k] += 1;
+                        }
+                    }
                 }
-            }
+                part
+            };
+            let mut low = std::mem::take(&mut s.buckets);
+            let mut high = std::mem::take(&mut s.buckets_beside);
+            let split = if reached > self.parallel_from && two_cores() {
+                halfway(&bits, reached)
+            } else {
+                bits.len()
+            };
+            let (mut lo, hi) = if split < bits.len() {
+                let (lo, hi) = std::thread::scope(|scope| {
+                    let side = std::thread::Builder::new()
+                        .name("impact-collect".into())
+                        .spawn_scoped(scope, || collect(split..bits.len(), &mut high));
+                    let lo = collect(0..split, &mut low);
+                    (lo, side.ok().map(|h| h.join().expect("impact collection")))
+                });
+                // No thread to be had: the upper range is collected here.
+                let hi = hi.unwrap_or_else(|| collect(split..bits.len(), &mut high));
+                (lo, hi)
+            } else {
+                (collect(0..bits.len(), &mut low), Part::default())
+            };
+            let offset = lo.pairs.len() as u32;
+            lo.before.extend(hi.before.iter().map(|b| b + offset));
+            lo.pairs.extend_from_slice(&hi.pairs);
+            result.down = drain_by_depth(&mut low[0], &mut high[0], lo.kept[0] + hi.kept[0]);
+            result.degraded = drain_by_depth(&mut low[1], &mut high[1], lo.kept[1] + hi.kept[1]);
             result.parents = Parents::Ranked {
                 bits,
-                before,
-                pairs,
+                before: lo.before,
+                pairs: lo.pairs,
             };
-            result.down = drain_by_depth(&mut buckets[0], kept[0]);
-            result.degraded = drain_by_depth(&mut buckets[1], kept[1]);
-            s.keep_buckets(buckets, n);
+            s.buckets = keep_buckets(low, n);
+            s.buckets_beside = keep_buckets(high, n);
         } else {
             let mut parents = FxHashMap::default();
             parents.reserve(reached);
