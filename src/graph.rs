@@ -108,6 +108,8 @@ pub struct Snapshot {
     local: std::sync::OnceLock<Local>,
     /// See [`Snapshot::set_parallel_from`].
     parallel_from: usize,
+    /// See [`Snapshot::refuse_threads`].
+    refuse_threads: bool,
     /// When the snapshot was built.
     pub built_at: Millis,
 }
@@ -462,6 +464,11 @@ struct Scratch {
     buckets: Buckets,
     /// The same for the upper id range, collected on a second core.
     buckets_beside: Buckets,
+    /// Set while an answer is being computed: if it is still set when the
+    /// next one begins, that answer panicked part-way and `order` may not
+    /// list every member of `seen` (nor `down_order` of `down_bits`), so
+    /// the bits are emptied in full.
+    busy: bool,
 }
 
 /// A large answer being collected: [down, degraded], by depth.
@@ -478,27 +485,34 @@ struct Part {
 }
 
 /// The buckets to keep for the next large answer: these (drained), unless
-/// they hold room for more than twice the estate, so that answers of
-/// different shapes cannot make one thread's scratch grow without bound.
-fn keep_buckets(buckets: Buckets, n: usize) -> Buckets {
-    let room: usize = buckets.iter().flatten().map(Vec::capacity).sum();
-    if room <= 2 * n {
-        buckets
-    } else {
-        Buckets::default()
+/// both sides together hold room for more than twice the estate (lists
+/// grow by doubling, so one answer can leave up to twice its size), each
+/// depth's list header counted as an item: answers of different shapes
+/// cannot make one thread's scratch grow without bound. A thread keeps at
+/// most 2`n` items of 24 bytes (48 MB on a million resources).
+fn keep_buckets(low: &mut Buckets, high: &mut Buckets, n: usize) {
+    let room: usize = low
+        .iter()
+        .chain(high.iter())
+        .map(|b| b.capacity() + b.iter().map(Vec::capacity).sum::<usize>())
+        .sum();
+    if room > 2 * n {
+        *low = Buckets::default();
+        *high = Buckets::default();
     }
 }
 
-/// The word of `bits` that splits its `count` members about in half.
-fn halfway(bits: &[u64], count: usize) -> usize {
+/// The word of `bits` that splits its `count` members about in half, and
+/// how many members come before it.
+fn halfway(bits: &[u64], count: usize) -> (usize, usize) {
     let mut seen = 0;
     for (w, word) in bits.iter().enumerate() {
         seen += word.count_ones() as usize;
         if seen * 2 >= count {
-            return w + 1;
+            return (w + 1, seen);
         }
     }
-    bits.len()
+    (bits.len(), seen)
 }
 
 impl Scratch {
@@ -509,8 +523,13 @@ impl Scratch {
         }
         self.seen.grow(n);
         self.down_bits.grow(n);
-        self.seen.clear(&self.order);
-        self.down_bits.clear(&self.down_order);
+        if std::mem::replace(&mut self.busy, true) {
+            self.seen.0.fill(0);
+            self.down_bits.0.fill(0);
+        } else {
+            self.seen.clear(&self.order);
+            self.down_bits.clear(&self.down_order);
+        }
         self.epoch = self.epoch.wrapping_add(1);
         if self.epoch == 0 {
             self.down.fill(Slot::default());
@@ -682,6 +701,23 @@ fn reach_pass(
     })
 }
 
+/// A scoped thread named `name` running `f`, or none if the system will
+/// not give one (or if `refuse`: tests take that path on purpose).
+fn beside<'scope, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    name: &str,
+    refuse: bool,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> Option<std::thread::ScopedJoinHandle<'scope, T>> {
+    if refuse {
+        return None;
+    }
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn_scoped(scope, f)
+        .ok()
+}
+
 /// Whether this machine has a second core for a large impact's down pass.
 fn two_cores() -> bool {
     static TWO: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -830,6 +866,7 @@ impl Snapshot {
             agg_total,
             local: std::sync::OnceLock::new(),
             parallel_from: PARALLEL_FROM,
+            refuse_threads: false,
             built_at,
         }
     }
@@ -917,8 +954,22 @@ impl Snapshot {
         self.parallel_from = reached;
     }
 
+    /// For tests: answer as if no second thread could be had (the path a
+    /// large answer takes when the system refuses a thread).
+    #[doc(hidden)]
+    pub fn refuse_threads(&mut self, refuse: bool) {
+        self.refuse_threads = refuse;
+    }
+
     fn impact_in(&self, s: &mut Scratch, failed: &[Ix], max_depth: Option<u32>) -> ImpactResult {
         let n = self.resources.len();
+        // Callers resolve ids first (unknown ids are the caller's error);
+        // a number past the graph is a bug, caught before the scratch
+        // space is touched. (The scratch is sized for the largest graph
+        // this thread has seen, so indexing alone would not catch it.)
+        if let Some(f) = failed.iter().find(|&&f| f as usize >= n) {
+            panic!("impact: resource number {f} is not in this graph of {n}");
+        }
         s.begin(n);
         let e = s.epoch;
         {
@@ -939,13 +990,11 @@ impl Snapshot {
                 down_pass(fwd, agg_total, down, down_bits, down_order, e, failed);
             } else {
                 let beside = std::thread::scope(|scope| {
-                    let side = std::thread::Builder::new()
-                        .name("impact-down".into())
-                        .spawn_scoped(scope, || {
-                            down_pass(fwd, agg_total, down, down_bits, down_order, e, failed)
-                        });
+                    let side = beside(scope, "impact-down", self.refuse_threads, || {
+                        down_pass(fwd, agg_total, down, down_bits, down_order, e, failed)
+                    });
                     reach_pass(fwd, seen, hops, order, &mut at, usize::MAX);
-                    side.map(|h| h.join().expect("impact down pass")).is_ok()
+                    side.map(|h| h.join().expect("impact down pass")).is_some()
                 });
                 if !beside {
                     // No thread to be had: the down pass runs here.
@@ -994,10 +1043,12 @@ impl Snapshot {
             // id range is collected beside the lower one into its own
             // buckets: the lower range's items come first within each depth.
             let bits = s.seen.0[..n.div_ceil(64)].to_vec();
-            let collect = |words: std::ops::Range<usize>, buckets: &mut Buckets| {
+            // `room`: how many pairs the part's list is made to hold.
+            let collect = |words: std::ops::Range<usize>, room: usize, buckets: &mut Buckets| {
                 let mut part = Part {
                     before: Vec::with_capacity(words.len()),
-                    ..Part::default()
+                    pairs: Vec::with_capacity(room),
+                    kept: [0; 2],
                 };
                 for w in words {
                     part.before.push(part.pairs.len() as u32);
@@ -1022,24 +1073,27 @@ impl Snapshot {
             };
             let mut low = std::mem::take(&mut s.buckets);
             let mut high = std::mem::take(&mut s.buckets_beside);
-            let split = if reached > self.parallel_from && two_cores() {
+            let (split, below) = if reached > self.parallel_from && two_cores() {
                 halfway(&bits, reached)
             } else {
-                bits.len()
+                (bits.len(), reached)
             };
+            // The lower part's pairs list is made to hold them all: the
+            // upper part's are appended to it.
             let (mut lo, hi) = if split < bits.len() {
+                let upper = split..bits.len();
                 let (lo, hi) = std::thread::scope(|scope| {
-                    let side = std::thread::Builder::new()
-                        .name("impact-collect".into())
-                        .spawn_scoped(scope, || collect(split..bits.len(), &mut high));
-                    let lo = collect(0..split, &mut low);
-                    (lo, side.ok().map(|h| h.join().expect("impact collection")))
+                    let side = beside(scope, "impact-collect", self.refuse_threads, || {
+                        collect(upper.clone(), reached - below, &mut high)
+                    });
+                    let lo = collect(0..split, reached, &mut low);
+                    (lo, side.map(|h| h.join().expect("impact collection")))
                 });
                 // No thread to be had: the upper range is collected here.
-                let hi = hi.unwrap_or_else(|| collect(split..bits.len(), &mut high));
+                let hi = hi.unwrap_or_else(|| collect(upper, reached - below, &mut high));
                 (lo, hi)
             } else {
-                (collect(0..bits.len(), &mut low), Part::default())
+                (collect(0..bits.len(), reached, &mut low), Part::default())
             };
             let offset = lo.pairs.len() as u32;
             lo.before.extend(hi.before.iter().map(|b| b + offset));
@@ -1051,8 +1105,9 @@ impl Snapshot {
                 before: lo.before,
                 pairs: lo.pairs,
             };
-            s.buckets = keep_buckets(low, n);
-            s.buckets_beside = keep_buckets(high, n);
+            keep_buckets(&mut low, &mut high, n);
+            s.buckets = low;
+            s.buckets_beside = high;
         } else {
             let mut parents = FxHashMap::default();
             parents.reserve(reached);
@@ -1078,6 +1133,7 @@ impl Snapshot {
             result.down.sort_unstable_by_key(key);
             result.degraded.sort_unstable_by_key(key);
         }
+        s.busy = false;
         result
     }
 
@@ -1468,5 +1524,57 @@ impl Snapshot {
             + self.twin.len() * 4
             + self.agg_total.len() * 4
             + self.local.get().map_or(0, Local::bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_empty_member_by_member_or_wholesale() {
+        let mut b = Bits::default();
+        b.grow(64 * 100);
+        // Few members: only their words are zeroed.
+        assert!(b.insert(3) && b.insert(6399) && !b.insert(3));
+        b.clear(&[3, 6399]);
+        assert!(b.0.iter().all(|&w| w == 0));
+        // Many: the whole set.
+        let many: Vec<u32> = (0..6400).step_by(7).collect();
+        for &v in &many {
+            b.insert(v as usize);
+        }
+        assert!(many.iter().all(|&v| b.has(v as usize)) && !b.has(1));
+        b.clear(&many);
+        assert!(b.0.iter().all(|&w| w == 0));
+    }
+
+    #[test]
+    fn halfway_splits_the_members_at_a_word() {
+        let mut bits = vec![0u64; 8];
+        bits[0] = 0b1111; // 4 members
+        bits[5] = 0b111; // 3
+        bits[7] = 1; // 1
+        assert_eq!(halfway(&bits, 8), (1, 4));
+        bits[0] = 1;
+        assert_eq!(halfway(&bits, 5), (6, 4));
+        assert_eq!(halfway(&[0, 0], 0), (1, 0));
+    }
+
+    #[test]
+    fn buckets_are_kept_only_while_they_hold_less_than_twice_the_estate() {
+        // Items are 24 bytes: the cap's bytes in its doc depend on it.
+        assert_eq!(std::mem::size_of::<Impacted>(), 24);
+        let filled = |items: usize| -> Buckets {
+            [vec![Vec::with_capacity(items)], vec![Vec::with_capacity(1)]]
+        };
+        let (mut low, mut high) = (filled(900), filled(900));
+        keep_buckets(&mut low, &mut high, 1000);
+        assert!(low[0][0].capacity() >= 900 && high[0][0].capacity() >= 900);
+        // One answer's room on each side is counted together, with each
+        // depth's header: over 2n, both sides start again.
+        let (mut low, mut high) = (filled(1000), filled(1000));
+        keep_buckets(&mut low, &mut high, 1000);
+        assert!(low.iter().chain(high.iter()).all(|b| b.capacity() == 0));
     }
 }

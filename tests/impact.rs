@@ -357,6 +357,16 @@ fn impact_edges(rels: &[(usize, usize, usize)]) -> Vec<(usize, usize, bool)> {
         .collect()
 }
 
+/// The reference model's impact edges grouped by the resource they reach:
+/// for each, (the resource whose failure spreads to it, aggregate?).
+fn inputs(n: usize, rels: &[(usize, usize, usize)]) -> Vec<Vec<(usize, bool)>> {
+    let mut ins = vec![Vec::new(); n];
+    for (s, d, agg) in impact_edges(rels) {
+        ins[d].push((s, agg));
+    }
+    ins
+}
+
 /// The reference model: DOWN as the least fixed point, found by applying
 /// the rules until nothing changes, and plain reachability.
 fn naive(
@@ -364,25 +374,22 @@ fn naive(
     rels: &[(usize, usize, usize)],
     failed: &[usize],
 ) -> (BTreeSet<usize>, BTreeSet<usize>) {
-    let edges = impact_edges(rels);
-    let mut down: BTreeSet<usize> = failed.iter().copied().collect();
+    let ins = inputs(n, rels);
+    let mut down = vec![false; n];
+    for &f in failed {
+        down[f] = true;
+    }
     loop {
         let mut changed = false;
         for v in 0..n {
-            if down.contains(&v) {
+            if down[v] {
                 continue;
             }
-            let hard_down = edges
-                .iter()
-                .any(|&(s, d, agg)| d == v && !agg && down.contains(&s));
-            let aggs: Vec<usize> = edges
-                .iter()
-                .filter(|&&(_, d, agg)| d == v && agg)
-                .map(|e| e.0)
-                .collect();
-            let agg_down = !aggs.is_empty() && aggs.iter().all(|s| down.contains(s));
+            let hard_down = ins[v].iter().any(|&(s, agg)| !agg && down[s]);
+            let mut aggs = ins[v].iter().filter(|i| i.1).peekable();
+            let agg_down = aggs.peek().is_some() && aggs.all(|&(s, _)| down[s]);
             if hard_down || agg_down {
-                down.insert(v);
+                down[v] = true;
                 changed = true;
             }
         }
@@ -390,19 +397,24 @@ fn naive(
             break;
         }
     }
-    let mut reach: BTreeSet<usize> = failed.iter().copied().collect();
+    let mut reach = vec![false; n];
+    for &f in failed {
+        reach[f] = true;
+    }
     loop {
-        let before = reach.len();
-        for &(s, d, _) in &edges {
-            if reach.contains(&s) {
-                reach.insert(d);
+        let mut changed = false;
+        for v in 0..n {
+            if !reach[v] && ins[v].iter().any(|&(s, _)| reach[s]) {
+                reach[v] = true;
+                changed = true;
             }
         }
-        if reach.len() == before {
+        if !changed {
             break;
         }
     }
-    (down, reach)
+    let set = |b: Vec<bool>| (0..n).filter(|&v| b[v]).collect();
+    (set(down), set(reach))
 }
 
 /// Reference depths: a DOWN resource's is the length of the shortest
@@ -416,44 +428,38 @@ fn naive_depths(
     failed: &[usize],
     down: &BTreeSet<usize>,
 ) -> (Vec<Option<u32>>, Vec<Option<u32>>) {
-    let edges = impact_edges(rels);
+    let ins = inputs(n, rels);
     let mut dd: Vec<Option<u32>> = vec![None; n];
     let mut rd: Vec<Option<u32>> = vec![None; n];
     for &f in failed {
         dd[f] = Some(0);
         rd[f] = Some(0);
     }
+    let best = |a: Option<u32>, b: Option<u32>| match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    };
     loop {
         let mut changed = false;
         for v in 0..n {
-            if failed.contains(&v) {
-                continue;
+            if dd[v] == Some(0) && rd[v] == Some(0) {
+                continue; // failed
             }
-            let best = |a: Option<u32>, b: Option<u32>| match (a, b) {
-                (Some(x), Some(y)) => Some(x.min(y)),
-                (x, None) => x,
-                (None, y) => y,
-            };
             let mut r = None;
-            for &(s, d, _) in &edges {
-                if d == v {
-                    r = best(r, rd[s].map(|x| x + 1));
-                }
+            for &(s, _) in &ins[v] {
+                r = best(r, rd[s].map(|x| x + 1));
             }
             let mut want = None;
             if down.contains(&v) {
-                for &(s, d, agg) in &edges {
-                    if d == v && !agg && down.contains(&s) {
+                for &(s, agg) in &ins[v] {
+                    if !agg && down.contains(&s) {
                         want = best(want, dd[s].map(|x| x + 1));
                     }
                 }
-                let inputs: Vec<usize> = edges
-                    .iter()
-                    .filter(|&&(_, d, agg)| d == v && agg)
-                    .map(|e| e.0)
-                    .collect();
-                if !inputs.is_empty() && inputs.iter().all(|i| dd[*i].is_some()) {
-                    let last = inputs.iter().map(|i| dd[*i].unwrap()).max().unwrap();
+                let aggs: Vec<usize> = ins[v].iter().filter(|i| i.1).map(|i| i.0).collect();
+                if !aggs.is_empty() && aggs.iter().all(|i| dd[*i].is_some()) {
+                    let last = aggs.iter().map(|i| dd[*i].unwrap()).max().unwrap();
                     want = best(want, Some(last + 1));
                 }
             }
@@ -471,6 +477,133 @@ fn naive_depths(
         }
     }
     (dd, rd)
+}
+
+/// Checks an impact answer against the reference model: the model numbers
+/// resources `0..n`, `node[i]` is model resource `i` in the snapshot, and
+/// `failed` is in model numbers. DOWN is the least fixed point, DOWN ∪
+/// DEGRADED is reachability, depths are the shortest, aggregates count
+/// what is left, lists are by depth then id, paths are chains of relations
+/// from a failed resource (through DOWN resources for a DOWN one), and
+/// `max_depth` (`cut`) trims the answer, never the computation.
+fn check_answer(
+    s: &Snapshot,
+    node: &[u32],
+    rels: &[(usize, usize, usize)],
+    failed: &[usize],
+    r: &infragraph::graph::ImpactResult,
+    cut: u32,
+) -> Result<(), TestCaseError> {
+    let n = node.len();
+    let model: BTreeMap<u32, usize> = node.iter().enumerate().map(|(i, &x)| (x, i)).collect();
+    let me = |x: u32| -> usize { model[&x] };
+    let (down, reach) = naive(n, rels, failed);
+    let got_down: BTreeSet<usize> = r.down.iter().map(|i| me(i.node)).collect();
+    let got_degraded: BTreeSet<usize> = r.degraded.iter().map(|i| me(i.node)).collect();
+    prop_assert_eq!(&got_down, &down);
+    let all: BTreeSet<usize> = got_down.union(&got_degraded).copied().collect();
+    prop_assert_eq!(&all, &reach);
+    prop_assert!(got_down.is_disjoint(&got_degraded));
+    // Depths are the shortest ones: through down resources for DOWN,
+    // along any impact edge for DEGRADED.
+    let (down_depth, reach_depth) = naive_depths(n, rels, failed, &down);
+    for item in &r.down {
+        let id = &s.resource(item.node).id;
+        prop_assert_eq!(
+            Some(item.depth),
+            down_depth[me(item.node)],
+            "down depth of {}",
+            id
+        );
+    }
+    for item in &r.degraded {
+        let id = &s.resource(item.node).id;
+        prop_assert_eq!(
+            Some(item.depth),
+            reach_depth[me(item.node)],
+            "reach depth of {}",
+            id
+        );
+    }
+    // Aggregates: how many of their instances/targets are left, counted
+    // from the reference's down set.
+    for item in r.down.iter().chain(r.degraded.iter()) {
+        let m = me(item.node);
+        let inputs: Vec<usize> = rels
+            .iter()
+            .filter_map(|&(f, k, t)| match KINDS[k] {
+                "instance_of" if t == m => Some(f),
+                "routes_to" if f == m => Some(t),
+                _ => None,
+            })
+            .collect();
+        let want = (!inputs.is_empty()).then(|| {
+            let left = inputs.iter().filter(|i| !down.contains(i)).count() as u32;
+            (left, inputs.len() as u32)
+        });
+        prop_assert_eq!(
+            item.aggregate,
+            want,
+            "aggregate of {}",
+            s.resource(item.node).id
+        );
+    }
+    // Both lists by depth, then id.
+    for list in [&r.down, &r.degraded] {
+        let keys: Vec<(u32, u32)> = list.iter().map(|i| (i.depth, i.node)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        prop_assert_eq!(keys, sorted);
+    }
+    // Every path is a chain of relations from a failed resource to the
+    // resource; a DOWN resource's path runs through DOWN resources only.
+    let id = |m: usize| s.resource(node[m]).id.clone();
+    let failed_ids: BTreeSet<String> = failed.iter().map(|&f| id(f)).collect();
+    let down_ids: BTreeSet<String> = got_down.iter().map(|&d| id(d)).collect();
+    for item in r.down.iter().chain(r.degraded.iter()) {
+        let path = r.path(s, item);
+        prop_assert_eq!(path.len() as u32, item.depth);
+        let me = s.resource(item.node).id.clone();
+        if path.is_empty() {
+            prop_assert!(failed_ids.contains(&me));
+            continue;
+        }
+        let first = s.relation(path[0]);
+        let mut at = if failed_ids.contains(&first.from) {
+            first.from.clone()
+        } else {
+            first.to.clone()
+        };
+        prop_assert!(failed_ids.contains(&at), "path starts at a failed resource");
+        for &p in &path {
+            let rel = s.relation(p);
+            let next = if rel.from == at {
+                rel.to.clone()
+            } else if rel.to == at {
+                rel.from.clone()
+            } else {
+                return Err(TestCaseError::fail(format!("path is not a chain at {at}")));
+            };
+            if item.status == ImpactStatus::Down {
+                prop_assert!(
+                    down_ids.contains(&next),
+                    "DOWN path passes through {next}, not down"
+                );
+            }
+            at = next;
+        }
+        prop_assert_eq!(at, me);
+    }
+    // max_depth trims the answer, never the computation: the same items
+    // up to that depth.
+    let failed_ix: Vec<u32> = failed.iter().map(|&f| node[f]).collect();
+    let trimmed = s.impact(&failed_ix, Some(cut));
+    let keep = |l: &[infragraph::graph::Impacted]| -> Vec<infragraph::graph::Impacted> {
+        l.iter().filter(|i| i.depth <= cut).copied().collect()
+    };
+    prop_assert_eq!(&trimmed.down, &keep(&r.down));
+    prop_assert_eq!(&trimmed.degraded, &keep(&r.degraded));
+    Ok(())
 }
 
 /// `spofs` over the whole graph as (resource, critical ones it takes down,
@@ -523,13 +656,18 @@ proptest! {
         n in 2usize..14,
         raw in proptest::collection::vec((0usize..14, 0usize..7, 0usize..14), 0..40),
         failed_raw in proptest::collection::vec(0usize..14, 1..4),
-        // Unrelated resources: with many, the answer is a small share of the
-        // estate and takes the sparse path (BFS order, sorted), with few the
-        // dense one (id-order scan, bucketed by depth).
+        // Unrelated resources, whose ids sort among the related ones
+        // (`r03` < `r03z017` < `r04`), so that related resources fall in
+        // several 64-node words and on both sides of a split. With many,
+        // the answer is a small share of the estate and takes the sparse
+        // path (BFS order, sorted), with few the dense one (id-order scan,
+        // bucketed by depth).
         padding in 0usize..300,
-        // The down pass beside the reach pass on a second core (what large
-        // failures do), or after it on one.
+        // The down pass beside the reach pass on a second core, and the
+        // upper id range collected there (what large failures do), or all
+        // on one; and, when beside, whether the system refuses the thread.
         beside in proptest::bool::ANY,
+        refused in proptest::bool::ANY,
     ) {
         let rels = random_relations(n, raw);
         let failed: Vec<usize> = failed_raw.into_iter().map(|f| f % n).collect();
@@ -537,96 +675,19 @@ proptest! {
         let mut s = Snapshot::build(
             (0..n)
                 .map(|i| resource(&name(i)))
-                .chain((0..padding).map(|i| resource(&format!("z{i:03}"))))
+                .chain((0..padding).map(|j| resource(&format!("r{:02}z{j:03}", j % n))))
                 .collect(),
             rels.iter().map(|&(f, k, t)| relation(&name(f), &name(t), KINDS[k])).collect(),
             0,
         );
         if beside {
             s.set_parallel_from(0);
+            s.refuse_threads(refused);
         }
-        let ix: Vec<u32> = failed.iter().map(|&f| s.lookup(&name(f)).unwrap()).collect();
+        let node: Vec<u32> = (0..n).map(|i| s.lookup(&name(i)).unwrap()).collect();
+        let ix: Vec<u32> = failed.iter().map(|&f| node[f]).collect();
         let r = s.impact(&ix, None);
-        let (down, reach) = naive(n, &rels, &failed);
-        let got_down: BTreeSet<usize> = r.down.iter().map(|i| s.resource(i.node).id[1..].parse().unwrap()).collect();
-        let got_degraded: BTreeSet<usize> = r.degraded.iter().map(|i| s.resource(i.node).id[1..].parse().unwrap()).collect();
-        prop_assert_eq!(&got_down, &down);
-        let all: BTreeSet<usize> = got_down.union(&got_degraded).copied().collect();
-        prop_assert_eq!(&all, &reach);
-        prop_assert!(got_down.is_disjoint(&got_degraded));
-        // Depths are the shortest ones: through down resources for DOWN,
-        // along any impact edge for DEGRADED.
-        let (down_depth, reach_depth) = naive_depths(n, &rels, &failed, &down);
-        for item in &r.down {
-            let me: usize = s.resource(item.node).id[1..].parse().unwrap();
-            prop_assert_eq!(Some(item.depth), down_depth[me], "down depth of r{:02}", me);
-        }
-        for item in &r.degraded {
-            let me: usize = s.resource(item.node).id[1..].parse().unwrap();
-            prop_assert_eq!(Some(item.depth), reach_depth[me], "reach depth of r{:02}", me);
-        }
-        // Aggregates: how many of their instances/targets are left, counted
-        // from the reference's down set.
-        for item in r.down.iter().chain(r.degraded.iter()) {
-            let me: usize = s.resource(item.node).id[1..].parse().unwrap();
-            let inputs: Vec<usize> = rels
-                .iter()
-                .filter_map(|&(f, k, t)| match KINDS[k] {
-                    "instance_of" if t == me => Some(f),
-                    "routes_to" if f == me => Some(t),
-                    _ => None,
-                })
-                .collect();
-            let want = (!inputs.is_empty()).then(|| {
-                let left = inputs.iter().filter(|i| !down.contains(i)).count() as u32;
-                (left, inputs.len() as u32)
-            });
-            prop_assert_eq!(item.aggregate, want, "aggregate of r{:02}", me);
-        }
-        // Both lists by depth, then id.
-        for list in [&r.down, &r.degraded] {
-            let keys: Vec<(u32, u32)> = list.iter().map(|i| (i.depth, i.node)).collect();
-            let mut sorted = keys.clone();
-            sorted.sort_unstable();
-            prop_assert_eq!(keys, sorted);
-        }
-        // Every path starts at a failed resource and ends at the resource.
-        // Paths are chains of relations from a failed resource to the
-        // resource; a DOWN resource's path runs through DOWN resources only.
-        let failed_ids: BTreeSet<String> = failed.iter().map(|&f| name(f)).collect();
-        let down_ids: BTreeSet<String> = got_down.iter().map(|&d| name(d)).collect();
-        for item in r.down.iter().chain(r.degraded.iter()) {
-            let path = r.path(&s, item);
-            prop_assert_eq!(path.len() as u32, item.depth);
-            let me = s.resource(item.node).id.clone();
-            if path.is_empty() {
-                prop_assert!(failed_ids.contains(&me));
-                continue;
-            }
-            let first = s.relation(path[0]);
-            let mut at = if failed_ids.contains(&first.from) { first.from.clone() } else { first.to.clone() };
-            prop_assert!(failed_ids.contains(&at), "path starts at a failed resource");
-            for &p in &path {
-                let rel = s.relation(p);
-                let next = if rel.from == at { rel.to.clone() } else if rel.to == at { rel.from.clone() } else {
-                    return Err(TestCaseError::fail(format!("path is not a chain at {at}")));
-                };
-                if item.status == ImpactStatus::Down {
-                    prop_assert!(down_ids.contains(&next), "DOWN path passes through {next}, not down");
-                }
-                at = next;
-            }
-            prop_assert_eq!(at, me);
-        }
-        // max_depth trims the answer, never the computation: the same items
-        // up to that depth.
-        let cut = 1 + (padding % 3) as u32;
-        let trimmed = s.impact(&ix, Some(cut));
-        let keep = |l: &[infragraph::graph::Impacted]| -> Vec<infragraph::graph::Impacted> {
-            l.iter().filter(|i| i.depth <= cut).copied().collect()
-        };
-        prop_assert_eq!(&trimmed.down, &keep(&r.down));
-        prop_assert_eq!(&trimmed.degraded, &keep(&r.degraded));
+        check_answer(&s, &node, &rels, &failed, &r, 1 + (padding % 3) as u32)?;
     }
 
     /// The SPOF search (its own node order, candidates pruned to ancestors
@@ -819,12 +880,17 @@ fn spofs_agree_with_one_impact_per_resource() {
 }
 
 #[test]
-fn large_failures_give_the_same_answer_with_the_down_pass_beside() {
-    // The generated estate's zones and hubs, answered on one thread and with
-    // the down pass on a second: the same lists, in the same order, with
-    // the same paths.
+fn the_generated_estate_matches_the_reference_on_every_path() {
+    // Every single failure on the generated estate, and random sets of
+    // several, answered on one thread against the reference model; then
+    // the same failures with the down pass and the upper id range on a
+    // second core, and with that thread refused: the same lists, in the
+    // same order, with the same paths. One thread answers them all in
+    // turn, so each answer also checks that the last one left its scratch
+    // space clean (small answers empty their bits member by member, large
+    // ones wholesale).
+    let estate = infragraph::generate::generate(infragraph::generate::Size::Small, 5);
     let build = || {
-        let estate = infragraph::generate::generate(infragraph::generate::Size::Small, 5);
         Snapshot::build(
             estate
                 .resources
@@ -846,22 +912,63 @@ fn large_failures_give_the_same_answer_with_the_down_pass_beside() {
     let one = build();
     let mut two = build();
     two.set_parallel_from(0);
-    let mut checked = 0;
-    for ix in 0..one.resources.len() as u32 {
-        let (a, b) = (one.impact(&[ix], None), two.impact(&[ix], None));
-        assert_eq!(a.down, b.down, "{}", one.resource(ix).id);
-        assert_eq!(a.degraded, b.degraded, "{}", one.resource(ix).id);
-        for (x, y) in a
-            .down
-            .iter()
-            .zip(&b.down)
-            .chain(a.degraded.iter().zip(&b.degraded))
-        {
-            assert_eq!(a.path(&one, x), b.path(&two, y));
-        }
-        checked += usize::from(a.down.len() + a.degraded.len() > 100);
+    let mut refused = build();
+    refused.set_parallel_from(0);
+    refused.refuse_threads(true);
+    // The model numbers resources as the snapshot does.
+    let n = one.resources.len();
+    let node: Vec<u32> = (0..n as u32).collect();
+    let rels: Vec<(usize, usize, usize)> = estate
+        .relations
+        .iter()
+        .map(|r| {
+            let k = KINDS
+                .iter()
+                .position(|k| *k == r.kind)
+                .expect("a kind the model knows");
+            (
+                one.lookup(&r.from).unwrap() as usize,
+                k,
+                one.lookup(&r.to).unwrap() as usize,
+            )
+        })
+        .collect();
+    let mut failures: Vec<Vec<usize>> = (0..n).map(|x| vec![x]).collect();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed as usize
+    };
+    for _ in 0..100 {
+        let k = 2 + next() % 4;
+        failures.push((0..k).map(|_| next() % n).collect());
     }
-    assert!(checked > 5, "{checked} large answers");
+    let mut large = 0;
+    for failed in &failures {
+        let ix: Vec<u32> = failed.iter().map(|&f| f as u32).collect();
+        let a = one.impact(&ix, None);
+        if let Err(e) = check_answer(&one, &node, &rels, failed, &a, 2) {
+            panic!("failing {failed:?}: {e}");
+        }
+        for (other, s) in [("beside", &two), ("refused", &refused)] {
+            let b = s.impact(&ix, None);
+            assert_eq!(a.down, b.down, "{other}: {failed:?}");
+            assert_eq!(a.degraded, b.degraded, "{other}: {failed:?}");
+            for (x, y) in a
+                .down
+                .iter()
+                .zip(&b.down)
+                .chain(a.degraded.iter().zip(&b.degraded))
+            {
+                assert_eq!(a.path(&one, x), b.path(s, y), "{other}: {failed:?}");
+            }
+        }
+        // Large enough for the id-order scan, split between two ranges.
+        large += usize::from((a.down.len() + a.degraded.len()) * 16 > n);
+    }
+    assert!(large > 20, "{large} large answers");
 }
 
 #[test]
