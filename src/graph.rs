@@ -726,26 +726,33 @@ fn two_cores() -> bool {
 
 /// The down propagation of one failed resource, for the SPOF search: the
 /// same rules as [`down_pass`], with only what that search needs (no depth,
-/// no parent, no counts once a node is down). One 8-byte word per node —
-/// the pass stamp and either the aggregate inputs down so far or [`DOWN`] —
-/// so each edge costs one random read of half the size of `down_pass`'s
-/// 16-byte slot (plus the input total on aggregate edges, as there).
-/// Epochs cannot wrap: a pass is built per worker per call and runs once
-/// per candidate, fewer than 2^31.
+/// no parent, no counts once a node is down).
+///
+/// Whether a node is down is a bit: most edges lead to a node that is
+/// already down, or that one hard edge takes down, and on a million
+/// resources that test is a hit in a 128 KB bitmap that stays in the
+/// core's cache. Only aggregate edges touch a per-node word (the pass
+/// stamp and the aggregate inputs down so far), and only services and
+/// load balancers have those. Epochs cannot wrap: a pass is built per
+/// worker per call and runs once per candidate, fewer than 2^32.
 struct SpofPass {
-    state: Vec<u64>,
-    stack: Vec<u32>,
+    down: Bits,
+    /// The nodes down in this run, in the order they went down (the
+    /// pass's queue, and the members of `down` to clear for the next).
+    order: Vec<u32>,
+    /// For nodes with aggregate inputs: stamp << 32 | inputs down so far.
+    counts: Vec<u64>,
     epoch: u32,
 }
 
-/// Marks a node down in [`SpofPass::state`].
-const DOWN: u32 = 1 << 31;
-
 impl SpofPass {
     fn new(n: usize) -> SpofPass {
+        let mut down = Bits::default();
+        down.grow(n);
         SpofPass {
-            state: vec![0; n],
-            stack: Vec::new(),
+            down,
+            order: Vec::new(),
+            counts: vec![0; n],
             epoch: 0,
         }
     }
@@ -757,33 +764,42 @@ impl SpofPass {
         self.epoch += 1;
         let e = self.epoch as u64;
         let tag = e << 32;
-        let (fwd, state, stack) = (&local.fwd, &mut self.state, &mut self.stack);
-        state[x as usize] = tag | DOWN as u64;
-        stack.clear();
-        stack.push(x);
-        let mut count = 1;
-        while let Some(u) = stack.pop() {
+        let (fwd, down, order, counts) = (
+            &local.fwd,
+            &mut self.down,
+            &mut self.order,
+            &mut self.counts,
+        );
+        down.clear(order);
+        order.clear();
+        down.insert(x as usize);
+        order.push(x);
+        let mut head = 0;
+        while head < order.len() {
+            let u = order[head];
+            head += 1;
             for p in fwd.range(u) {
                 let t = fwd.other[p];
                 let v = (t & !AGG) as usize;
-                let s = state[v];
-                let cur = if s >> 32 == e { s as u32 } else { 0 };
-                if cur & DOWN != 0 {
+                if down.has(v) {
                     continue;
                 }
-                if t & AGG != 0 && cur + 1 < local.agg_total[v] {
-                    state[v] = tag | (cur + 1) as u64;
-                    continue;
+                if t & AGG != 0 {
+                    let c = counts[v];
+                    let cur = if c >> 32 == e { c as u32 } else { 0 } + 1;
+                    if cur < local.agg_total[v] {
+                        counts[v] = tag | cur as u64;
+                        continue;
+                    }
                 }
-                state[v] = tag | DOWN as u64;
-                count += 1;
+                down.insert(v);
                 if crit_bits[v / 64] >> (v % 64) & 1 != 0 {
                     crit.push(v as u32);
                 }
-                stack.push(v as u32);
+                order.push(v as u32);
             }
         }
-        count
+        order.len()
     }
 }
 
