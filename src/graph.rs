@@ -458,11 +458,13 @@ struct Scratch {
     hops: Vec<Hop>,
     /// The reach pass's queue and visit order (every member of `seen`).
     order: Vec<u32>,
-    /// Large answers being collected, [down, degraded], by depth, each in
-    /// id order: kept between calls (see [`keep_buckets`]) so that their
-    /// memory is warm and sized.
+    /// A large DOWN list being collected, by depth, each in id order:
+    /// kept between calls (see [`keep_buckets`]) so that their memory is
+    /// warm and sized.
+    down_buckets: Buckets,
+    /// The same for a large DEGRADED list.
     buckets: Buckets,
-    /// The same for the upper id range, collected on a second core.
+    /// The same for its upper id range, collected on a second core.
     buckets_beside: Buckets,
     /// Set while an answer is being computed: if it is still set when the
     /// next one begins, that answer panicked part-way and `order` may not
@@ -471,34 +473,48 @@ struct Scratch {
     busy: bool,
 }
 
-/// A large answer being collected: [down, degraded], by depth.
-type Buckets = [Vec<Vec<Impacted>>; 2];
+/// A large list being collected, by depth.
+type Buckets = Vec<Vec<Impacted>>;
+
+/// Appends `it` to the bucket of its depth.
+fn push_at_depth(buckets: &mut Buckets, it: Impacted) {
+    let d = it.depth as usize;
+    if buckets.len() <= d {
+        buckets.resize_with(d + 1, Vec::new);
+    }
+    buckets[d].push(it);
+}
+
+/// The order of both lists of an answer.
+fn by_depth_then_id(i: &Impacted) -> u64 {
+    ((i.depth as u64) << 32) | i.node as u64
+}
 
 /// One id range of a large answer: its parent pairs in id order, how many
-/// of them come before each 64-node word, and how many items it kept
-/// ([down, degraded]).
+/// of them come before each 64-node word, and how many DEGRADED items it
+/// kept.
 #[derive(Default)]
 struct Part {
     pairs: Vec<(u32, u32)>,
     before: Vec<u32>,
-    kept: [usize; 2],
+    kept: usize,
 }
 
 /// The buckets to keep for the next large answer: these (drained), unless
-/// both sides together hold room for more than twice the estate (lists
-/// grow by doubling, so one answer can leave up to twice its size), each
-/// depth's list header counted as an item: answers of different shapes
-/// cannot make one thread's scratch grow without bound. A thread keeps at
-/// most 2`n` items of 24 bytes (48 MB on a million resources).
-fn keep_buckets(low: &mut Buckets, high: &mut Buckets, n: usize) {
-    let room: usize = low
+/// together they hold room for more than twice the estate (lists grow by
+/// doubling, so one answer can leave up to twice its size), each depth's
+/// list header counted as an item: answers of different shapes cannot make
+/// one thread's scratch grow without bound. A thread keeps at most 2`n`
+/// items of 24 bytes (48 MB on a million resources).
+fn keep_buckets(lists: [&mut Buckets; 3], n: usize) {
+    let room: usize = lists
         .iter()
-        .chain(high.iter())
         .map(|b| b.capacity() + b.iter().map(Vec::capacity).sum::<usize>())
         .sum();
     if room > 2 * n {
-        *low = Buckets::default();
-        *high = Buckets::default();
+        for b in lists {
+            *b = Buckets::default();
+        }
     }
 }
 
@@ -676,6 +692,69 @@ fn down_pass(
         bits.insert(v);
         true
     });
+}
+
+/// The down pass's share of an answer: its state, and the DOWN list it
+/// makes once done (on a second core for large answers, beside the reach
+/// pass).
+struct DownSide<'a> {
+    slots: &'a mut [Slot],
+    bits: &'a mut Bits,
+    order: &'a mut Vec<u32>,
+    buckets: &'a mut Buckets,
+}
+
+impl DownSide<'_> {
+    /// The down pass, then the DOWN list by depth then id (up to
+    /// `max_depth`): for a large one, a scan of the down bits in id order
+    /// into buckets by depth; for a small one, a sort of the visit order.
+    fn run(
+        &mut self,
+        fwd: &Csr,
+        agg_total: &[u32],
+        e: u32,
+        failed: &[u32],
+        max_depth: Option<u32>,
+    ) -> Vec<Impacted> {
+        down_pass(fwd, agg_total, self.slots, self.bits, self.order, e, failed);
+        let n = agg_total.len();
+        let item = |v: usize| {
+            let (d, total) = (self.slots[v], agg_total[v]);
+            Impacted {
+                node: v as u32,
+                status: ImpactStatus::Down,
+                depth: d.depth,
+                // Counted even once v was down.
+                aggregate: (total > 0).then(|| (total - d.agg.min(total), total)),
+            }
+        };
+        let wanted = |it: &Impacted| max_depth.is_none_or(|m| it.depth <= m);
+        if self.order.len() * 16 > n {
+            let mut kept = 0;
+            for (w, &word) in self.bits.0[..n.div_ceil(64)].iter().enumerate() {
+                let mut rest = word;
+                while rest != 0 {
+                    let v = (w << 6) | rest.trailing_zeros() as usize;
+                    rest &= rest - 1;
+                    let it = item(v);
+                    if wanted(&it) {
+                        push_at_depth(self.buckets, it);
+                        kept += 1;
+                    }
+                }
+            }
+            drain_by_depth(self.buckets, &mut [], kept)
+        } else {
+            let mut list: Vec<Impacted> = self
+                .order
+                .iter()
+                .map(|&v| item(v as usize))
+                .filter(wanted)
+                .collect();
+            list.sort_unstable_by_key(by_depth_then_id);
+            list
+        }
+    }
 }
 
 /// DOWN ∪ DEGRADED: breadth-first from the seeded failed set, a node
@@ -988,68 +1067,72 @@ impl Snapshot {
         }
         s.begin(n);
         let e = s.epoch;
+        let mut result = ImpactResult::default();
         {
             let Scratch {
                 down,
                 down_bits,
                 down_order,
+                down_buckets,
                 seen,
                 hops,
                 order,
                 ..
             } = s;
             let (fwd, agg_total) = (&self.fwd, &self.agg_total[..]);
+            let mut side = DownSide {
+                slots: down,
+                bits: down_bits,
+                order: down_order,
+                buckets: down_buckets,
+            };
             seed_reach(seen, hops, order, failed);
             let mut at = Level::start(order);
             if reach_pass(fwd, seen, hops, order, &mut at, self.parallel_from) || !two_cores() {
                 reach_pass(fwd, seen, hops, order, &mut at, usize::MAX);
-                down_pass(fwd, agg_total, down, down_bits, down_order, e, failed);
+                result.down = side.run(fwd, agg_total, e, failed, max_depth);
             } else {
+                // The down pass, and then the DOWN list, on a second core
+                // while the reach pass (the longer of the two) finishes.
                 let beside = std::thread::scope(|scope| {
-                    let side = beside(scope, "impact-down", self.refuse_threads, || {
-                        down_pass(fwd, agg_total, down, down_bits, down_order, e, failed)
+                    let other = beside(scope, "impact-down", self.refuse_threads, || {
+                        side.run(fwd, agg_total, e, failed, max_depth)
                     });
                     reach_pass(fwd, seen, hops, order, &mut at, usize::MAX);
-                    side.map(|h| h.join().expect("impact down pass")).is_some()
+                    other.map(|h| h.join().expect("impact down pass"))
                 });
-                if !beside {
-                    // No thread to be had: the down pass runs here.
-                    down_pass(fwd, agg_total, down, down_bits, down_order, e, failed);
-                }
+                // No thread to be had: the down pass runs here.
+                result.down =
+                    beside.unwrap_or_else(|| side.run(fwd, agg_total, e, failed, max_depth));
             }
         }
         let reached = s.order.len();
-        let down_n = s.down_order.len();
-        let mut result = ImpactResult::default();
-        // One reached node: its answer item, and its (down, reach) parent
-        // edges as forward-CSR positions (`path` maps them to the reverse
-        // CSR, whose `other` is the node the failure came from, only for the
-        // paths a caller asks for).
+        // One reached node: its (down, reach) parent edges as forward-CSR
+        // positions (`path` maps them to the reverse CSR, whose `other` is
+        // the node the failure came from, only for the paths a caller asks
+        // for), and its DEGRADED item if it is not down.
         let item = |v: usize| {
-            let total = self.agg_total[v];
-            let is_down = s.down_bits.has(v);
-            // The down slot is read only where it can say something.
-            let d = if is_down || total > 0 {
-                s.down[v]
-            } else {
-                Slot::default()
-            };
-            let agg_down = if d.stamp == e { d.agg } else { 0 };
             let hop = s.hops[v];
-            let (status, depth, dp) = if is_down {
-                (ImpactStatus::Down, d.depth, d.parent)
-            } else {
-                (ImpactStatus::Degraded, hop.depth, NONE)
-            };
+            if s.down_bits.has(v) {
+                return ((s.down[v].parent, hop.parent), None);
+            }
+            let total = self.agg_total[v];
+            let aggregate = (total > 0).then(|| {
+                // Inputs down, counted by the down pass (its slot is read
+                // only where it can say something).
+                let d = s.down[v];
+                let agg_down = if d.stamp == e { d.agg } else { 0 };
+                (total - agg_down.min(total), total)
+            });
             let item = Impacted {
                 node: v as u32,
-                status,
-                depth,
-                aggregate: (total > 0).then(|| (total - agg_down.min(total), total)),
+                status: ImpactStatus::Degraded,
+                depth: hop.depth,
+                aggregate,
             };
-            (item, (dp, hop.parent))
+            let wanted = max_depth.is_none_or(|m| hop.depth <= m);
+            ((NONE, hop.parent), wanted.then_some(item))
         };
-        let wanted = |item: &Impacted| max_depth.is_none_or(|m| item.depth <= m);
         if reached * 16 > n {
             // Large answers: visit the reached nodes in id order (a scan of
             // the bits, and every per-node array read in order) into buckets
@@ -1064,7 +1147,7 @@ impl Snapshot {
                 let mut part = Part {
                     before: Vec::with_capacity(words.len()),
                     pairs: Vec::with_capacity(room),
-                    kept: [0; 2],
+                    kept: 0,
                 };
                 for w in words {
                     part.before.push(part.pairs.len() as u32);
@@ -1072,16 +1155,11 @@ impl Snapshot {
                     while rest != 0 {
                         let v = (w << 6) | rest.trailing_zeros() as usize;
                         rest &= rest - 1;
-                        let (it, pair) = item(v);
+                        let (pair, it) = item(v);
                         part.pairs.push(pair);
-                        if wanted(&it) {
-                            let k = (it.status == ImpactStatus::Degraded) as usize;
-                            let (b, d) = (&mut buckets[k], it.depth as usize);
-                            if b.len() <= d {
-                                b.resize_with(d + 1, Vec::new);
-                            }
-                            b[d].push(it);
-                            part.kept[k] += 1;
+                        if let Some(it) = it {
+                            push_at_depth(buckets, it);
+                            part.kept += 1;
                         }
                     }
                 }
@@ -1114,40 +1192,26 @@ impl Snapshot {
             let offset = lo.pairs.len() as u32;
             lo.before.extend(hi.before.iter().map(|b| b + offset));
             lo.pairs.extend_from_slice(&hi.pairs);
-            result.down = drain_by_depth(&mut low[0], &mut high[0], lo.kept[0] + hi.kept[0]);
-            result.degraded = drain_by_depth(&mut low[1], &mut high[1], lo.kept[1] + hi.kept[1]);
+            result.degraded = drain_by_depth(&mut low, &mut high, lo.kept + hi.kept);
             result.parents = Parents::Ranked {
                 bits,
                 before: lo.before,
                 pairs: lo.pairs,
             };
-            keep_buckets(&mut low, &mut high, n);
+            keep_buckets([&mut low, &mut high, &mut s.down_buckets], n);
             s.buckets = low;
             s.buckets_beside = high;
         } else {
             let mut parents = FxHashMap::default();
             parents.reserve(reached);
-            result.down.reserve(down_n);
-            result.degraded.reserve(reached - down_n);
-            let mut keep = |item: Impacted| {
-                if !wanted(&item) {
-                    return;
-                }
-                if item.status == ImpactStatus::Down {
-                    result.down.push(item);
-                } else {
-                    result.degraded.push(item);
-                }
-            };
+            result.degraded.reserve(reached - s.down_order.len());
             for &v in &s.order {
-                let (it, pair) = item(v as usize);
+                let (pair, it) = item(v as usize);
                 parents.insert(v, pair);
-                keep(it);
+                result.degraded.extend(it);
             }
             result.parents = Parents::Sparse(parents);
-            let key = |i: &Impacted| ((i.depth as u64) << 32) | i.node as u64;
-            result.down.sort_unstable_by_key(key);
-            result.degraded.sort_unstable_by_key(key);
+            result.degraded.sort_unstable_by_key(by_depth_then_id);
         }
         s.busy = false;
         result
@@ -1581,16 +1645,14 @@ mod tests {
     fn buckets_are_kept_only_while_they_hold_less_than_twice_the_estate() {
         // Items are 24 bytes: the cap's bytes in its doc depend on it.
         assert_eq!(std::mem::size_of::<Impacted>(), 24);
-        let filled = |items: usize| -> Buckets {
-            [vec![Vec::with_capacity(items)], vec![Vec::with_capacity(1)]]
-        };
-        let (mut low, mut high) = (filled(900), filled(900));
-        keep_buckets(&mut low, &mut high, 1000);
-        assert!(low[0][0].capacity() >= 900 && high[0][0].capacity() >= 900);
-        // One answer's room on each side is counted together, with each
-        // depth's header: over 2n, both sides start again.
-        let (mut low, mut high) = (filled(1000), filled(1000));
-        keep_buckets(&mut low, &mut high, 1000);
-        assert!(low.iter().chain(high.iter()).all(|b| b.capacity() == 0));
+        let filled = |items: usize| -> Buckets { vec![Vec::with_capacity(items)] };
+        let (mut a, mut b, mut c) = (filled(600), filled(600), filled(600));
+        keep_buckets([&mut a, &mut b, &mut c], 1000);
+        assert!([&a, &b, &c].iter().all(|x| x[0].capacity() >= 600));
+        // The three lists' room is counted together, with each depth's
+        // header: over 2n, all three start again.
+        let (mut a, mut b, mut c) = (filled(600), filled(600), filled(800));
+        keep_buckets([&mut a, &mut b, &mut c], 1000);
+        assert!([&a, &b, &c].iter().all(|x| x.capacity() == 0));
     }
 }
