@@ -110,6 +110,8 @@ pub struct Snapshot {
     parallel_from: usize,
     /// See [`Snapshot::refuse_threads`].
     refuse_threads: bool,
+    /// See [`Snapshot::assume_two_cores`].
+    assume_two: bool,
     /// When the snapshot was built.
     pub built_at: Millis,
 }
@@ -542,6 +544,13 @@ impl Scratch {
         if std::mem::replace(&mut self.busy, true) {
             self.seen.0.fill(0);
             self.down_bits.0.fill(0);
+            for b in [
+                &mut self.down_buckets,
+                &mut self.buckets,
+                &mut self.buckets_beside,
+            ] {
+                b.iter_mut().for_each(Vec::clear);
+            }
         } else {
             self.seen.clear(&self.order);
             self.down_bits.clear(&self.down_order);
@@ -962,6 +971,7 @@ impl Snapshot {
             local: std::sync::OnceLock::new(),
             parallel_from: PARALLEL_FROM,
             refuse_threads: false,
+            assume_two: false,
             built_at,
         }
     }
@@ -1056,6 +1066,18 @@ impl Snapshot {
         self.refuse_threads = refuse;
     }
 
+    /// For tests: take the paths meant for a second core even where the
+    /// machine has one (the threads then share it), so that those paths
+    /// are tested everywhere.
+    #[doc(hidden)]
+    pub fn assume_two_cores(&mut self, assume: bool) {
+        self.assume_two = assume;
+    }
+
+    fn two_cores(&self) -> bool {
+        self.assume_two || two_cores()
+    }
+
     fn impact_in(&self, s: &mut Scratch, failed: &[Ix], max_depth: Option<u32>) -> ImpactResult {
         let n = self.resources.len();
         // Callers resolve ids first (unknown ids are the caller's error);
@@ -1088,7 +1110,8 @@ impl Snapshot {
             };
             seed_reach(seen, hops, order, failed);
             let mut at = Level::start(order);
-            if reach_pass(fwd, seen, hops, order, &mut at, self.parallel_from) || !two_cores() {
+            if reach_pass(fwd, seen, hops, order, &mut at, self.parallel_from) || !self.two_cores()
+            {
                 reach_pass(fwd, seen, hops, order, &mut at, usize::MAX);
                 result.down = side.run(fwd, agg_total, e, failed, max_depth);
             } else {
@@ -1167,7 +1190,7 @@ impl Snapshot {
             };
             let mut low = std::mem::take(&mut s.buckets);
             let mut high = std::mem::take(&mut s.buckets_beside);
-            let (split, below) = if reached > self.parallel_from && two_cores() {
+            let (split, below) = if reached > self.parallel_from && self.two_cores() {
                 halfway(&bits, reached)
             } else {
                 (bits.len(), reached)

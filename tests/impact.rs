@@ -57,6 +57,7 @@ fn graph(rels: &[(&str, &str, &str)]) -> Snapshot {
     )
 }
 
+#[derive(Debug, PartialEq)]
 struct Answer {
     down: Vec<String>,
     degraded: Vec<String>,
@@ -682,6 +683,7 @@ proptest! {
         );
         if beside {
             s.set_parallel_from(0);
+            s.assume_two_cores(true);
             s.refuse_threads(refused);
         }
         let node: Vec<u32> = (0..n).map(|i| s.lookup(&name(i)).unwrap()).collect();
@@ -912,8 +914,10 @@ fn the_generated_estate_matches_the_reference_on_every_path() {
     let one = build();
     let mut two = build();
     two.set_parallel_from(0);
+    two.assume_two_cores(true);
     let mut refused = build();
     refused.set_parallel_from(0);
+    refused.assume_two_cores(true);
     refused.refuse_threads(true);
     // The model numbers resources as the snapshot does.
     let n = one.resources.len();
@@ -945,17 +949,24 @@ fn the_generated_estate_matches_the_reference_on_every_path() {
         let k = 2 + next() % 4;
         failures.push((0..k).map(|_| next() % n).collect());
     }
-    let mut large = 0;
+    let (mut large, mut large_down) = (0, 0);
     for failed in &failures {
         let ix: Vec<u32> = failed.iter().map(|&f| f as u32).collect();
         let a = one.impact(&ix, None);
         if let Err(e) = check_answer(&one, &node, &rels, failed, &a, 2) {
             panic!("failing {failed:?}: {e}");
         }
+        let trimmed = one.impact(&ix, Some(2));
         for (other, s) in [("beside", &two), ("refused", &refused)] {
             let b = s.impact(&ix, None);
             assert_eq!(a.down, b.down, "{other}: {failed:?}");
             assert_eq!(a.degraded, b.degraded, "{other}: {failed:?}");
+            let c = s.impact(&ix, Some(2));
+            assert_eq!(trimmed.down, c.down, "{other}, max depth 2: {failed:?}");
+            assert_eq!(
+                trimmed.degraded, c.degraded,
+                "{other}, max depth 2: {failed:?}"
+            );
             for (x, y) in a
                 .down
                 .iter()
@@ -967,8 +978,37 @@ fn the_generated_estate_matches_the_reference_on_every_path() {
         }
         // Large enough for the id-order scan, split between two ranges.
         large += usize::from((a.down.len() + a.degraded.len()) * 16 > n);
+        // Large enough for the DOWN list's own id-order scan.
+        large_down += usize::from(a.down.len() * 16 > n);
     }
     assert!(large > 20, "{large} large answers");
+    assert!(large_down > 10, "{large_down} large DOWN lists");
+}
+
+#[test]
+fn a_resource_number_past_the_graph_panics_and_leaves_the_thread_able_to_answer() {
+    // A larger graph first, so that this thread's scratch is sized past
+    // the small one's.
+    let big = graph(&[
+        ("a", "depends_on", "b"),
+        ("c", "depends_on", "b"),
+        ("d", "runs_on", "b"),
+    ]);
+    let small = graph(&[("x", "depends_on", "y")]);
+    let before = impact(&big, &["b"]);
+    let past = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        small.impact(&[3], None);
+    }));
+    let message = past.expect_err("a number past the graph panics");
+    let message = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(message.contains("not in this graph of 2"), "{message}");
+    // The same thread answers on both graphs as before.
+    assert_eq!(impact(&big, &["b"]), before);
+    let y = impact(&small, &["y"]);
+    assert_eq!(y.down, ids(&["y", "x"]));
 }
 
 #[test]
