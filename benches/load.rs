@@ -158,6 +158,24 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// The ten resources with the largest fan-in (most relations pointing at
+/// them), largest first.
+fn hubs(snap: &Snapshot) -> Vec<u32> {
+    let mut fan: Vec<(usize, u32)> = (0..snap.resources.len() as u32)
+        .map(|ix| (snap.relations_of(ix, false, true).len(), ix))
+        .collect();
+    fan.sort_unstable_by(|a, b| b.cmp(a));
+    fan.iter().take(10).map(|f| f.1).collect()
+}
+
+/// The first region's zones: the AZ what-if's failures.
+fn zones(snap: &Snapshot) -> Vec<u32> {
+    ["zone:r0a", "zone:r0b", "zone:r0c"]
+        .iter()
+        .filter_map(|z| snap.lookup(z))
+        .collect()
+}
+
 /// Prints impact figures; returns the id of the largest-reach hub.
 fn impact_figures(snap: &Snapshot) -> String {
     let n = snap.resources.len() as u32;
@@ -178,11 +196,7 @@ fn impact_figures(snap: &Snapshot) -> String {
         ms(percentile(&times, 0.99)),
         reached / 200
     );
-    // The 10 resources with the largest fan-in (most relations pointing at them).
-    let mut fan: Vec<(usize, u32)> = (0..n)
-        .map(|ix| (snap.relations_of(ix, false, true).len(), ix))
-        .collect();
-    fan.sort_unstable_by(|a, b| b.cmp(a));
+    let hubs = hubs(snap);
     // Ten rounds over the ten, so that one noisy moment on a shared
     // machine does not decide the figure.
     let mut times = Vec::new();
@@ -190,7 +204,7 @@ fn impact_figures(snap: &Snapshot) -> String {
     let mut hub = String::new();
     let mut total = 0usize;
     for _ in 0..10 {
-        for &(_, ix) in fan.iter().take(10) {
+        for &ix in &hubs {
             let t = Instant::now();
             let r = snap.impact(&[ix], None);
             times.push(t.elapsed());
@@ -230,8 +244,7 @@ fn impact_figures(snap: &Snapshot) -> String {
     let mut times = Vec::new();
     let mut reach = 0usize;
     for _ in 0..30 {
-        for z in ["zone:r0a", "zone:r0b", "zone:r0c"] {
-            let Some(zone) = snap.lookup(z) else { continue };
+        for &zone in &zones(snap) {
             let t = Instant::now();
             let r = snap.impact(&[zone], None);
             times.push(t.elapsed());
@@ -314,18 +327,9 @@ fn ratio_figures() {
     // zones, and 200 random resources.
     let targets = |snap: &Snapshot| {
         let n = snap.resources.len() as u32;
-        let mut fan: Vec<(usize, u32)> = (0..n)
-            .map(|ix| (snap.relations_of(ix, false, true).len(), ix))
-            .collect();
-        fan.sort_unstable_by(|a, b| b.cmp(a));
-        let hubs: Vec<u32> = fan.iter().take(10).map(|f| f.1).collect();
-        let zones: Vec<u32> = ["zone:r0a", "zone:r0b", "zone:r0c"]
-            .iter()
-            .filter_map(|z| snap.lookup(z))
-            .collect();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let singles: Vec<u32> = (0..200).map(|_| rng.random_range(0..n)).collect();
-        [singles, hubs, zones]
+        [singles, hubs(snap), zones(snap)]
     };
     let sets = [targets(&medium), targets(&large)];
     // One batch: the median time of its queries (spofs: one call), each
@@ -532,10 +536,7 @@ async fn main() {
             let rounds: usize = rounds
                 .parse()
                 .expect("INFRAGRAPH_BENCH_ZONE_LOOP: a number");
-            let zones: Vec<_> = ["zone:r0a", "zone:r0b", "zone:r0c"]
-                .iter()
-                .filter_map(|z| snap.lookup(z))
-                .collect();
+            let zones = zones(&snap);
             let mut times = Vec::new();
             for _ in 0..rounds {
                 for &z in &zones {

@@ -822,7 +822,8 @@ fn two_cores() -> bool {
 /// core's cache. Only aggregate edges touch a per-node word (the pass
 /// stamp and the aggregate inputs down so far), and only services and
 /// load balancers have those. Epochs cannot wrap: a pass is built per
-/// worker per call and runs once per candidate, fewer than 2^32.
+/// worker per call and runs once per candidate, and the graph numbers
+/// fewer than 2^31 resources.
 struct SpofPass {
     down: Bits,
     /// The nodes down in this run, in the order they went down (the
@@ -1067,14 +1068,14 @@ impl Snapshot {
     }
 
     /// For tests: take the paths meant for a second core even where the
-    /// machine has one (the threads then share it), so that those paths
-    /// are tested everywhere.
+    /// machine has only one (the threads then share it), so that those
+    /// paths are tested everywhere.
     #[doc(hidden)]
     pub fn assume_two_cores(&mut self, assume: bool) {
         self.assume_two = assume;
     }
 
-    fn two_cores(&self) -> bool {
+    fn use_two_cores(&self) -> bool {
         self.assume_two || two_cores()
     }
 
@@ -1110,7 +1111,8 @@ impl Snapshot {
             };
             seed_reach(seen, hops, order, failed);
             let mut at = Level::start(order);
-            if reach_pass(fwd, seen, hops, order, &mut at, self.parallel_from) || !self.two_cores()
+            if reach_pass(fwd, seen, hops, order, &mut at, self.parallel_from)
+                || !self.use_two_cores()
             {
                 reach_pass(fwd, seen, hops, order, &mut at, usize::MAX);
                 result.down = side.run(fwd, agg_total, e, failed, max_depth);
@@ -1190,7 +1192,7 @@ impl Snapshot {
             };
             let mut low = std::mem::take(&mut s.buckets);
             let mut high = std::mem::take(&mut s.buckets_beside);
-            let (split, below) = if reached > self.parallel_from && self.two_cores() {
+            let (split, below) = if reached > self.parallel_from && self.use_two_cores() {
                 halfway(&bits, reached)
             } else {
                 (bits.len(), reached)
