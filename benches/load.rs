@@ -9,7 +9,8 @@
 //! the generator and prints only the query figures (with
 //! `INFRAGRAPH_BENCH_IDS=bfs`, on ids renamed into a locality order; see
 //! `bfs_ids`). `INFRAGRAPH_BENCH_ZONE_LOOP=N` (with the memory store) runs
-//! only the zone what-if, N times per zone, for a profiler.
+//! only the zone what-if, N times per zone, for a profiler;
+//! `INFRAGRAPH_BENCH_SPOFS_LOOP=N` only `spofs`, N times.
 //! `INFRAGRAPH_BENCH_SIZE=ratio` builds medium and large in memory and
 //! times each query on both, round after round, for the large/medium ratio
 //! (see `ratio_figures`). PostgreSQL is skipped, with a note, when
@@ -152,6 +153,19 @@ fn rss_bytes() -> usize {
                 .and_then(|v| v.parse::<usize>().ok())
         })
         .map_or(0, |pages| pages * 4096)
+}
+
+/// Minor page faults of this process so far, from /proc (0 where
+/// unavailable): memory the kernel had to hand over on first touch.
+fn minor_faults() -> u64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which may hold spaces).
+            let rest = &s[s.rfind(')')? + 2..];
+            rest.split_whitespace().nth(7)?.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -538,6 +552,7 @@ async fn main() {
                 .expect("INFRAGRAPH_BENCH_ZONE_LOOP: a number");
             let zones = zones(&snap);
             let mut times = Vec::new();
+            let faults = minor_faults();
             for _ in 0..rounds {
                 for &z in &zones {
                     let t = Instant::now();
@@ -546,9 +561,34 @@ async fn main() {
                     drop(std::hint::black_box(r));
                 }
             }
+            let faults = (minor_faults() - faults) / times.len().max(1) as u64;
             times.sort();
             println!(
-                "zone what-if ×{}: p50 {} min {} max {}",
+                "zone what-if ×{}: p50 {} min {} max {} ({faults} page faults per query)",
+                times.len(),
+                ms(percentile(&times, 0.5)),
+                ms(times[0]),
+                ms(*times.last().unwrap())
+            );
+            return;
+        }
+        if let Ok(rounds) = std::env::var("INFRAGRAPH_BENCH_SPOFS_LOOP") {
+            // For a profiler, or to compare two builds: only `spofs`.
+            let rounds: usize = rounds
+                .parse()
+                .expect("INFRAGRAPH_BENCH_SPOFS_LOOP: a number");
+            let critical = [infragraph::model::LabelSelector::parse("tier=1").unwrap()];
+            std::hint::black_box(snap.spofs(None, &critical).unwrap());
+            let mut times: Vec<Duration> = (0..rounds)
+                .map(|_| {
+                    let t = Instant::now();
+                    std::hint::black_box(snap.spofs(None, &critical).unwrap());
+                    t.elapsed()
+                })
+                .collect();
+            times.sort();
+            println!(
+                "spofs ×{}: p50 {} min {} max {}",
                 times.len(),
                 ms(percentile(&times, 0.5)),
                 ms(times[0]),

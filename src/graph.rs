@@ -106,6 +106,11 @@ pub struct Snapshot {
     /// The forward edges again, in a locality order, for the SPOF search;
     /// built on its first use.
     local: std::sync::OnceLock<Local>,
+    /// Which resources are present, as bits.
+    present: Vec<u64>,
+    /// Present resources by kind and label, for selectors; built on the
+    /// first selector.
+    catalog: std::sync::OnceLock<Catalog>,
     /// See [`Snapshot::set_parallel_from`].
     parallel_from: usize,
     /// See [`Snapshot::refuse_threads`].
@@ -129,7 +134,13 @@ struct Local {
     /// Forward edges between local numbers (no relations), each row in
     /// ascending order.
     fwd: Csr,
-    /// Aggregate inputs per local node.
+    /// The local nodes that have aggregate inputs (services, load
+    /// balancers), as bits, with how many come before each 64-node word:
+    /// their rank indexes `agg_total` and the SPOF pass's counts, which so
+    /// hold only those nodes (see [`SpofPass`]).
+    agg_bits: Vec<u64>,
+    agg_before: Vec<u32>,
+    /// Aggregate inputs of each node with any, by rank.
     agg_total: Vec<u32>,
 }
 
@@ -174,7 +185,19 @@ impl Local {
             other[start..].sort_unstable_by_key(|&x| x & !AGG);
             off.push(other.len() as u32);
         }
-        let agg_total = ix_of.iter().map(|&ix| agg_total[ix as usize]).collect();
+        let mut agg_bits = vec![0u64; n.div_ceil(64)];
+        let mut agg_before = Vec::with_capacity(agg_bits.len());
+        let mut totals = Vec::new();
+        for (w, word) in agg_bits.iter_mut().enumerate() {
+            agg_before.push(totals.len() as u32);
+            for (b, &ix) in ix_of[w * 64..n.min(w * 64 + 64)].iter().enumerate() {
+                let total = agg_total[ix as usize];
+                if total > 0 {
+                    *word |= 1 << b;
+                    totals.push(total);
+                }
+            }
+        }
         Local {
             ix_of,
             fwd: Csr {
@@ -182,13 +205,103 @@ impl Local {
                 other,
                 rel: Vec::new(),
             },
-            agg_total,
+            agg_bits,
+            agg_before,
+            agg_total: totals,
         }
     }
 
-    fn bytes(&self) -> usize {
-        self.ix_of.len() * 4 + self.fwd.bytes() + self.agg_total.len() * 4
+    /// The rank of local node `v`, which has aggregate inputs.
+    #[inline]
+    fn agg_rank(&self, v: usize) -> usize {
+        let w = v >> 6;
+        self.agg_before[w] as usize
+            + (self.agg_bits[w] & ((1u64 << (v & 63)) - 1)).count_ones() as usize
     }
+
+    fn bytes(&self) -> usize {
+        self.ix_of.len() * 4
+            + self.fwd.bytes()
+            + (self.agg_bits.len() * 2 + self.agg_total.len()) * 4
+    }
+}
+
+/// Present resources by kind and by label value, each list in id order:
+/// what selectors read (`Snapshot::select`, the SPOF search's critical
+/// set), so that choosing among a million resources reads the lists it
+/// names instead of every resource's record and labels (≈ 130 ms on a
+/// million resources, per call).
+#[derive(Default)]
+struct Catalog {
+    kinds: FxHashMap<String, Vec<Ix>>,
+    /// Label key → value → resources.
+    labels: FxHashMap<String, FxHashMap<String, Vec<Ix>>>,
+}
+
+impl Catalog {
+    fn build(resources: &[Resource]) -> Catalog {
+        fn push(lists: &mut FxHashMap<String, Vec<Ix>>, key: &str, ix: usize) {
+            match lists.get_mut(key) {
+                Some(list) => list.push(ix as Ix),
+                None => {
+                    lists.insert(key.to_string(), vec![ix as Ix]);
+                }
+            }
+        }
+        let mut c = Catalog::default();
+        for (ix, r) in resources.iter().enumerate() {
+            if r.status != Status::Present {
+                continue;
+            }
+            push(&mut c.kinds, &r.kind, ix);
+            for (k, v) in &r.labels {
+                if !c.labels.contains_key(k.as_str()) {
+                    c.labels.insert(k.clone(), FxHashMap::default());
+                }
+                push(c.labels.get_mut(k.as_str()).expect("inserted"), v, ix);
+            }
+        }
+        c
+    }
+
+    fn bytes(&self) -> usize {
+        let lists = |m: &FxHashMap<String, Vec<Ix>>| -> usize {
+            m.iter().map(|(k, l)| 64 + k.len() + l.capacity() * 4).sum()
+        };
+        lists(&self.kinds)
+            + self
+                .labels
+                .iter()
+                .map(|(k, m)| 64 + k.len() + lists(m))
+                .sum::<usize>()
+    }
+}
+
+/// `bits` &= the members of `lists` (or &= !them, if `without`).
+fn keep_only<'a>(bits: &mut [u64], lists: impl Iterator<Item = &'a Vec<Ix>>, without: bool) {
+    let mut these = vec![0u64; bits.len()];
+    for list in lists {
+        for &ix in list {
+            these[ix as usize >> 6] |= 1 << (ix & 63);
+        }
+    }
+    for (b, t) in bits.iter_mut().zip(these) {
+        *b &= if without { !t } else { t };
+    }
+}
+
+/// The members of a bitset, in order.
+fn members(bits: &[u64]) -> impl Iterator<Item = Ix> + '_ {
+    bits.iter().enumerate().flat_map(|(w, &word)| {
+        let mut rest = word;
+        std::iter::from_fn(move || {
+            (rest != 0).then(|| {
+                let b = rest.trailing_zeros();
+                rest &= rest - 1;
+                (w as u32) << 6 | b
+            })
+        })
+    })
 }
 
 /// Whether an impacted resource is down or only degraded.
@@ -821,7 +934,8 @@ fn two_cores() -> bool {
 /// resources that test is a hit in a 128 KB bitmap that stays in the
 /// core's cache. Only aggregate edges touch a per-node word (the pass
 /// stamp and the aggregate inputs down so far), and only services and
-/// load balancers have those. Epochs cannot wrap: a pass is built per
+/// load balancers have those: the words are kept for them alone, found by
+/// rank (a few percent of the estate, so they stay in cache too). Epochs cannot wrap: a pass is built per
 /// worker per call and runs once per candidate, and the graph numbers
 /// fewer than 2^31 resources.
 struct SpofPass {
@@ -829,19 +943,20 @@ struct SpofPass {
     /// The nodes down in this run, in the order they went down (the
     /// pass's queue, and the members of `down` to clear for the next).
     order: Vec<u32>,
-    /// For nodes with aggregate inputs: stamp << 32 | inputs down so far.
+    /// For each node with aggregate inputs, by rank ([`Local::agg_rank`]):
+    /// stamp << 32 | inputs down so far.
     counts: Vec<u64>,
     epoch: u32,
 }
 
 impl SpofPass {
-    fn new(n: usize) -> SpofPass {
+    fn new(local: &Local) -> SpofPass {
         let mut down = Bits::default();
-        down.grow(n);
+        down.grow(local.ix_of.len());
         SpofPass {
             down,
             order: Vec::new(),
-            counts: vec![0; n],
+            counts: vec![0; local.agg_total.len()],
             epoch: 0,
         }
     }
@@ -874,10 +989,11 @@ impl SpofPass {
                     continue;
                 }
                 if t & AGG != 0 {
-                    let c = counts[v];
+                    let r = local.agg_rank(v);
+                    let c = counts[r];
                     let cur = if c >> 32 == e { c as u32 } else { 0 } + 1;
-                    if cur < local.agg_total[v] {
-                        counts[v] = tag | cur as u64;
+                    if cur < local.agg_total[r] {
+                        counts[r] = tag | cur as u64;
                         continue;
                     }
                 }
@@ -917,6 +1033,12 @@ impl Snapshot {
             .enumerate()
             .map(|(i, r)| (r.id.clone(), i as Ix))
             .collect();
+        let mut present = vec![0u64; n.div_ceil(64)];
+        for (i, r) in resources.iter().enumerate() {
+            if r.status == Status::Present {
+                present[i >> 6] |= 1 << (i & 63);
+            }
+        }
         let present_rel = relations
             .iter()
             .filter(|r| r.status == Status::Present)
@@ -970,6 +1092,8 @@ impl Snapshot {
             twin,
             agg_total,
             local: std::sync::OnceLock::new(),
+            present,
+            catalog: std::sync::OnceLock::new(),
             parallel_from: PARALLEL_FROM,
             refuse_threads: false,
             assume_two: false,
@@ -1323,15 +1447,29 @@ impl Snapshot {
                 Some(seen)
             }
         };
-        Ok((0..self.resources.len() as Ix)
-            .filter(|&ix| {
-                let r = self.resource(ix);
-                r.status == Status::Present
-                    && sel.kind.as_ref().is_none_or(|k| &r.kind == k)
-                    && sel.labels.iter().all(|l| l.matches(&r.labels))
-                    && inside.as_ref().is_none_or(|s| s.contains(&ix))
-            })
+        Ok(members(&self.matching(sel.kind.as_deref(), &sel.labels))
+            .filter(|ix| inside.as_ref().is_none_or(|s| s.contains(ix)))
             .collect())
+    }
+
+    /// Present resources of `kind` (if given) matching every label
+    /// selector, as bits.
+    fn matching(&self, kind: Option<&str>, labels: &[LabelSelector]) -> Vec<u64> {
+        let cat = self.catalog.get_or_init(|| Catalog::build(&self.resources));
+        let mut bits = self.present.clone();
+        if let Some(kind) = kind {
+            keep_only(&mut bits, cat.kinds.get(kind).into_iter(), false);
+        }
+        for l in labels {
+            let values = |k: &str| cat.labels.get(k).into_iter().flat_map(|m| m.values());
+            let value = |k: &str, v: &str| cat.labels.get(k).and_then(|m| m.get(v));
+            match l {
+                LabelSelector::Eq(k, v) => keep_only(&mut bits, value(k, v).into_iter(), false),
+                LabelSelector::Ne(k, v) => keep_only(&mut bits, value(k, v).into_iter(), true),
+                LabelSelector::Has(k) => keep_only(&mut bits, values(k), false),
+            }
+        }
+        bits
     }
 
     /// Single points of failure: every candidate (present resources, or
@@ -1348,22 +1486,16 @@ impl Snapshot {
         critical: &[LabelSelector],
     ) -> Result<Vec<Spof>, String> {
         let n = self.resources.len();
-        let is_critical: Vec<bool> = self
-            .resources
-            .iter()
-            .map(|r| r.status == Status::Present && critical.iter().all(|c| c.matches(&r.labels)))
-            .collect();
-        // Ancestors of critical resources: the only resources that can take one down.
-        let mut anc = vec![false; n];
-        let mut stack: Vec<u32> = (0..n as u32).filter(|&i| is_critical[i as usize]).collect();
-        for &c in &stack {
-            anc[c as usize] = true;
-        }
+        let is_critical = self.matching(None, critical);
+        // Ancestors of critical resources: the only resources that can take
+        // one down. (Impact edges join present resources only, so they are
+        // all present.)
+        let mut anc = Bits(is_critical.clone());
+        let mut stack: Vec<u32> = members(&is_critical).collect();
         while let Some(u) = stack.pop() {
             for p in self.rev.range(u) {
                 let v = self.rev.to(p) as usize;
-                if !anc[v] {
-                    anc[v] = true;
+                if anc.insert(v) {
                     stack.push(v as u32);
                 }
             }
@@ -1379,16 +1511,14 @@ impl Snapshot {
         let candidates: Vec<u32> = (0..n as u32)
             .filter(|&u| {
                 let ix = local.ix_of[u as usize];
-                anc[ix as usize]
-                    && self.resources[ix as usize].status == Status::Present
-                    && in_scope.as_ref().is_none_or(|s| s.contains(&ix))
+                anc.has(ix as usize) && in_scope.as_ref().is_none_or(|s| s.contains(&ix))
             })
             .collect();
         // Critical flags in local numbering, as a bitset (128 KB for a
         // million resources: it stays in cache).
         let mut crit_bits = vec![0u64; n.div_ceil(64)];
         for (u, &ix) in local.ix_of.iter().enumerate() {
-            if is_critical[ix as usize] {
+            if is_critical[ix as usize >> 6] >> (ix & 63) & 1 != 0 {
                 crit_bits[u / 64] |= 1 << (u % 64);
             }
         }
@@ -1409,7 +1539,7 @@ impl Snapshot {
                     let (crit_bits, next, candidates) = (&crit_bits, &next, &candidates);
                     scope.spawn(move || {
                         let mut out = Vec::new();
-                        let mut pass = SpofPass::new(n);
+                        let mut pass = SpofPass::new(local);
                         let mut crit = Vec::new();
                         loop {
                             let start = next.fetch_add(BLOCK, std::sync::atomic::Ordering::Relaxed);
@@ -1629,6 +1759,8 @@ impl Snapshot {
             + self.twin.len() * 4
             + self.agg_total.len() * 4
             + self.local.get().map_or(0, Local::bytes)
+            + self.present.len() * 8
+            + self.catalog.get().map_or(0, Catalog::bytes)
     }
 }
 

@@ -852,6 +852,87 @@ fn spofs_are_resources_whose_failure_alone_takes_down_a_critical_one() {
 }
 
 #[test]
+fn selectors_on_the_generated_estate_pick_what_a_scan_of_every_record_picks() {
+    use infragraph::graph::Selector;
+    // Selectors read lists by kind and label value; a scan of every
+    // record is the reference. Every tenth resource is gone: gone
+    // resources match nothing, whatever their labels.
+    let estate = infragraph::generate::generate(infragraph::generate::Size::Small, 7);
+    let res: Vec<Resource> = estate
+        .resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut x = labelled(&r.id, &r.kind, &[]);
+            x.labels = r.labels.clone();
+            if i % 10 == 3 {
+                x.status = Status::Gone;
+            }
+            x
+        })
+        .collect();
+    let rels: Vec<Relation> = estate
+        .relations
+        .iter()
+        .map(|r| relation(&r.from, &r.to, &r.kind))
+        .collect();
+    let s = Snapshot::build(res, rels, 0);
+    let scan = |sel: &Selector| -> Vec<u32> {
+        (0..s.resources.len() as u32)
+            .filter(|&ix| {
+                let r = s.resource(ix);
+                r.status == Status::Present
+                    && sel.kind.as_ref().is_none_or(|k| &r.kind == k)
+                    && sel.labels.iter().all(|l| l.matches(&r.labels))
+            })
+            .collect()
+    };
+    let rack = s
+        .resources
+        .iter()
+        .find_map(|r| r.labels.get("rack").cloned())
+        .expect("generated hosts have racks");
+    let cases = [
+        "kind=host".to_string(),
+        "kind=service".into(),
+        "kind=nothing-of-this-kind".into(),
+        "tier=1".into(),
+        "tier!=1".into(),
+        "tier".into(),
+        "kind=service,tier=1,env=prod".into(),
+        "kind=service,tier!=3,team".into(),
+        format!("kind=host,rack={rack}"),
+        format!("rack!={rack}"),
+        "nosuchlabel".into(),
+        "nosuchlabel!=x".into(),
+        "tier=no-such-value".into(),
+    ];
+    for text in &cases {
+        let sel = Selector::parse(text).unwrap();
+        let want = scan(&sel);
+        assert_eq!(s.select(&sel).unwrap(), want, "{text}");
+        // The same selector twice: the lists are built once and kept.
+        assert_eq!(s.select(&sel).unwrap(), want, "{text}, again");
+    }
+    // Non-trivial answers among them, and gone resources that a
+    // label-blind reading would have picked.
+    let all = scan(&Selector::parse("tier").unwrap());
+    assert!(all.len() > 50, "{}", all.len());
+    assert!(
+        s.resources
+            .iter()
+            .any(|r| r.status == Status::Gone && r.labels.contains_key("tier"))
+    );
+    // Inside a container as well: the walk and the lists together.
+    let sel = Selector::parse("contained_in=zone:r0a,kind=host").unwrap();
+    let inside = s.select(&sel).unwrap();
+    assert!(!inside.is_empty());
+    let hosts = scan(&Selector::parse("kind=host").unwrap());
+    assert!(inside.iter().all(|ix| hosts.contains(ix)));
+    assert!(inside.len() < hosts.len());
+}
+
+#[test]
 fn spofs_agree_with_one_impact_per_resource() {
     use infragraph::model::LabelSelector;
     // A generated estate: the optimized search must find exactly what the
