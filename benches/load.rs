@@ -296,7 +296,8 @@ fn impact_figures(snap: &Snapshot) -> String {
         times.push(t.elapsed());
     }
     // The first call also builds the snapshot's locality-ordered copy of
-    // the edges; the median and best are the later calls.
+    // the edges and its selector catalog; the median and best are the
+    // later calls.
     let first = times[0];
     times.sort();
     let work: usize = spofs.iter().map(|s| s.down_count).sum();
@@ -562,7 +563,9 @@ async fn main() {
             // For a profiler: only the zone what-if, `rounds` times each zone.
             let rounds: usize = rounds
                 .parse()
-                .expect("INFRAGRAPH_BENCH_ZONE_LOOP: a number");
+                .ok()
+                .filter(|&r| r > 0)
+                .expect("INFRAGRAPH_BENCH_ZONE_LOOP: a number above 0");
             let zones = zones(&snap);
             let mut times = Vec::new();
             let faults = minor_faults();
@@ -574,7 +577,7 @@ async fn main() {
                     drop(std::hint::black_box(r));
                 }
             }
-            let faults = (minor_faults() - faults) / times.len().max(1) as u64;
+            let faults = minor_faults().saturating_sub(faults) / times.len().max(1) as u64;
             times.sort();
             println!(
                 "zone what-if ×{}: p50 {} min {} max {} ({faults} page faults per query)",
@@ -589,7 +592,9 @@ async fn main() {
             // For a profiler, or to compare two builds: only `spofs`.
             let rounds: usize = rounds
                 .parse()
-                .expect("INFRAGRAPH_BENCH_SPOFS_LOOP: a number");
+                .ok()
+                .filter(|&r| r > 0)
+                .expect("INFRAGRAPH_BENCH_SPOFS_LOOP: a number above 0");
             let critical = [infragraph::model::LabelSelector::parse("tier=1").unwrap()];
             std::hint::black_box(snap.spofs(None, &critical).unwrap());
             let mut times: Vec<Duration> = (0..rounds)

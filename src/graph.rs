@@ -109,7 +109,8 @@ pub struct Snapshot {
     /// Which resources are present, as bits.
     present: Vec<u64>,
     /// Present resources by kind and label, for selectors; built on the
-    /// first selector.
+    /// first selector that names a kind or a label (`spofs` names its
+    /// critical labels).
     catalog: std::sync::OnceLock<Catalog>,
     /// See [`Snapshot::set_parallel_from`].
     parallel_from: usize,
@@ -134,8 +135,8 @@ struct Local {
     /// Forward edges between local numbers (no relations), each row in
     /// ascending order.
     fwd: Csr,
-    /// The local nodes that have aggregate inputs (services, load
-    /// balancers), as bits, with how many come before each 64-node word:
+    /// The local nodes that have aggregate inputs (services, databases,
+    /// load balancers), as bits, with how many come before each 64-node word:
     /// their rank indexes `agg_total` and the SPOF pass's counts, which so
     /// hold only those nodes (see [`SpofPass`]).
     agg_bits: Vec<u64>,
@@ -215,6 +216,10 @@ impl Local {
     #[inline]
     fn agg_rank(&self, v: usize) -> usize {
         let w = v >> 6;
+        debug_assert!(
+            self.agg_bits[w] >> (v & 63) & 1 != 0,
+            "{v} has no aggregate inputs"
+        );
         self.agg_before[w] as usize
             + (self.agg_bits[w] & ((1u64 << (v & 63)) - 1)).count_ones() as usize
     }
@@ -222,7 +227,8 @@ impl Local {
     fn bytes(&self) -> usize {
         self.ix_of.len() * 4
             + self.fwd.bytes()
-            + (self.agg_bits.len() * 2 + self.agg_total.len()) * 4
+            + self.agg_bits.len() * 8
+            + (self.agg_before.len() + self.agg_total.len()) * 4
     }
 }
 
@@ -933,11 +939,12 @@ fn two_cores() -> bool {
 /// already down, or that one hard edge takes down, and on a million
 /// resources that test is a hit in a 128 KB bitmap that stays in the
 /// core's cache. Only aggregate edges touch a per-node word (the pass
-/// stamp and the aggregate inputs down so far), and only services and
-/// load balancers have those: the words are kept for them alone, found by
-/// rank (a few percent of the estate, so they stay in cache too). Epochs cannot wrap: a pass is built per
-/// worker per call and runs once per candidate, and the graph numbers
-/// fewer than 2^31 resources.
+/// stamp and the aggregate inputs down so far), and only services,
+/// databases and load balancers have those: the words are kept for them
+/// alone, found by rank (about 9 % of the generated estates: 720 KB per
+/// worker on a million resources, not 8 MB). Epochs cannot wrap: a pass
+/// is built per worker per call and runs once per candidate, and the
+/// graph numbers fewer than 2^31 resources.
 struct SpofPass {
     down: Bits,
     /// The nodes down in this run, in the order they went down (the
@@ -1455,8 +1462,11 @@ impl Snapshot {
     /// Present resources of `kind` (if given) matching every label
     /// selector, as bits.
     fn matching(&self, kind: Option<&str>, labels: &[LabelSelector]) -> Vec<u64> {
-        let cat = self.catalog.get_or_init(|| Catalog::build(&self.resources));
         let mut bits = self.present.clone();
+        if kind.is_none() && labels.is_empty() {
+            return bits;
+        }
+        let cat = self.catalog.get_or_init(|| Catalog::build(&self.resources));
         if let Some(kind) = kind {
             keep_only(&mut bits, cat.kinds.get(kind).into_iter(), false);
         }
@@ -1551,12 +1561,14 @@ impl Snapshot {
                                 crit.clear();
                                 let down_count = pass.run(local, crit_bits, x, &mut crit);
                                 if !crit.is_empty() {
+                                    // In id order, sorted here: on every
+                                    // worker at once.
+                                    let mut critical_down: Vec<Ix> =
+                                        crit.iter().map(|&v| local.ix_of[v as usize]).collect();
+                                    critical_down.sort_unstable();
                                     out.push(Spof {
                                         node: local.ix_of[x as usize],
-                                        critical_down: crit
-                                            .iter()
-                                            .map(|&v| local.ix_of[v as usize])
-                                            .collect(),
+                                        critical_down,
                                         down_count,
                                     });
                                 }
@@ -1571,9 +1583,6 @@ impl Snapshot {
                 .flat_map(|h| h.join().expect("spof worker"))
                 .collect()
         });
-        for f in &mut found {
-            f.critical_down.sort_unstable();
-        }
         found.sort_by(|a, b| {
             b.critical_down
                 .len()
@@ -1750,7 +1759,9 @@ impl Snapshot {
     }
 
     /// Approximate bytes held by the graph structures (not the resource and
-    /// relation records): petgraph and the two CSR indexes.
+    /// relation records): petgraph, the two CSR indexes, the present bits,
+    /// and, once built, the SPOF search's locality copy and the selector
+    /// catalog.
     pub fn graph_bytes(&self) -> usize {
         self.graph.node_count() * 8
             + self.graph.edge_count() * 16
