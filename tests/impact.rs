@@ -753,6 +753,34 @@ fn build(res: Vec<Resource>, rels: &[(&str, &str, &str)]) -> Snapshot {
     )
 }
 
+/// The generated estate (small) as a snapshot, with the resources for
+/// which `gone(i)` holds (the i-th generated) gone, their labels and
+/// relations kept.
+fn generated_snapshot(
+    estate: &infragraph::generate::Estate,
+    gone: impl Fn(usize) -> bool,
+) -> Snapshot {
+    let res: Vec<Resource> = estate
+        .resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut x = labelled(&r.id, &r.kind, &[]);
+            x.labels = r.labels.clone();
+            if gone(i) {
+                x.status = Status::Gone;
+            }
+            x
+        })
+        .collect();
+    let rels: Vec<Relation> = estate
+        .relations
+        .iter()
+        .map(|r| relation(&r.from, &r.to, &r.kind))
+        .collect();
+    Snapshot::build(res, rels, 0)
+}
+
 #[test]
 fn selectors_pick_kinds_labels_and_everything_inside_a_container() {
     use infragraph::graph::Selector;
@@ -873,25 +901,7 @@ fn selectors_on_the_generated_estate_pick_what_a_scan_of_every_record_picks() {
     // record is the reference. Every tenth resource is gone: gone
     // resources match nothing, whatever their labels.
     let estate = infragraph::generate::generate(infragraph::generate::Size::Small, 7);
-    let res: Vec<Resource> = estate
-        .resources
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mut x = labelled(&r.id, &r.kind, &[]);
-            x.labels = r.labels.clone();
-            if i % 10 == 3 {
-                x.status = Status::Gone;
-            }
-            x
-        })
-        .collect();
-    let rels: Vec<Relation> = estate
-        .relations
-        .iter()
-        .map(|r| relation(&r.from, &r.to, &r.kind))
-        .collect();
-    let s = Snapshot::build(res, rels, 0);
+    let s = generated_snapshot(&estate, |i| i % 10 == 3);
     let scan = |sel: &Selector| -> Vec<u32> {
         (0..s.resources.len() as u32)
             .filter(|&ix| {
@@ -988,25 +998,7 @@ fn spofs_agree_with_one_impact_per_resource() {
     // naive one does.
     // Every twentieth resource is gone, its labels and relations kept.
     let estate = infragraph::generate::generate(infragraph::generate::Size::Small, 3);
-    let res: Vec<Resource> = estate
-        .resources
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let mut x = labelled(&r.id, &r.kind, &[]);
-            x.labels = r.labels.clone();
-            if i % 20 == 7 {
-                x.status = Status::Gone;
-            }
-            x
-        })
-        .collect();
-    let rels: Vec<Relation> = estate
-        .relations
-        .iter()
-        .map(|r| relation(&r.from, &r.to, &r.kind))
-        .collect();
-    let s = Snapshot::build(res, rels, 0);
+    let s = generated_snapshot(&estate, |i| i % 20 == 7);
     let critical = [LabelSelector::parse("tier=1").unwrap()];
     // Hundreds of candidates: several blocks, shared by the worker threads.
     assert!(s.resources.len() > 600, "{}", s.resources.len());
@@ -1027,25 +1019,7 @@ fn the_generated_estate_matches_the_reference_on_every_path() {
     // space clean (small answers empty their bits member by member, large
     // ones wholesale).
     let estate = infragraph::generate::generate(infragraph::generate::Size::Small, 5);
-    let build = || {
-        Snapshot::build(
-            estate
-                .resources
-                .iter()
-                .map(|r| {
-                    let mut x = labelled(&r.id, &r.kind, &[]);
-                    x.labels = r.labels.clone();
-                    x
-                })
-                .collect(),
-            estate
-                .relations
-                .iter()
-                .map(|r| relation(&r.from, &r.to, &r.kind))
-                .collect(),
-            0,
-        )
-    };
+    let build = || generated_snapshot(&estate, |_| false);
     let one = build();
     let mut two = build();
     two.set_parallel_from(0);
