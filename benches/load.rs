@@ -168,6 +168,18 @@ fn minor_faults() -> u64 {
         .unwrap_or(0)
 }
 
+/// "×N: p50 … min … max …" of a loop's times (at least one).
+fn spread(mut times: Vec<Duration>) -> String {
+    times.sort();
+    format!(
+        "×{}: p50 {} min {} max {}",
+        times.len(),
+        ms(percentile(&times, 0.5)),
+        ms(times[0]),
+        ms(times[times.len() - 1])
+    )
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -578,13 +590,9 @@ async fn main() {
                 }
             }
             let faults = minor_faults().saturating_sub(faults) / times.len().max(1) as u64;
-            times.sort();
             println!(
-                "zone what-if ×{}: p50 {} min {} max {} ({faults} page faults per query)",
-                times.len(),
-                ms(percentile(&times, 0.5)),
-                ms(times[0]),
-                ms(*times.last().unwrap())
+                "zone what-if {} ({faults} page faults per query)",
+                spread(times)
             );
             return;
         }
@@ -597,21 +605,14 @@ async fn main() {
                 .expect("INFRAGRAPH_BENCH_SPOFS_LOOP: a number above 0");
             let critical = [infragraph::model::LabelSelector::parse("tier=1").unwrap()];
             std::hint::black_box(snap.spofs(None, &critical).unwrap());
-            let mut times: Vec<Duration> = (0..rounds)
+            let times: Vec<Duration> = (0..rounds)
                 .map(|_| {
                     let t = Instant::now();
                     std::hint::black_box(snap.spofs(None, &critical).unwrap());
                     t.elapsed()
                 })
                 .collect();
-            times.sort();
-            println!(
-                "spofs ×{}: p50 {} min {} max {}",
-                times.len(),
-                ms(percentile(&times, 0.5)),
-                ms(times[0]),
-                ms(*times.last().unwrap())
-            );
+            println!("spofs {}", spread(times));
             return;
         }
         impact_figures(&snap);

@@ -1430,33 +1430,38 @@ impl Snapshot {
 
     /// Present resources matching a selector, by id.
     pub fn select(&self, sel: &Selector) -> Result<Vec<Ix>, String> {
-        let inside: Option<rustc_hash::FxHashSet<Ix>> = match &sel.contained_in {
-            None => None,
-            Some(id) => {
-                let c = self
-                    .lookup(id)
-                    .ok_or_else(|| format!("unknown resource id '{id}'"))?;
-                let mut seen = rustc_hash::FxHashSet::default();
-                let mut stack = vec![c];
-                while let Some(u) = stack.pop() {
-                    for e in self
-                        .graph
-                        .edges_directed(NodeIndex::new(u as usize), Direction::Incoming)
-                    {
-                        if self.relations[*e.weight() as usize].kind == "contained_in" {
-                            let v = e.source().index() as Ix;
-                            if seen.insert(v) {
-                                stack.push(v);
-                            }
+        Ok(members(&self.selected(sel)?).collect())
+    }
+
+    /// [`Snapshot::select`] as bits.
+    fn selected(&self, sel: &Selector) -> Result<Vec<u64>, String> {
+        let mut bits = self.matching(sel.kind.as_deref(), &sel.labels);
+        if let Some(id) = &sel.contained_in {
+            let c = self
+                .lookup(id)
+                .ok_or_else(|| format!("unknown resource id '{id}'"))?;
+            // Everything inside, transitively (not the container itself,
+            // unless a cycle of containment puts it inside itself).
+            let mut inside = Bits(vec![0; bits.len()]);
+            let mut stack = vec![c];
+            while let Some(u) = stack.pop() {
+                for e in self
+                    .graph
+                    .edges_directed(NodeIndex::new(u as usize), Direction::Incoming)
+                {
+                    if self.relations[*e.weight() as usize].kind == "contained_in" {
+                        let v = e.source().index();
+                        if inside.insert(v) {
+                            stack.push(v as Ix);
                         }
                     }
                 }
-                Some(seen)
             }
-        };
-        Ok(members(&self.matching(sel.kind.as_deref(), &sel.labels))
-            .filter(|ix| inside.as_ref().is_none_or(|s| s.contains(ix)))
-            .collect())
+            for (b, i) in bits.iter_mut().zip(&inside.0) {
+                *b &= i;
+            }
+        }
+        Ok(bits)
     }
 
     /// Present resources of `kind` (if given) matching every label
@@ -1510,8 +1515,8 @@ impl Snapshot {
                 }
             }
         }
-        let in_scope: Option<rustc_hash::FxHashSet<Ix>> = match scope {
-            Some(s) if !s.is_empty() => Some(self.select(s)?.into_iter().collect()),
+        let in_scope = match scope {
+            Some(s) if !s.is_empty() => Some(Bits(self.selected(s)?)),
             _ => None,
         };
         // The search runs on the locality-ordered copy of the edges, and
@@ -1521,7 +1526,7 @@ impl Snapshot {
         let candidates: Vec<u32> = (0..n as u32)
             .filter(|&u| {
                 let ix = local.ix_of[u as usize];
-                anc.has(ix as usize) && in_scope.as_ref().is_none_or(|s| s.contains(&ix))
+                anc.has(ix as usize) && in_scope.as_ref().is_none_or(|s| s.has(ix as usize))
             })
             .collect();
         // Critical flags in local numbering, as a bitset (128 KB for a

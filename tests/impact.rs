@@ -1006,6 +1006,25 @@ fn spofs_agree_with_one_impact_per_resource() {
     let naive = spofs_by_impact(&s, &critical[0]);
     assert!(naive.len() > 10, "{}", naive.len());
     assert_eq!(fast, naive);
+    // Scoped: exactly the unscoped answer's SPOFs that the scope selects.
+    for text in ["contained_in=zone:r0a", "kind=host", "kind=service,tier!=1"] {
+        let scope = infragraph::graph::Selector::parse(text).unwrap();
+        let chosen: HashSet<u32> = s.select(&scope).unwrap().into_iter().collect();
+        let scoped: Vec<(u32, Vec<u32>, usize)> = s
+            .spofs(Some(&scope), &critical)
+            .unwrap()
+            .into_iter()
+            .map(|f| (f.node, f.critical_down, f.down_count))
+            .collect();
+        let want: Vec<_> = naive
+            .iter()
+            .filter(|f| chosen.contains(&f.0))
+            .cloned()
+            .collect();
+        assert!(!want.is_empty(), "{text}");
+        assert!(want.len() < naive.len(), "{text}");
+        assert_eq!(scoped, want, "{text}");
+    }
 }
 
 #[test]
