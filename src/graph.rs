@@ -132,6 +132,8 @@ pub struct Snapshot {
 struct Local {
     /// Resource index of each local node number.
     ix_of: Vec<Ix>,
+    /// Local node number of each resource index (the inverse of `ix_of`).
+    local_of: Vec<u32>,
     /// Forward edges between local numbers (no relations), each row in
     /// ascending order.
     fwd: Csr,
@@ -201,6 +203,7 @@ impl Local {
         }
         Local {
             ix_of,
+            local_of,
             fwd: Csr {
                 off,
                 other,
@@ -225,7 +228,7 @@ impl Local {
     }
 
     fn bytes(&self) -> usize {
-        self.ix_of.len() * 4
+        (self.ix_of.len() + self.local_of.len()) * 4
             + self.fwd.bytes()
             + self.agg_bits.len() * 8
             + (self.agg_before.len() + self.agg_total.len()) * 4
@@ -1502,41 +1505,82 @@ impl Snapshot {
     ) -> Result<Vec<Spof>, String> {
         let n = self.resources.len();
         let is_critical = self.matching(None, critical);
-        // Ancestors of critical resources: the only resources that can take
-        // one down. (Impact edges join present resources only, so they are
-        // all present.)
-        let mut anc = Bits(is_critical.clone());
-        let mut stack: Vec<u32> = members(&is_critical).collect();
-        while let Some(u) = stack.pop() {
-            for p in self.rev.range(u) {
-                let v = self.rev.to(p) as usize;
-                if anc.insert(v) {
-                    stack.push(v as u32);
-                }
-            }
-        }
         let in_scope = match scope {
-            Some(s) if !s.is_empty() => Some(Bits(self.selected(s)?)),
+            Some(s) if !s.is_empty() => Some(self.selected(s)?),
             _ => None,
         };
         // The search runs on the locality-ordered copy of the edges, and
         // tries candidates in that order: consecutive candidates are near
         // each other in the graph, so their passes share cached state.
         let local = self.local();
-        let candidates: Vec<u32> = (0..n as u32)
-            .filter(|&u| {
-                let ix = local.ix_of[u as usize];
-                anc.has(ix as usize) && in_scope.as_ref().is_none_or(|s| s.has(ix as usize))
-            })
-            .collect();
+        let to_local = |bits: &[u64]| {
+            let mut out = vec![0u64; n.div_ceil(64)];
+            for ix in members(bits) {
+                let u = local.local_of[ix as usize] as usize;
+                out[u / 64] |= 1 << (u % 64);
+            }
+            out
+        };
         // Critical flags in local numbering, as a bitset (128 KB for a
         // million resources: it stays in cache).
-        let mut crit_bits = vec![0u64; n.div_ceil(64)];
-        for (u, &ix) in local.ix_of.iter().enumerate() {
-            if is_critical[ix as usize >> 6] >> (ix & 63) & 1 != 0 {
-                crit_bits[u / 64] |= 1 << (u % 64);
+        let crit_bits = to_local(&is_critical);
+        // Ancestors of critical resources: the only resources that can take
+        // one down. (Impact edges join present resources only, so they are
+        // all present.) Found by sweeps over the local rows, which read
+        // memory in order, where a walk back from the critical resources
+        // along the reverse edges jumps about a million-resource graph
+        // (80 ms on the large estate; the sweeps take 20). The first sweep
+        // goes from the last node to the first: an edge to a higher number
+        // leads to a node it has settled. The nodes it leaves out that have
+        // edges are listed, and swept again, in alternate directions, until
+        // a sweep adds none: each finds those whose edge to an ancestor
+        // leads the other way, and a node once in is not read again.
+        let has = |bits: &[u64], v: usize| bits[v / 64] >> (v % 64) & 1 != 0;
+        let fwd = &local.fwd;
+        let reaches = |anc: &[u64], u: u32| {
+            fwd.range(u)
+                .any(|p| has(anc, (fwd.other[p] & !AGG) as usize))
+        };
+        let mut anc = crit_bits.clone();
+        let mut rest = Vec::new();
+        for u in (0..n as u32).rev() {
+            if has(&anc, u as usize) || fwd.range(u).is_empty() {
+                continue;
+            }
+            if reaches(&anc, u) {
+                anc[u as usize / 64] |= 1 << (u % 64);
+            } else {
+                rest.push(u);
             }
         }
+        // `rest` is in descending order; the next sweep goes up.
+        let mut up = true;
+        loop {
+            let before = rest.len();
+            if up {
+                rest.reverse();
+            }
+            rest.retain(|&u| {
+                let found = reaches(&anc, u);
+                if found {
+                    anc[u as usize / 64] |= 1 << (u % 64);
+                }
+                !found
+            });
+            if up {
+                rest.reverse();
+            }
+            if rest.len() == before {
+                break;
+            }
+            up = !up;
+        }
+        if let Some(scope) = &in_scope {
+            for (a, s) in anc.iter_mut().zip(to_local(scope)) {
+                *a &= s;
+            }
+        }
+        let candidates: Vec<u32> = members(&anc).collect();
         let threads = std::thread::available_parallelism()
             .map_or(1, |p| p.get())
             .clamp(1, 8);
