@@ -460,21 +460,27 @@ fn resolve_failed(snap: &Snapshot, ids: &[async_graphql::ID]) -> async_graphql::
         ));
     }
     let ixs: Vec<Ix> = ids.iter().filter_map(|id| snap.lookup(id)).collect();
-    if let Some(&g) = ixs
-        .iter()
-        .find(|&&ix| snap.resource(ix).status != model::Status::Present)
-    {
-        let r = snap.resource(g);
-        return Err(client_error(
-            "GONE_RESOURCE",
-            format!(
-                "resource '{}' is GONE since {} (no source reports it); its failure impacts nothing in the current graph",
-                r.id,
-                r.gone_at.map(|t| to_dt(t).to_rfc3339()).unwrap_or_default()
-            ),
-        ));
+    for &ix in &ixs {
+        refuse_gone(snap, ix, "its failure impacts nothing in the current graph")?;
     }
     Ok(ixs)
+}
+
+/// An error for a GONE resource, saying since when and what that means for
+/// the question (`consequence`); Ok for a present one.
+fn refuse_gone(snap: &Snapshot, ix: Ix, consequence: &str) -> async_graphql::Result<()> {
+    let r = snap.resource(ix);
+    if r.status == model::Status::Present {
+        return Ok(());
+    }
+    Err(client_error(
+        "GONE_RESOURCE",
+        format!(
+            "resource '{}' is GONE since {} (no source reports it); {consequence}",
+            r.id,
+            r.gone_at.map(|t| to_dt(t).to_rfc3339()).unwrap_or_default()
+        ),
+    ))
 }
 
 fn resolve(snap: &Snapshot, id: &str) -> async_graphql::Result<Ix> {
@@ -1611,7 +1617,8 @@ impl Query {
     /// and every resource the `where` selector picks, fails (e.g. `where:
     /// {containedIn: "zone:eu-central-1a"}` for a zone outage). Each with its
     /// depth and explaining path. `maxDepth` trims the answer to resources
-    /// within that many relations.
+    /// within that many relations. A `where` that matches no present
+    /// resource is an error (BAD_SELECTOR).
     async fn impact(
         &self,
         ctx: &Context<'_>,
@@ -1629,10 +1636,18 @@ impl Query {
                     "where selects every resource: give kind, labels or containedIn",
                 ));
             }
-            ixs.extend(
-                snap.select(&sel)
-                    .map_err(|e| client_error("UNKNOWN_RESOURCE", e))?,
-            );
+            let chosen = snap
+                .select(&sel)
+                .map_err(|e| client_error("UNKNOWN_RESOURCE", e))?;
+            if chosen.is_empty() {
+                // As the CLI: a typo in the selector must not quietly
+                // shrink the failed set.
+                return Err(client_error(
+                    "BAD_SELECTOR",
+                    format!("where '{sel}' matches no present resource"),
+                ));
+            }
+            ixs.extend(chosen);
         }
         ixs.sort_unstable();
         ixs.dedup();
@@ -1709,15 +1724,22 @@ impl Query {
         let ix = resolve(snap, &id)?;
         let max_depth = max_depth.map(|d| d.max(0) as u32);
         match changed_since {
-            None => Ok(snap
-                .dependencies(ix, max_depth)
-                .into_iter()
-                .map(|dep| Dependency {
-                    snap: snap.clone(),
-                    dep,
-                    changes: None,
-                })
-                .collect()),
+            None => {
+                refuse_gone(
+                    snap,
+                    ix,
+                    "it has no present relations, so it needs nothing now (with changedSince, the relations it lost in that window are listed)",
+                )?;
+                Ok(snap
+                    .dependencies(ix, max_depth)
+                    .into_iter()
+                    .map(|dep| Dependency {
+                        snap: snap.clone(),
+                        dep,
+                        changes: None,
+                    })
+                    .collect())
+            }
             Some(since) => {
                 let app = ctx.data_unchecked::<Arc<App>>();
                 let found = crate::incident::changed_dependencies(
@@ -1745,6 +1767,8 @@ impl Query {
     /// least one critical resource (label selectors in `critical`, default
     /// `tier=1`), most critical resources taken down first. `scope` limits
     /// which resources are tried; `first` limits the answer (default 100).
+    /// A critical set or scope that matches no present resource is an error
+    /// (BAD_SELECTOR), not an empty answer.
     async fn spofs(
         &self,
         ctx: &Context<'_>,
@@ -1769,7 +1793,10 @@ impl Query {
         let found = tokio::task::spawn_blocking(move || snap2.spofs(scope.as_ref(), &critical))
             .await
             .map_err(|e| internal(e.into()))?
-            .map_err(|e| client_error("UNKNOWN_RESOURCE", e))?;
+            .map_err(|e| match e {
+                crate::graph::SpofError::UnknownResource(m) => client_error("UNKNOWN_RESOURCE", m),
+                crate::graph::SpofError::NoMatch(m) => client_error("BAD_SELECTOR", m),
+            })?;
         Ok(found
             .into_iter()
             .take(first.unwrap_or(100).max(0) as usize)
@@ -1790,6 +1817,13 @@ impl Query {
     ) -> async_graphql::Result<Option<Vec<Relation>>> {
         let snap = snap(ctx);
         let (a, b) = (resolve(snap, &from)?, resolve(snap, &to)?);
+        for ix in [a, b] {
+            refuse_gone(
+                snap,
+                ix,
+                "it has no present relations, so it connects to nothing now",
+            )?;
+        }
         Ok(snap.path(a, b).map(|p| {
             p.into_iter()
                 .map(|ix| Relation {

@@ -587,6 +587,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut out = std::io::stdout().lock();
             match changed_since {
                 None => {
+                    refuse_gone(
+                        &snap,
+                        ix,
+                        "it has no present relations, so it needs nothing now (with --changed-since, the relations it lost in that window are listed)",
+                    )?;
                     let deps = snap.dependencies(ix, max_depth);
                     if json {
                         let doc: Vec<_> = deps
@@ -735,6 +740,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Path { from, to, json } => {
             let snap = load_snapshot(cli.database_url).await?;
             let ix = resolve_ids(&snap, &[from.clone(), to.clone()])?;
+            for &i in &ix {
+                refuse_gone(
+                    &snap,
+                    i,
+                    "it has no present relations, so it connects to nothing now",
+                )?;
+            }
             let mut out = std::io::stdout().lock();
             match snap.path(ix[0], ix[1]) {
                 Some(p) if json => {
@@ -995,16 +1007,23 @@ fn resolve_ids(snap: &Snapshot, ids: &[String]) -> anyhow::Result<Vec<u32>> {
 fn resolve_failed(snap: &Snapshot, ids: &[String]) -> anyhow::Result<Vec<u32>> {
     let ixs = resolve_ids(snap, ids)?;
     for &ix in &ixs {
-        let r = snap.resource(ix);
-        if r.status != crate::model::Status::Present {
-            anyhow::bail!(
-                "resource '{}' is GONE since {} (no source reports it); its failure impacts nothing in the current graph",
-                r.id,
-                r.gone_at.map(fmt_ms).unwrap_or_default()
-            );
-        }
+        refuse_gone(snap, ix, "its failure impacts nothing in the current graph")?;
     }
     Ok(ixs)
+}
+
+/// An error for a GONE resource, saying since when and what that means for
+/// the question (`consequence`); Ok for a present one.
+fn refuse_gone(snap: &Snapshot, ix: u32, consequence: &str) -> anyhow::Result<()> {
+    let r = snap.resource(ix);
+    if r.status != crate::model::Status::Present {
+        anyhow::bail!(
+            "resource '{}' is GONE since {} (no source reports it); {consequence}",
+            r.id,
+            r.gone_at.map(fmt_ms).unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 fn path_json(snap: &Snapshot, path: &[u32]) -> Vec<serde_json::Value> {

@@ -448,21 +448,44 @@ pub struct Selector {
 
 impl Selector {
     /// Parses `kind=host,contained_in=zone:a,rack=r12,tier!=3,env`: `kind`
-    /// and `contained_in` (or `in`) are reserved; `label:EXPR` or any other
-    /// term is a label selector.
+    /// and `contained_in` (or `in`) are reserved and take `=` once each;
+    /// `label:EXPR` or any other term is a label selector (`label:kind=x`
+    /// for a label named `kind`). Terms are ANDed.
     pub fn parse(s: &str) -> Result<Selector, String> {
         let mut sel = Selector::default();
         for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            if let Some(v) = term.strip_prefix("kind=") {
-                sel.kind = Some(v.trim().to_string());
-            } else if let Some(v) = term
-                .strip_prefix("contained_in=")
-                .or_else(|| term.strip_prefix("in="))
-            {
-                sel.contained_in = Some(v.trim().to_string());
-            } else {
-                let expr = term.strip_prefix("label:").unwrap_or(term);
+            if let Some(expr) = term.strip_prefix("label:") {
                 sel.labels.push(LabelSelector::parse(expr)?);
+                continue;
+            }
+            let parsed = LabelSelector::parse(term)?;
+            let key = match &parsed {
+                LabelSelector::Eq(k, _) | LabelSelector::Ne(k, _) | LabelSelector::Has(k) => k,
+            };
+            let (name, slot) = match key.as_str() {
+                "kind" => ("kind", &mut sel.kind),
+                "contained_in" | "in" => ("contained_in", &mut sel.contained_in),
+                _ => {
+                    sel.labels.push(parsed);
+                    continue;
+                }
+            };
+            let value = match &parsed {
+                LabelSelector::Eq(_, v) if !v.is_empty() => v,
+                LabelSelector::Ne(..) => {
+                    return Err(format!(
+                        "'{term}': {name} takes '=' only (for a label named {key}, write label:{term})"
+                    ));
+                }
+                _ => return Err(format!("'{term}': {name} needs a value, as {name}=...")),
+            };
+            match slot {
+                Some(before) if before != value => {
+                    return Err(format!(
+                        "{name} given twice ('{before}' and '{value}'): terms are ANDed, so give one"
+                    ));
+                }
+                _ => *slot = Some(value.clone()),
             }
         }
         if sel.is_empty() {
@@ -476,6 +499,43 @@ impl Selector {
         self.kind.is_none() && self.labels.is_empty() && self.contained_in.is_none()
     }
 }
+
+impl std::fmt::Display for Selector {
+    /// The selector as [`Selector::parse`] reads it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut terms: Vec<String> = Vec::new();
+        if let Some(k) = &self.kind {
+            terms.push(format!("kind={k}"));
+        }
+        if let Some(c) = &self.contained_in {
+            terms.push(format!("contained_in={c}"));
+        }
+        for l in &self.labels {
+            terms.push(format!("label:{l}"));
+        }
+        f.write_str(&terms.join(","))
+    }
+}
+
+/// Why [`Snapshot::spofs`] has no answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpofError {
+    /// The scope names a container that is not in the inventory.
+    UnknownResource(String),
+    /// No present resource is critical, or the scope matches none: a typo
+    /// that would otherwise read as "no single points of failure".
+    NoMatch(String),
+}
+
+impl std::fmt::Display for SpofError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpofError::UnknownResource(m) | SpofError::NoMatch(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for SpofError {}
 
 /// A single point of failure: its failure alone takes critical resources down.
 #[derive(Debug, Clone, PartialEq)]
@@ -1493,7 +1553,9 @@ impl Snapshot {
     /// Single points of failure: every candidate (present resources, or
     /// those matching `scope`) whose failure alone takes down at least one
     /// resource matching `critical` other than itself. Sorted by how many
-    /// critical resources each takes down, most first.
+    /// critical resources each takes down, most first. An error when no
+    /// present resource matches `critical`, or none matches `scope`: a typo
+    /// must not read as "no single points of failure".
     ///
     /// Only ancestors of critical resources in the impact graph can qualify,
     /// so only they are tried; each try is a down-propagation in per-thread
@@ -1502,13 +1564,30 @@ impl Snapshot {
         &self,
         scope: Option<&Selector>,
         critical: &[LabelSelector],
-    ) -> Result<Vec<Spof>, String> {
+    ) -> Result<Vec<Spof>, SpofError> {
         let n = self.resources.len();
-        let is_critical = self.matching(None, critical);
         let in_scope = match scope {
-            Some(s) if !s.is_empty() => Some(self.selected(s)?),
+            Some(s) if !s.is_empty() => {
+                let bits = self.selected(s).map_err(SpofError::UnknownResource)?;
+                if bits.iter().all(|&w| w == 0) {
+                    return Err(SpofError::NoMatch(format!(
+                        "the scope '{s}' matches no present resource"
+                    )));
+                }
+                Some(bits)
+            }
             _ => None,
         };
+        let is_critical = self.matching(None, critical);
+        // A typo in either selector must not read as "no single points of
+        // failure".
+        if is_critical.iter().all(|&w| w == 0) {
+            let names: Vec<String> = critical.iter().map(|c| c.to_string()).collect();
+            return Err(SpofError::NoMatch(format!(
+                "no present resource is critical by '{}': nothing to take down (check the label, or name the critical set)",
+                names.join(",")
+            )));
+        }
         // The search runs on the locality-ordered copy of the edges, and
         // tries candidates in that order: consecutive candidates are near
         // each other in the graph, so their passes share cached state.

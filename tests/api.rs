@@ -685,7 +685,8 @@ async fn impact_lists_fast_path_matches_the_generic_resolver() {
 
 /// Regressions from review: lists count towards the complexity limit, so a
 /// small query cannot fan out exponentially; GONE and unknown ids in a failed
-/// set are named; `critical: []` is refused.
+/// set are named; `critical: []` is refused; a GONE resource is not a path
+/// end; a selector typo is an error, not an empty answer.
 #[tokio::test]
 async fn list_amplification_gone_ids_and_empty_critical_are_refused() {
     let s = Server::start(Some(TOKEN)).await;
@@ -735,8 +736,51 @@ async fn list_amplification_gone_ids_and_empty_critical_are_refused() {
         .await;
     assert_eq!(v["errors"][0]["extensions"]["code"], "GONE_RESOURCE", "{v}");
 
+    // The gone resource cannot be a path's end, nor list what it needs
+    // now; with changedSince it may (what it lost in the window).
+    for q in [
+        r#"{ path(from: "tmp:1", to: "svc:auth") { kind } }"#,
+        r#"{ dependencies(id: "tmp:1") { depth } }"#,
+    ] {
+        let v = s.gql(q, json!({})).await;
+        assert_eq!(
+            v["errors"][0]["extensions"]["code"], "GONE_RESOURCE",
+            "{q}: {v}"
+        );
+        assert!(error_message(&v).contains("'tmp:1' is GONE since"), "{v}");
+    }
+    let v = s
+        .gql(
+            r#"{ dependencies(id: "tmp:1", changedSince: "2000-01-01T00:00:00Z") { depth } }"#,
+            json!({}),
+        )
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+
     let v = s
         .gql(r#"{ spofs(critical: []) { downCount } }"#, json!({}))
         .await;
     assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_SELECTOR", "{v}");
+    // A typo in a selector is an error, never an empty or shrunken answer.
+    for (q, says) in [
+        (
+            r#"{ spofs(critical: ["tear=1"]) { downCount } }"#,
+            "no present resource is critical by 'tear=1'",
+        ),
+        (
+            r#"{ spofs(scope: {kind: "hots"}) { downCount } }"#,
+            "the scope 'kind=hots' matches no present resource",
+        ),
+        (
+            r#"{ impact(failed: ["host:app-1"], where: {kind: "hots"}) { downCount } }"#,
+            "where 'kind=hots' matches no present resource",
+        ),
+    ] {
+        let v = s.gql(q, json!({})).await;
+        assert_eq!(
+            v["errors"][0]["extensions"]["code"], "BAD_SELECTOR",
+            "{q}: {v}"
+        );
+        assert!(error_message(&v).starts_with(says), "{q}: {v}");
+    }
 }

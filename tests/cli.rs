@@ -327,6 +327,48 @@ fn emptied_files_gone_ids_path_spelling_and_help() {
     );
     let out = run(&db.url, &["impact", "a"]);
     assert!(out.status.success());
+    // Nor is a gone resource a path's end, nor does it need anything now.
+    for args in [&["path", "a", "b"][..], &["dependencies", "b"][..]] {
+        let out = run(&db.url, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains("resource 'b' is GONE"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert!(
+        run(&db.url, &["dependencies", "b", "--changed-since", "1h"])
+            .status
+            .success()
+    );
+    // Selector typos are errors naming the term, never "everything" or "none".
+    for (args, says) in [
+        (
+            &["impact", "--where", "kind!=host"][..],
+            "'kind!=host': kind takes '=' only",
+        ),
+        (
+            &["impact", "--where", "kind=host,kind=service"][..],
+            "kind given twice",
+        ),
+        (
+            &["spofs", "--scope", "kind=hots"][..],
+            "the scope 'kind=hots' matches no present resource",
+        ),
+        (
+            &["spofs", "--critical", "tear=1"][..],
+            "no present resource is critical by 'tear=1'",
+        ),
+    ] {
+        let out = run(&db.url, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
 
     let out = bin()
         .env(

@@ -613,8 +613,13 @@ fn spofs_as_tuples(
     s: &Snapshot,
     critical: &[infragraph::model::LabelSelector],
 ) -> Vec<(u32, Vec<u32>, usize)> {
-    s.spofs(None, critical)
-        .unwrap()
+    // A graph with nothing critical has no SPOFs; `spofs` says so as an
+    // error (a typo must not read as "none").
+    let found = match s.spofs(None, critical) {
+        Err(infragraph::graph::SpofError::NoMatch(_)) => Vec::new(),
+        other => other.unwrap(),
+    };
+    found
         .into_iter()
         .map(|f| (f.node, f.critical_down, f.down_count))
         .collect()
@@ -822,6 +827,28 @@ fn selectors_pick_kinds_labels_and_everything_inside_a_container() {
             .contains("zone:nope")
     );
     assert!(Selector::parse("").is_err());
+    // Reserved words take `=` once: anything else is an error naming the
+    // term, never a label condition that matches everything.
+    for (bad, says) in [
+        ("kind!=host", "'kind!=host': kind takes '=' only"),
+        ("in!=zone:a", "'in!=zone:a': contained_in takes '=' only"),
+        ("kind", "'kind': kind needs a value"),
+        (
+            "kind=host,kind=service",
+            "kind given twice ('host' and 'service')",
+        ),
+        ("in=zone:a,contained_in=zone:b", "contained_in given twice"),
+    ] {
+        let err = Selector::parse(bad).unwrap_err();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+    let sel = Selector::parse(" kind = host ,kind=host").unwrap();
+    assert_eq!(names(s.select(&sel).unwrap()), vec!["h1", "h2", "h3"]);
+    assert_eq!(sel.to_string(), "kind=host");
+    // A label that happens to be called `kind`, by the escape.
+    let sel = Selector::parse("label:kind!=x,rack=r12").unwrap();
+    assert_eq!(sel.labels.len(), 2);
+    assert_eq!(Selector::parse(&sel.to_string()).unwrap(), sel);
     // A zone outage as a selector: the same DOWN set as failing the zone, minus the zone.
     let chosen = s
         .select(&Selector::parse("contained_in=zone:b").unwrap())
@@ -892,6 +919,23 @@ fn spofs_are_resources_whose_failure_alone_takes_down_a_critical_one() {
             .collect::<Vec<_>>(),
         vec!["h1"]
     );
+    // A typo in the critical set or the scope is an error, not "no SPOFs".
+    use infragraph::graph::SpofError;
+    let tear = [LabelSelector::parse("tear=1").unwrap()];
+    assert!(matches!(
+        s.spofs(None, &tear),
+        Err(SpofError::NoMatch(m)) if m.contains("'tear=1'")
+    ));
+    let hots = Selector::parse("kind=hots").unwrap();
+    assert!(matches!(
+        s.spofs(Some(&hots), &tier1),
+        Err(SpofError::NoMatch(m)) if m.contains("'kind=hots'")
+    ));
+    let nowhere = Selector::parse("in=zone:nope").unwrap();
+    assert!(matches!(
+        s.spofs(Some(&nowhere), &tier1),
+        Err(SpofError::UnknownResource(m)) if m.contains("zone:nope")
+    ));
 }
 
 #[test]
