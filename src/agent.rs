@@ -328,20 +328,50 @@ pub async fn ingest(app: &Arc<App>, who: Reporter, body: &[u8]) -> Result<Run, R
             ),
         ));
     }
-    // An agent token cannot vouch for an EC2 identity (the document is not
-    // verified): only the server's write token may join a report to an EC2
-    // instance, by its identity or by its private address.
+    // An agent token alone cannot vouch for an EC2 identity (the document
+    // is not verified). The claim is joined only when the EC2 collector
+    // vouches for it: the claimed instance is present and its private DNS
+    // name or `Name` tag is the hostname the token was issued for. Any other
+    // claim is dropped (the report is recorded as `host:HOSTNAME`), never
+    // refused: an agent on EC2 always sends its identity.
+    let mut report = report;
     let join = who == Reporter::Admin;
-    if !join && report.host.ec2.is_some() {
-        return Err(refused(
-            403,
-            "an agent token may not claim an EC2 instance identity (only the server's write token may)",
-        ));
+    if !join
+        && let Some(claim) = &report.host.ec2
+        && !ec2_vouched(&app.snapshot(), &report.host)
+    {
+        tracing::info!(
+            host = %report.host.hostname,
+            instance = %claim.instance_id,
+            "EC2 identity from an agent token not joined: no collected instance with that id has this hostname as its private DNS name or Name tag"
+        );
+        report.host.ec2 = None;
     }
     let input = run_input(app, &report, join);
     app.apply_deferred(input)
         .await
         .map_err(|e| refused(500, format!("{e:#}")))
+}
+
+/// Whether the EC2 collector vouches for the identity a report claims: the
+/// claimed instance is a present `provider: aws` host whose private DNS name
+/// (or its first label) or `Name` tag is the report's hostname.
+pub fn ec2_vouched(snap: &Snapshot, facts: &host::HostFacts) -> bool {
+    let Some(claim) = &facts.ec2 else {
+        return false;
+    };
+    let Some(ix) = snap.lookup(&host::host_id(facts)) else {
+        return false;
+    };
+    let r = snap.resource(ix);
+    let attr = |k: &str| r.attributes.get(k).and_then(|v| v.as_str());
+    let name = facts.hostname.as_str();
+    r.kind == "host"
+        && r.status == crate::model::Status::Present
+        && attr("provider") == Some("aws")
+        && attr("instance_id") == Some(claim.instance_id.as_str())
+        && (attr("private_dns").is_some_and(|d| d == name || d.split('.').next() == Some(name))
+            || r.labels.get("Name").is_some_and(|n| n == name))
 }
 
 /// When a report has no EC2 identity (the metadata service was not
@@ -452,9 +482,12 @@ pub fn run_input(app: &App, report: &HostReport, join: bool) -> RunInput {
         collector: COLLECTOR.into(),
         scope: report.host.hostname.clone(),
         started_at,
+        // A report with limitations (processes it could not inspect) may
+        // name a service differently or miss it: it is partial, and a
+        // partial run retires nothing.
         outcome: Ok(Collection {
             batches: vec![batch],
-            warnings: Vec::new(),
+            warnings: report.limitations.clone(),
         }),
         retract: Vec::new(),
         additive: false,

@@ -100,8 +100,7 @@ async fn agent_report(State(state): State<AppState>, request: axum::extract::Req
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer);
     let Some(presented) = presented else {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -185,6 +184,16 @@ enum Auth {
     Writer,
 }
 
+/// The credentials of an `Authorization: Bearer TOKEN` header; the scheme
+/// is case-insensitive (RFC 7235).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim())
+        .filter(|t| !t.is_empty())
+}
+
 fn authenticate(headers: &HeaderMap, token: Option<&str>) -> Auth {
     let Some(expected) = token else {
         return Auth::Disabled;
@@ -192,8 +201,7 @@ fn authenticate(headers: &HeaderMap, token: Option<&str>) -> Auth {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer);
     match presented {
         Some(p) if constant_time_eq(p.as_bytes(), expected.as_bytes()) => Auth::Writer,
         _ => Auth::Missing,

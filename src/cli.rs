@@ -68,8 +68,8 @@ pub enum Command {
         /// File holding this host's agent token
         #[arg(long)]
         token_file: PathBuf,
-        /// Time between reports
-        #[arg(long, default_value = "60s")]
+        /// Time between reports (at least 5s)
+        #[arg(long, default_value = "60s", value_parser = agent_interval)]
         interval: humantime::Duration,
         /// Report under this host name instead of the kernel's (containers,
         /// network namespaces)
@@ -1163,4 +1163,14 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down");
+}
+
+/// `agent --interval`: a duration of at least 5 seconds (each report is a
+/// run in the store; a fleet reporting every second would flood it).
+fn agent_interval(v: &str) -> Result<humantime::Duration, String> {
+    let d: humantime::Duration = v.parse().map_err(|e| format!("{e}"))?;
+    if *d < std::time::Duration::from_secs(5) {
+        return Err(format!("{v} is shorter than the 5s minimum"));
+    }
+    Ok(d)
 }

@@ -127,15 +127,6 @@ async fn bad_tokens_roles_and_reports_are_refused_and_nothing_is_written() {
             403,
             "only for host 'web-1', not 'db-1'",
         ),
-        // An agent token may not claim an EC2 instance (unverified).
-        (
-            Some(WEB1),
-            bytes(
-                &json!({"version": 1, "host": {"hostname": "web-1", "ec2": {"instance_id": "i-0abc", "region": "us-east-1", "account_id": "123456789012"}}}),
-            ),
-            403,
-            "may not claim an EC2 instance identity",
-        ),
         // Hostile process names are refused before they become ids.
         (
             Some(WEB1),
@@ -226,6 +217,153 @@ async fn bad_tokens_roles_and_reports_are_refused_and_nothing_is_written() {
         "Debian GNU/Linux 12 (bookworm)"
     );
     assert_eq!(h["resource"]["sources"][0]["source"], "agent:web-1");
+}
+
+/// An agent on EC2 always sends its instance identity. With an agent token
+/// the claim joins the collected instance only when the EC2 collector
+/// vouches for it (the instance's private DNS name is the token's
+/// hostname); otherwise it is dropped and the report is recorded as
+/// `host:HOSTNAME`, never refused. The scheme `bearer` is case-insensitive.
+#[tokio::test]
+async fn ec2_claims_from_agent_tokens_join_only_what_the_collector_vouches_for() {
+    use collectors::{Collection, ObservedResource, ScopeBatch};
+    let s = Server::start().await;
+    let arn = "arn:aws:ec2:us-east-1:123456789012:instance/i-0abc";
+    let instance = |dns: &str| ObservedResource {
+        id: arn.into(),
+        kind: "host".into(),
+        name: Some("i-0abc".into()),
+        labels: Default::default(),
+        attributes: json!({"provider": "aws", "instance_id": "i-0abc", "private_ip": "10.0.0.5", "private_dns": dns}),
+        origin: None,
+        placeholder: false,
+    };
+    let collect = |dns: &str| infragraph::store::RunInput {
+        collector: "aws".into(),
+        scope: "123456789012/us-east-1".into(),
+        started_at: 0,
+        outcome: Ok(Collection {
+            batches: vec![ScopeBatch {
+                scope: "123456789012/us-east-1".into(),
+                complete: true,
+                resources: vec![instance(dns)],
+                ..Default::default()
+            }],
+            warnings: Vec::new(),
+        }),
+        retract: Vec::new(),
+        additive: false,
+    };
+    let mut claim = report("web-1", json!([]), json!([]), "10.0.0.5");
+    claim["host"]["ec2"] =
+        json!({"instance_id": "i-0abc", "region": "us-east-1", "account_id": "123456789012"});
+    let sources = |v: &Value| {
+        v["resource"]["sources"].as_array().map(|a| {
+            a.iter()
+                .map(|s| s["source"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+    };
+
+    // The instance is someone else (its DNS name is not web-1): not joined.
+    s.app
+        .apply(collect("ip-10-0-0-9.ec2.internal"))
+        .await
+        .unwrap();
+    s.app.settle().await.unwrap();
+    let (status, answer) = s.post(Some(WEB1), bytes(&claim)).await;
+    assert_eq!(status, 200, "{answer}");
+    let q = |id: &str| format!("{{ resource(id: \"{id}\") {{ status sources {{ source }} }} }}");
+    let own = s.gql(&q("host:web-1")).await;
+    assert_eq!(sources(&own), Some(vec!["agent:web-1".to_string()]));
+    let ec2 = s.gql(&q(arn)).await;
+    assert_eq!(
+        sources(&ec2),
+        Some(vec!["aws:123456789012/us-east-1".to_string()])
+    );
+
+    // The collector says the instance is web-1: joined, one host with both
+    // provenances; host:web-1 is retired (not deleted) by the same run.
+    s.app.apply(collect("web-1.ec2.internal")).await.unwrap();
+    s.app.settle().await.unwrap();
+    let resp = s
+        .run
+        .client
+        .post(format!("http://{}/api/v1/agents/report", s.run.addr))
+        .header("content-type", "application/json")
+        .header("authorization", format!("bearer {WEB1}"))
+        .body(bytes(&claim))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "lower-case scheme accepted");
+    s.app.settle().await.unwrap();
+    let ec2 = s.gql(&q(arn)).await;
+    let mut got = sources(&ec2).unwrap();
+    got.sort();
+    assert_eq!(got, vec!["agent:web-1", "aws:123456789012/us-east-1"]);
+    let own = s.gql(&q("host:web-1")).await;
+    assert_eq!(own["resource"]["status"], "GONE");
+}
+
+/// A report whose agent could not inspect every process (not root) is
+/// partial: its services may be named differently or missing, so it
+/// retires nothing; the limitation is the run's warning.
+#[tokio::test]
+async fn a_report_with_limitations_is_partial_and_retires_nothing() {
+    let s = Server::start().await;
+    let checkout = json!({"pid": 900, "name": "checkout"});
+    let full = report(
+        "web-1",
+        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 8080, "process": checkout}]),
+        json!([]),
+        "10.0.0.5",
+    );
+    let (status, answer) = s.post(Some(WEB1), bytes(&full)).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("ok")),
+        "{answer}"
+    );
+    let mut limited = report(
+        "web-1",
+        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 8080}]),
+        json!([]),
+        "10.0.0.5",
+    );
+    limited["limitations"] = json!([
+        "3 processes could not be inspected (other users' processes need root); 1 sockets have no known process"
+    ]);
+    let (status, answer) = s.post(Some(WEB1), bytes(&limited)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "partial", "{answer}");
+    assert_eq!(answer["retired"], 0, "{answer}");
+    let v = s
+        .gql(
+            "{ resource(id: \"svc:checkout@web-1\") { status } runs(last: 1) { status warnings } }",
+        )
+        .await;
+    assert_eq!(v["resource"]["status"], "PRESENT");
+    assert_eq!(v["runs"][0]["status"], "PARTIAL");
+    assert!(
+        v["runs"][0]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("could not be inspected"),
+        "{v}"
+    );
+    // A complete report again retires what is no longer there.
+    let (_, answer) = s
+        .post(
+            Some(WEB1),
+            bytes(&report("web-1", json!([]), json!([]), "10.0.0.5")),
+        )
+        .await;
+    assert_eq!(answer["status"], "ok", "{answer}");
+    let v = s
+        .gql("{ resource(id: \"svc:checkout@web-1\") { status } }")
+        .await;
+    assert_eq!(v["resource"]["status"], "GONE");
 }
 
 /// A busy host's report (8,000 connections, over 1 MiB of JSON) is

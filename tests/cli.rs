@@ -385,3 +385,26 @@ fn emptied_files_gone_ids_path_spelling_and_help() {
         text(&out.stdout)
     );
 }
+
+/// `agent --interval` has a floor: each report is a run in the store.
+#[test]
+fn agent_interval_below_five_seconds_is_refused() {
+    let out = bin()
+        .args([
+            "agent",
+            "--server",
+            "http://127.0.0.1:9",
+            "--token-file",
+            "/nonexistent",
+            "--interval",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--interval") && err.contains("1s is shorter than the 5s minimum"),
+        "{err}"
+    );
+}

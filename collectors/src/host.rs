@@ -66,9 +66,13 @@ pub struct HostFacts {
     /// Total memory in bytes.
     #[serde(default)]
     pub memory_bytes: Option<u64>,
-    /// Seconds since boot.
+    /// Seconds since boot (reported, not stored: it changes every report).
     #[serde(default)]
     pub uptime_seconds: Option<u64>,
+    /// Boot time, Unix seconds (`btime` of `/proc/stat`): stored as the
+    /// host's `boot_time`, so a reboot shows in its history.
+    #[serde(default)]
+    pub boot_time: Option<u64>,
     /// Network interfaces.
     #[serde(default)]
     pub interfaces: Vec<Interface>,
@@ -332,6 +336,11 @@ impl ProcFs<'_> {
                 .read("proc/uptime")
                 .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
                 .map(|s| s as u64),
+            boot_time: self.read("proc/stat").and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("btime "))
+                    .and_then(|v| v.trim().parse().ok())
+            }),
             interfaces: Vec::new(),
             ec2: None,
         }
@@ -732,7 +741,7 @@ pub fn observations(
             "kernel": facts.kernel,
             "cpus": facts.cpus,
             "memory_bytes": facts.memory_bytes,
-            "uptime_seconds": facts.uptime_seconds,
+            "boot_time": facts.boot_time,
             "interfaces": facts.interfaces,
             "instance_id": facts.ec2.as_ref().map(|e| e.instance_id.clone()),
             "agent": true,
@@ -1046,6 +1055,7 @@ mod tests {
         w("proc/meminfo", "MemTotal: 1024 kB\n");
         w("proc/cpuinfo", "processor : 0\nprocessor : 1\n");
         w("proc/uptime", "3600.52 7000.1\n");
+        w("proc/stat", "cpu  1 2 3 4\nbtime 1764400000\nprocesses 9\n");
         for (pid, comm, unit, inodes) in [
             (
                 200u32,
@@ -1082,6 +1092,7 @@ mod tests {
         assert_eq!(report.host.cpus, Some(2));
         assert_eq!(report.host.memory_bytes, Some(1024 * 1024));
         assert_eq!(report.host.uptime_seconds, Some(3600));
+        assert_eq!(report.host.boot_time, Some(1_764_400_000));
         assert_eq!(report.listeners.len(), 2);
         let pg = report.listeners.iter().find(|l| l.port == 5432).unwrap();
         assert_eq!(pg.process.as_ref().unwrap().name, "postgres");
