@@ -797,7 +797,10 @@ pub fn observations(
         };
         for a in addrs {
             local_index.insert((a, l.port), id.clone());
-            if !a.is_loopback() {
+            // Published for other hosts' connections only on an address of
+            // this host's interfaces: a report cannot claim a listener on
+            // an address it does not have (another host's).
+            if !a.is_loopback() && own_addrs.contains(&a) {
                 s.endpoints
                     .insert(std::net::SocketAddr::new(a, l.port).to_string());
             }
@@ -1284,6 +1287,13 @@ mod tests {
                     port: 7777,
                     process: p(300, "python3"),
                 },
+                // Not an address of db-1: not published.
+                Listener {
+                    protocol: "tcp".into(),
+                    address: "10.0.0.9".parse().unwrap(),
+                    port: 8443,
+                    process: p(400, "stray"),
+                },
             ],
             connections: vec![
                 Connection {
@@ -1316,5 +1326,11 @@ mod tests {
         assert_eq!(deps, [("svc:ledger-api@db-1", "ext:10.0.0.9")]);
         assert!(!b.resources.iter().any(|r| r.id == "ext:10.0.0.5"));
         assert!(!b.resources.iter().any(|r| r.id == "svc:python3@db-1"));
+        let endpoints = |id: &str| {
+            b.resources.iter().find(|r| r.id == id).unwrap().attributes["endpoints"].clone()
+        };
+        assert_eq!(endpoints("svc:ledger-api@db-1"), json!(["10.0.0.7:7777"]));
+        assert_eq!(endpoints("svc:postgres@db-1"), json!(["10.0.0.7:5432"]));
+        assert_eq!(endpoints("svc:stray@db-1"), json!([]));
     }
 }
