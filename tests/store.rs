@@ -21,6 +21,7 @@ both_backends!(
     manual_assertions_are_additive_and_retractable,
     reported_gone_retires_even_in_a_partial_run,
     placeholders_yield_to_other_kinds,
+    relations_follow_their_ends_whoever_asserted_them,
 );
 
 async fn load(store: &Store, files: &[std::path::PathBuf]) -> infragraph::model::Run {
@@ -666,5 +667,86 @@ async fn placeholders_yield_to_other_kinds(url: String) {
     let (res, _) = store.load_all().await.unwrap();
     let y = res.iter().find(|r| r.id == "svc:y").unwrap();
     assert_eq!((y.kind.as_str(), y.status), ("service", Status::Present));
+    store.close().await;
+}
+
+/// A relation another source asserted (here by hand) goes GONE with its end
+/// and comes back with it, each time with a change entry; the manual
+/// assertion itself is never ended by another source's run.
+async fn relations_follow_their_ends_whoever_asserted_them(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let f = Files::new();
+    let p = f.write("inv.yaml", V1);
+    load(&store, std::slice::from_ref(&p)).await;
+    let mut b = ScopeBatch::default();
+    b.relations.push(ObservedRelation {
+        from: "svc:y".into(),
+        to: "host:a".into(),
+        kind: "runs_on".into(),
+        attributes: serde_json::Value::Null,
+        origin: None,
+    });
+    store
+        .apply(RunInput {
+            collector: "manual".into(),
+            scope: String::new(),
+            started_at: infragraph::model::now_ms(),
+            outcome: Ok(Collection {
+                batches: vec![b],
+                warnings: vec![],
+            }),
+            retract: vec![],
+            additive: true,
+        })
+        .await
+        .unwrap();
+    let status = |rels: &[infragraph::model::Relation]| {
+        rels.iter()
+            .find(|r| r.from == "svc:y" && r.to == "host:a")
+            .map(|r| r.status)
+            .unwrap()
+    };
+    let (_, rels) = store.load_all().await.unwrap();
+    assert_eq!(status(&rels), Status::Present);
+
+    // The file drops svc:y: the manual relation from it goes too.
+    f.write(
+        "inv.yaml",
+        "resources:\n  - {id: host:a, kind: host}\n  - {id: svc:x, kind: service, labels: {team: core}}\nrelations:\n  - {from: svc:x, to: host:a, kind: runs_on}\n",
+    );
+    let run = load(&store, std::slice::from_ref(&p)).await;
+    let (res, rels) = store.load_all().await.unwrap();
+    assert_eq!(
+        res.iter().find(|r| r.id == "svc:y").unwrap().status,
+        Status::Gone
+    );
+    assert_eq!(status(&rels), Status::Gone);
+    let manual_rel = |h: &[infragraph::model::Change]| {
+        h.iter()
+            .filter(|c| {
+                c.relation == Some(("host:a".into(), "runs_on".into())) && c.resource_id == "svc:y"
+            })
+            .map(|c| (c.op, c.run_id, c.source.clone()))
+            .collect::<Vec<_>>()
+    };
+    let h = store.history("host:a", None).await.unwrap();
+    assert_eq!(
+        manual_rel(&h)[0],
+        (
+            ChangeOp::Retire,
+            Some(run.id),
+            format!("inventory:{}", p.display())
+        ),
+        "{h:?}"
+    );
+
+    // svc:y comes back: so does the relation, still asserted by hand.
+    f.write("inv.yaml", V1);
+    let run = load(&store, std::slice::from_ref(&p)).await;
+    let (_, rels) = store.load_all().await.unwrap();
+    assert_eq!(status(&rels), Status::Present);
+    let h = store.history("host:a", None).await.unwrap();
+    assert_eq!(manual_rel(&h)[0].0, ChangeOp::Revive, "{h:?}");
+    assert_eq!(manual_rel(&h)[0].1, Some(run.id));
     store.close().await;
 }

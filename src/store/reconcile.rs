@@ -711,6 +711,8 @@ async fn reconcile(
     let mut changes = Batch::new(CHANGES_INSERT, "", 9);
     let mut res_writes = Batch::new(RESOURCES_INSERT, RESOURCES_UPSERT, 11);
     let mut final_status: HashMap<String, Status> = HashMap::default();
+    // Resources whose status flips in this run (retired or revived).
+    let mut flipped: Vec<String> = Vec::new();
     for id in &touched {
         let sources = &res_sources[id];
         let old = existing.remove(id);
@@ -721,6 +723,9 @@ async fn reconcile(
             .unwrap_or_default();
         let new = merge_resource(id, kind, sources, old.as_ref(), now);
         final_status.insert(id.clone(), new.status);
+        if old.as_ref().is_some_and(|o| o.status != new.status) {
+            flipped.push(id.clone());
+        }
         let source = reporter.get(id).cloned().unwrap_or_default();
         let op = classify(old.as_ref().map(|o| o.status), new.status);
         let diff = match &old {
@@ -821,12 +826,76 @@ async fn reconcile(
     }
     src_writes.finish(tx, b).await?;
 
+    // Relations follow their ends: when a resource goes GONE (or comes
+    // back), every relation touching it goes GONE (or comes back) in the
+    // merged view with a change entry, whichever source asserted it. The
+    // sources' own rows stay as they are, so a manual relation returns with
+    // its end.
+    if !flipped.is_empty() {
+        let loaded: HashSet<String> = from_ids.iter().cloned().collect();
+        let mut keys: Vec<RelKey> = Vec::new();
+        for head in [
+            "SELECT from_id, to_id, kind FROM relations WHERE from_id",
+            "SELECT from_id, to_id, kind FROM relations WHERE to_id",
+        ] {
+            for row in fetch_in(tx, b, head, &flipped).await? {
+                keys.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+            }
+        }
+        let flipped: HashSet<&String> = flipped.iter().collect();
+        let extra: Vec<String> = keys
+            .iter()
+            .map(|k| k.0.clone())
+            .filter(|f| !loaded.contains(f))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !extra.is_empty() {
+            for (k, v) in load_relations(tx, b, &extra).await? {
+                existing_rel.entry(k).or_insert(v);
+            }
+            for (k, v) in load_relation_sources(tx, b, &extra).await? {
+                rel_sources.entry(k).or_insert(v);
+            }
+        }
+        for k in keys {
+            if rel_sources.contains_key(&k) && !rel_touched.contains(&k) {
+                let end = if flipped.contains(&k.0) { &k.0 } else { &k.1 };
+                if let Some(src) = reporter.get(end) {
+                    rel_reporter.entry(k.clone()).or_insert_with(|| src.clone());
+                }
+                rel_touched.insert(k);
+            }
+        }
+    }
+    // The status of every end of a touched relation.
+    let mut end_status: HashMap<String, Status> = final_status.clone();
+    let unknown: Vec<String> = rel_touched
+        .iter()
+        .flat_map(|k| [&k.0, &k.1])
+        .filter(|id| !end_status.contains_key(*id))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for row in fetch_in(tx, b, "SELECT id, status FROM resources WHERE id", &unknown).await? {
+        end_status.insert(row.try_get(0)?, st(&row, 1)?);
+    }
+    let end_present = |id: &str| end_status.get(id) == Some(&Status::Present);
+
     let mut rel_writes = Batch::new(RELATIONS_INSERT, RELATIONS_UPSERT, 10);
     let mut rel_src_writes = Batch::new(RELATION_SOURCES_INSERT, RELATION_SOURCES_UPSERT, 10);
     for key in &rel_touched {
         let sources = &rel_sources[key];
         let old = existing_rel.remove(key);
-        let new = merge_relation(sources, old.as_ref(), now);
+        let mut new = merge_relation(sources, old.as_ref(), now);
+        if new.status == Status::Present && !(end_present(&key.0) && end_present(&key.1)) {
+            new.status = Status::Gone;
+            new.gone_at = match &old {
+                Some(o) if o.status == Status::Gone => o.gone_at.or(Some(now)),
+                _ => Some(now),
+            };
+        }
         let op = classify(old.as_ref().map(|o| o.status), new.status);
         let diff = match &old {
             Some(o) if o.attributes != new.attributes => {
