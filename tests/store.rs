@@ -22,6 +22,7 @@ both_backends!(
     reported_gone_retires_even_in_a_partial_run,
     placeholders_yield_to_other_kinds,
     relations_follow_their_ends_whoever_asserted_them,
+    disagreeing_sources_do_not_flip_the_merged_view,
 );
 
 async fn load(store: &Store, files: &[std::path::PathBuf]) -> infragraph::model::Run {
@@ -285,6 +286,44 @@ async fn two_sources_make_one_resource_with_two_provenances(url: String) {
     load(&store, std::slice::from_ref(&b)).await;
     let (res, _) = store.load_all().await.unwrap();
     assert_eq!(res[0].status, Status::Gone);
+    store.close().await;
+}
+
+/// Two sources that disagree settle on one merged view (the newer
+/// provenance wins, whoever ran last) and log no update on later runs.
+async fn disagreeing_sources_do_not_flip_the_merged_view(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let f = Files::new();
+    let a = f.write(
+        "a.yaml",
+        "resources:\n  - {id: host:x, kind: host, name: from-a, labels: {team: a}, attributes: {os: debian}}\n",
+    );
+    let b = f.write(
+        "b.yaml",
+        "resources:\n  - {id: host:x, kind: host, name: from-b, labels: {team: b}, attributes: {os: ubuntu}}\n",
+    );
+    load(&store, std::slice::from_ref(&a)).await;
+    load(&store, std::slice::from_ref(&b)).await;
+    for file in [&a, &b, &a, &b] {
+        let run = load(&store, std::slice::from_ref(file)).await;
+        assert_eq!(
+            (run.created, run.updated, run.retired),
+            (0, 0, 0),
+            "{file:?}"
+        );
+        let (res, _) = store.load_all().await.unwrap();
+        assert_eq!(res[0].name, "from-b");
+        assert_eq!(res[0].labels["team"], "b");
+        assert_eq!(res[0].attributes["os"], "ubuntu");
+    }
+    let updates = store
+        .history("host:x", None)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|c| c.op == ChangeOp::Update)
+        .count();
+    assert_eq!(updates, 1, "only b's arrival changed the merged view");
     store.close().await;
 }
 

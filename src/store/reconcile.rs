@@ -1007,6 +1007,23 @@ fn classify(old: Option<Status>, new: Status) -> Option<ChangeOp> {
 
 /// The merged view: present sources in report order, the latest wins for the
 /// name, labels and attributes are merged key by key.
+/// The order sources are merged in; where two sources disagree on a name,
+/// label or attribute, the later one wins. The order depends on who the
+/// sources are, never on who reported last, so two sources that disagree do
+/// not flip the merged view (and log an update) on every run: discovered
+/// sources first (older provenance first, then by name), then inventory
+/// files, then manual assertions, which win.
+fn precedence(source: &str, first_seen: Millis) -> (u8, Millis, &str) {
+    let rank = if source == "manual" {
+        2
+    } else if source.starts_with("inventory:") {
+        1
+    } else {
+        0
+    };
+    (rank, first_seen, source)
+}
+
 fn merge_resource(
     id: &str,
     kind: String,
@@ -1037,7 +1054,7 @@ fn merge_resource(
         row.status = Status::Gone;
         return row;
     }
-    present.sort_by(|a, b| a.1.last_seen.cmp(&b.1.last_seen).then(a.0.cmp(b.0)));
+    present.sort_by(|a, b| precedence(a.0, a.1.first_seen).cmp(&precedence(b.0, b.1.first_seen)));
     let mut name = None;
     let mut labels = BTreeMap::new();
     let mut attributes = Value::Null;
@@ -1085,7 +1102,7 @@ fn merge_relation(sources: &Sources<RelSource>, old: Option<&RelRow>, now: Milli
         row.status = Status::Gone;
         return row;
     }
-    present.sort_by(|a, b| a.1.last_seen.cmp(&b.1.last_seen).then(a.0.cmp(b.0)));
+    present.sort_by(|a, b| precedence(a.0, a.1.first_seen).cmp(&precedence(b.0, b.1.first_seen)));
     let mut attributes = Value::Null;
     for (_, s) in &present {
         merge_json(&mut attributes, &s.attributes);
