@@ -39,6 +39,17 @@ pub const MAX_DEPTH: usize = 16;
 /// costs N times its selection, a resource's `relations` 10 times theirs, so
 /// nesting relations four deep is refused however small the estate.
 pub const MAX_COMPLEXITY: usize = 50_000;
+/// What the whole-graph questions cost against [`MAX_COMPLEXITY`], so that
+/// aliases cannot repeat them without bound: `spofs` (every resource tried)
+/// at most 4 times a query, `impact` and `dependencies` 50 times,
+/// `diagram`, `cycles` and `drift` 25 times, `path` 500 times.
+pub const SPOFS_COST: usize = 10_000;
+/// See [`SPOFS_COST`].
+pub const IMPACT_COST: usize = 1_000;
+/// See [`SPOFS_COST`].
+pub const DIAGRAM_COST: usize = 2_000;
+/// See [`SPOFS_COST`].
+pub const PATH_COST: usize = 100;
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 1 << 20;
 /// Largest agent report accepted, in bytes: room for the most sockets a
@@ -1627,6 +1638,7 @@ impl Query {
     /// depth and explaining path. `maxDepth` trims the answer to resources
     /// within that many relations. A `where` that matches no present
     /// resource is an error (BAD_SELECTOR).
+    #[graphql(complexity = "IMPACT_COST + child_complexity")]
     async fn impact(
         &self,
         ctx: &Context<'_>,
@@ -1678,6 +1690,7 @@ impl Query {
     /// network, `around`, `hops` and `groupBy` for dependencies, `failed`
     /// and `hops` for impact. Larger scopes are folded and capped at
     /// `maxNodes` (default 300), with a note in the diagram.
+    #[graphql(complexity = "DIAGRAM_COST + child_complexity")]
     #[allow(clippy::too_many_arguments)]
     async fn diagram(
         &self,
@@ -1721,6 +1734,7 @@ impl Query {
     /// candidates when it breaks. With `changedSince`, only those whose
     /// history shows a change since then (added, modified, retired, revived,
     /// or their relations), most recent first, each with its changes.
+    #[graphql(complexity = "IMPACT_COST + 10 * child_complexity")]
     async fn dependencies(
         &self,
         ctx: &Context<'_>,
@@ -1777,6 +1791,9 @@ impl Query {
     /// which resources are tried; `first` limits the answer (default 100).
     /// A critical set or scope that matches no present resource is an error
     /// (BAD_SELECTOR), not an empty answer.
+    #[graphql(
+        complexity = "SPOFS_COST + first.unwrap_or(100).clamp(1, 1000) as usize * child_complexity"
+    )]
     async fn spofs(
         &self,
         ctx: &Context<'_>,
@@ -1817,6 +1834,7 @@ impl Query {
 
     /// How two resources are connected: the shortest chain of present
     /// relations, followed in either direction. Null when unconnected.
+    #[graphql(complexity = "PATH_COST + 10 * child_complexity")]
     async fn path(
         &self,
         ctx: &Context<'_>,
@@ -1861,6 +1879,7 @@ impl Query {
     /// never observed (only where an agent watches the client's host, so
     /// that "not observed" means something) and observed dependencies never
     /// declared.
+    #[graphql(complexity = "DIAGRAM_COST + child_complexity")]
     async fn drift(&self, ctx: &Context<'_>) -> Drift {
         let snap = snap(ctx);
         // Resources an agent reports on: hosts and what runs on them.
@@ -1926,6 +1945,7 @@ impl Query {
 
     /// Dependency cycles: groups of resources that depend on each other
     /// (depends_on) in a loop, largest first.
+    #[graphql(complexity = "DIAGRAM_COST + 10 * child_complexity")]
     async fn cycles(&self, ctx: &Context<'_>) -> Vec<Cycle> {
         let snap = snap(ctx);
         snap.cycles()

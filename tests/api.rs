@@ -709,6 +709,24 @@ async fn list_amplification_gone_ids_and_empty_critical_are_refused() {
         )
         .await;
     assert!(v["errors"].is_null(), "{v}");
+    // Whole-graph questions weigh their cost: aliases cannot repeat them.
+    let aliased = |field: &str, n: usize| {
+        let body: String = (0..n).map(|i| format!(" a{i}: {field}")).collect();
+        format!("{{{body} }}")
+    };
+    for (field, ok, refused) in [
+        ("spofs { resource { id } }", 3, 5),
+        ("impact(failed: [\"host:app-1\"]) { downCount }", 40, 60),
+        ("cycles { resources { id } }", 20, 30),
+    ] {
+        let v = s.gql(&aliased(field, ok), json!({})).await;
+        assert!(v["errors"].is_null(), "{ok} x {field}: {v}");
+        let v = s.gql(&aliased(field, refused), json!({})).await;
+        assert!(
+            error_message(&v).to_lowercase().contains("complex"),
+            "{refused} x {field}: {v}"
+        );
+    }
 
     let v = s
         .gql(
