@@ -14,7 +14,7 @@ use async_graphql::{
     Context, EmptySubscription, Enum, ErrorExtensions, InputObject, Json, Object, Schema,
     SimpleObject,
 };
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::GraphQLResponse;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -266,8 +266,32 @@ impl Loader<HistoryKey> for HistoryLoader {
 async fn graphql(
     State(state): State<AppState>,
     headers: HeaderMap,
-    req: GraphQLRequest,
-) -> GraphQLResponse {
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    // The body is read here, not by async-graphql's extractor, so a body
+    // over the limit is 413 whether or not it announced its length (a
+    // chunked one was a 400 with the extractor's debug text).
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("request body larger than {MAX_BODY} bytes")
+            } else {
+                rejection.body_text()
+            };
+            return graphql_error(status, message);
+        }
+    };
+    let req: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return graphql_error(
+                StatusCode::BAD_REQUEST,
+                format!("not a GraphQL request (JSON with a 'query'): {e}"),
+            );
+        }
+    };
     let auth = authenticate(&headers, state.app.token.as_deref());
     let loader = DataLoader::new(
         HistoryLoader {
@@ -276,12 +300,21 @@ async fn graphql(
         tokio::spawn,
     );
     let req = req
-        .into_inner()
         .data(loader)
         .data(state.app.snapshot())
         .data(state.app.clone())
         .data(auth);
-    state.schema.execute(req).await.into()
+    GraphQLResponse::from(state.schema.execute(req).await).into_response()
+}
+
+/// A GraphQL-shaped error answer for a request that never reached the
+/// schema.
+fn graphql_error(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({ "errors": [{ "message": message }] })),
+    )
+        .into_response()
 }
 
 async fn graphiql() -> Html<String> {
@@ -2038,10 +2071,16 @@ impl Mutation {
                 ),
             ));
         }
+        let labels = labels.unwrap_or_default();
+        if let Some(l) = labels.iter().find(|l| !collectors::is_label_key(&l.key)) {
+            return Err(client_error(
+                "BAD_INPUT",
+                format!("label key '{}' is empty or contains '=', '!' or ','", l.key),
+            ));
+        }
         let mut r = ObservedResource::new(id.to_string(), kind);
         r.name = name;
         r.labels = labels
-            .unwrap_or_default()
             .into_iter()
             .map(|l| (l.key, l.value))
             .collect::<BTreeMap<_, _>>();

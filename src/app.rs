@@ -30,7 +30,14 @@ pub struct App {
     pub agents: crate::agent::AgentSettings,
     /// The agents' listener index and the snapshot it was built from.
     pub(crate) listener_cache: ListenerCache,
+    /// The store's run mark when the current snapshot was loaded:
+    /// `(floor, highest run id, runs above floor)` (see [`Store::run_mark`]).
+    store_mark: std::sync::Mutex<(i64, (i64, i64))>,
 }
+
+/// How far below the highest run id the mark counts runs: a run that
+/// commits this many ids late is still noticed.
+const MARK_WINDOW: i64 = 1_000;
 
 type ListenerCache =
     std::sync::Mutex<Option<(Arc<Snapshot>, Arc<collectors::host::ListenerIndex>)>>;
@@ -57,6 +64,7 @@ impl App {
             token,
             agents,
             listener_cache: Default::default(),
+            store_mark: std::sync::Mutex::new((0, (0, 0))),
         };
         app.refresh().await?;
         Ok(Arc::new(app))
@@ -81,6 +89,10 @@ impl App {
         // Everything committed before this load is in the new snapshot.
         let target = self.committed.load(Ordering::SeqCst);
         let started = std::time::Instant::now();
+        // Taken before the load: a run committed meanwhile changes the mark
+        // and is picked up by the next check.
+        let floor = self.store.last_run_id().await? - MARK_WINDOW;
+        let mark = self.store.run_mark(floor).await?;
         let (resources, relations) = self.store.load_all().await?;
         let snap =
             tokio::task::spawn_blocking(move || Snapshot::build(resources, relations, now_ms()))
@@ -88,6 +100,7 @@ impl App {
         let (nodes, edges) = snap.counts();
         self.graph.store(Arc::new(snap));
         self.loaded.fetch_max(target, Ordering::SeqCst);
+        *self.store_mark.lock().unwrap_or_else(|e| e.into_inner()) = (floor, mark);
         tracing::info!(
             resources = nodes,
             relations = edges,
@@ -161,6 +174,42 @@ impl App {
                 tracing::error!(error = %format!("{e:#}"), "background graph refresh failed; the next write retries");
             }
         });
+    }
+
+    /// Reloads the graph when other processes (replicas on the same
+    /// PostgreSQL, `infragraph collect` on the same SQLite file) committed
+    /// runs since the snapshot was loaded: checks the store's run mark every
+    /// `every` until `stop` turns true.
+    pub fn spawn_store_watch(
+        self: &Arc<Self>,
+        every: std::time::Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let app = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.changed() => return,
+                }
+                let (floor, seen) = *app.store_mark.lock().unwrap_or_else(|e| e.into_inner());
+                match app.store.run_mark(floor).await {
+                    Ok(now) if now != seen => {
+                        tracing::info!(
+                            run = now.0,
+                            "runs committed elsewhere: reloading the graph"
+                        );
+                        app.committed
+                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        app.queue_refresh();
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot check the store for new runs")
+                    }
+                }
+            }
+        })
     }
 
     /// Waits until the snapshot includes every write committed so far

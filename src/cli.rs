@@ -126,8 +126,8 @@ pub enum Command {
         /// Only try resources matching this selector (see impact --where)
         #[arg(long, value_name = "SELECTOR")]
         scope: Option<String>,
-        /// How many to list
-        #[arg(long, default_value_t = 50)]
+        /// How many to list (as GraphQL's `spofs(first:)`)
+        #[arg(long, default_value_t = 100)]
         first: usize,
         /// Print JSON
         #[arg(long)]
@@ -404,6 +404,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     service_ports: Default::default(),
                     agent_stale_after: None,
                     agent_gone_after: None,
+                    store_check_interval: None,
                 },
             };
             let url = cli
@@ -1115,6 +1116,10 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {listen}"))?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let sweeper = crate::agent::spawn_sweeper(app.clone(), rx.clone());
+    let watch = app.spawn_store_watch(
+        cfg.store_check_interval.unwrap_or(DEFAULT_STORE_CHECK),
+        rx.clone(),
+    );
     let tasks = crate::scheduler::spawn(app.clone(), cfg.collectors, rx);
     tracing::info!(
         address = %listener.local_addr()?,
@@ -1130,8 +1135,12 @@ pub async fn serve(
         let _ = t.await;
     }
     let _ = sweeper.await;
+    let _ = watch.await;
     Ok(())
 }
+
+/// How often `serve` checks the store for runs other processes committed.
+pub const DEFAULT_STORE_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves the API on a bound listener until `shutdown` resolves.
 pub async fn serve_on(

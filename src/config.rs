@@ -27,6 +27,9 @@ pub struct ConfigFile {
     pub agent_stale_after: Option<String>,
     /// ... and this long GONE: its observations are retired (default 24h).
     pub agent_gone_after: Option<String>,
+    /// How often to look for runs other processes committed (replicas,
+    /// `infragraph collect`) and reload the graph when there are (default 5s).
+    pub store_check_interval: Option<String>,
     /// Names for services found by agents, by port: `{ "5432" = "postgresql" }`.
     #[serde(default)]
     pub service_ports: std::collections::BTreeMap<String, String>,
@@ -80,6 +83,8 @@ pub struct Config {
     pub agent_stale_after: Option<Duration>,
     /// Agent gone threshold.
     pub agent_gone_after: Option<Duration>,
+    /// How often to check the store for other processes' runs.
+    pub store_check_interval: Option<Duration>,
 }
 
 /// Default interval between runs of a collector.
@@ -166,6 +171,14 @@ impl Config {
         Ok(Config {
             agent_stale_after: duration("agent_stale_after", file.agent_stale_after)?,
             agent_gone_after: duration("agent_gone_after", file.agent_gone_after)?,
+            store_check_interval: match duration("store_check_interval", file.store_check_interval)?
+            {
+                Some(d) if d < Duration::from_millis(100) => anyhow::bail!(
+                    "{}: store_check_interval must be at least 100ms",
+                    path.display()
+                ),
+                d => d,
+            },
             agent_tokens_file: file
                 .agent_tokens_file
                 .map(|p| if p.is_relative() { base.join(p) } else { p }),

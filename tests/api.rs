@@ -262,7 +262,23 @@ async fn mutations_need_the_token() {
         "nothing written without the token"
     );
 
-    let v = s.gql_with(m, json!({}), Some(TOKEN)).await;
+    // Label keys follow the inventory files' rules.
+    let bad = r#"mutation { assertResource(id: "svc:bad", kind: "service", labels: [{key: "team=x", value: "y"}]) { id } }"#;
+    let v = s.gql_with(bad, json!({}), Some(TOKEN)).await;
+    assert_eq!(
+        error_message(&v),
+        "label key 'team=x' is empty or contains '=', '!' or ','"
+    );
+    // The scheme is case-insensitive.
+    let resp = s
+        .client
+        .post(format!("http://{}/graphql", s.addr))
+        .header("authorization", format!("BEARER {TOKEN}"))
+        .json(&json!({"query": m}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = resp.json().await.unwrap();
     assert!(v["errors"].is_null(), "{v}");
     assert_eq!(
         v["data"]["assertResource"]["sources"][0]["source"],
@@ -380,6 +396,48 @@ async fn limits_on_depth_and_body_size_and_the_edges() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
+    // The same without a length announced (chunked): 413 too, said plainly.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(b"POST /graphql HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let chunk = vec![b' '; 64 << 10];
+        for _ in 0..20 {
+            let head = format!("{:x}\r\n", chunk.len());
+            // The server may answer and close before the last chunk.
+            if c.write_all(head.as_bytes()).await.is_err()
+                || c.write_all(&chunk).await.is_err()
+                || c.write_all(b"\r\n").await.is_err()
+            {
+                break;
+            }
+        }
+        let _ = c.write_all(b"0\r\n\r\n").await;
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(
+            answer.contains("request body larger than 1048576 bytes"),
+            "{answer}"
+        );
+    }
+    // Not JSON: 400 saying so.
+    let resp = s
+        .client
+        .post(format!("http://{}/graphql", s.addr))
+        .header("content-type", "application/json")
+        .body("{ resource }")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert!(
+        error_message(&v).starts_with("not a GraphQL request"),
+        "{v}"
+    );
     // Health and GraphiQL.
     let h: Value = s
         .client

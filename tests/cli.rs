@@ -192,28 +192,10 @@ async fn postgres_collect_and_impact() {
 }
 
 struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
-#[tokio::test]
-async fn serve_runs_the_configured_collectors_on_their_interval() {
-    let db = common::TestDb::sqlite();
-    let files = common::Files::new();
-    files.write(
-        "inv.yaml",
-        "resources:\n  - {id: h1, kind: host}\n  - {id: s1, kind: service}\nrelations:\n  - {from: s1, to: h1, kind: runs_on}\n",
-    );
-    let cfg = files.write(
-        "infragraph.toml",
-        &format!(
-            "database_url = \"{}\"\nlisten = \"127.0.0.1:0\"\n[[collectors]]\ntype = \"inventory\"\ninterval = \"1s\"\npaths = [\"inv.yaml\"]\n",
-            db.url
-        ),
-    );
+/// Starts `serve --config cfg` (which listens on port 0) and returns it with
+/// the address it announced.
+fn serve_child(cfg: &std::path::Path) -> (Child, String) {
     let mut child = Child(
         bin()
             .args(["serve", "--config", cfg.to_str().unwrap()])
@@ -236,6 +218,31 @@ async fn serve_runs_the_configured_collectors_on_their_interval() {
     let addr = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("server announced its address");
+    (child, addr)
+}
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn serve_runs_the_configured_collectors_on_their_interval() {
+    let db = common::TestDb::sqlite();
+    let files = common::Files::new();
+    files.write(
+        "inv.yaml",
+        "resources:\n  - {id: h1, kind: host}\n  - {id: s1, kind: service}\nrelations:\n  - {from: s1, to: h1, kind: runs_on}\n",
+    );
+    let cfg = files.write(
+        "infragraph.toml",
+        &format!(
+            "database_url = \"{}\"\nlisten = \"127.0.0.1:0\"\n[[collectors]]\ntype = \"inventory\"\ninterval = \"1s\"\npaths = [\"inv.yaml\"]\n",
+            db.url
+        ),
+    );
+    let (_child, addr) = serve_child(&cfg);
     let client = reqwest::Client::new();
     let gql = |q: &'static str| {
         let client = client.clone();
@@ -407,4 +414,47 @@ fn agent_interval_below_five_seconds_is_refused() {
         err.contains("--interval") && err.contains("1s is shorter than the 5s minimum"),
         "{err}"
     );
+}
+
+/// A server notices runs other processes commit into its store (here the
+/// CLI on the same SQLite file; replicas on one PostgreSQL alike) and
+/// reloads its graph by itself. No collector runs in this server, so only
+/// the store check can show the new resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_notices_runs_committed_by_other_processes() {
+    let db = common::TestDb::sqlite();
+    let files = common::Files::new();
+    let cfg = files.write(
+        "infragraph.toml",
+        &format!(
+            "database_url = \"{}\"\nlisten = \"127.0.0.1:0\"\nstore_check_interval = \"200ms\"\n",
+            db.url
+        ),
+    );
+    let (_child, addr) = serve_child(&cfg);
+    let client = reqwest::Client::new();
+    let status = || async {
+        let v: Value = client
+            .post(format!("http://{addr}/graphql"))
+            .json(&json!({"query": r#"{ resource(id: "from-cli") { status } }"#}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["data"]["resource"]["status"].clone()
+    };
+    assert_eq!(status().await, Value::Null);
+    let inv = files.write("other.yaml", "resources:\n  - {id: from-cli, kind: host}\n");
+    let out = run(&db.url, &["collect", "inventory", inv.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let start = Instant::now();
+    while status().await != "PRESENT" {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the server never reloaded the graph"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -78,7 +78,7 @@ pub fn normalize(path: &Path) -> String {
     out.iter().collect::<PathBuf>().display().to_string()
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     Yaml,
     Json,
@@ -225,7 +225,27 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
         for (k, v) in r.labels {
             let value = match v {
                 serde_json::Value::String(s) => s,
-                serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+                serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => {
+                    // YAML reads 0x1F, 0o17 and +12 as integers: their text
+                    // would be rewritten (to 31, 15, 12). Only plain decimal
+                    // text is taken unquoted.
+                    let decimal = n.to_string();
+                    if format == Format::Yaml {
+                        let end = res_line(i + 1).unwrap_or(usize::MAX);
+                        if let Some(lit) = int_literals(text, line.unwrap_or(1), end, &k)
+                            .into_iter()
+                            .find(|t| *t != decimal)
+                        {
+                            return Err(invalid(
+                                line,
+                                format!(
+                                    "resource '{id}': label '{k}' value {lit} must be quoted (\"{lit}\") to keep its exact text"
+                                ),
+                            ));
+                        }
+                    }
+                    decimal
+                }
                 serde_json::Value::Number(n) => {
                     return Err(invalid(
                         line,
@@ -242,7 +262,7 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
                     ));
                 }
             };
-            if k.is_empty() || k.contains(['=', '!', ',']) {
+            if !crate::is_label_key(&k) {
                 return Err(invalid(
                     line,
                     format!(
@@ -351,11 +371,58 @@ fn merge_attributes(into: &mut serde_json::Value, from: serde_json::Value) {
 }
 
 /// serde's messages end with " at line X column Y"; we put the line first.
+/// A parser message without its `at line L column C` parts: the caller
+/// puts the line in front (`file:L: ...`), once.
 fn strip_location(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(pos) => msg[..pos].to_string(),
-        None => msg.to_string(),
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(pos) = rest.find(" at line ") {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + " at line ".len()..];
+        let digits = |s: &str| s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let mut skip = digits(after);
+        if after[skip..].starts_with(" column ") {
+            let col = &after[skip + " column ".len()..];
+            skip += " column ".len() + digits(col);
+        }
+        rest = &after[skip..];
     }
+    out.push_str(rest);
+    out
+}
+
+/// The unquoted values written for `key:` on lines `from..to` (1-based,
+/// `to` exclusive) of a YAML text, as written.
+fn int_literals(text: &str, from: usize, to: usize, key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .skip(from.saturating_sub(1))
+        .take(to.saturating_sub(from))
+    {
+        let line = line.split(" #").next().unwrap_or(line);
+        let mut at = 0;
+        while let Some(pos) = line[at..].find(key) {
+            let start = at + pos;
+            at = start + key.len();
+            let before = line[..start].chars().next_back();
+            if !matches!(before, None | Some(' ' | '{' | ',' | '\t')) {
+                continue;
+            }
+            let Some(value) = line[at..].trim_start().strip_prefix(':') else {
+                continue;
+            };
+            let token: String = value
+                .trim_start()
+                .chars()
+                .take_while(|c| !matches!(c, ',' | '}' | ' ' | '\t'))
+                .collect();
+            if !token.is_empty() && !token.starts_with(['"', '\'']) {
+                out.push(token);
+            }
+        }
+    }
+    out
 }
 
 #[derive(Default)]
@@ -561,6 +628,52 @@ mod tests {
             .unwrap();
         assert_eq!(b.resources[0].labels["v"], "1.50");
         assert_eq!(b.resources[0].labels["n"], "7");
+    }
+
+    #[test]
+    fn non_decimal_integer_labels_must_be_quoted() {
+        for (lit, text) in [
+            (
+                "0x1F",
+                "resources:\n  - {id: a, kind: host, labels: {rack: 0x1F}}\n",
+            ),
+            (
+                "0o17",
+                "resources:\n  - id: a\n    kind: host\n    labels:\n      rack: 0o17 # octal\n",
+            ),
+            (
+                "+12",
+                "resources:\n  - {id: z, kind: host}\n  - {id: a, kind: host, labels: {n: 1, rack: +12}}\n",
+            ),
+        ] {
+            let err = yaml(text).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!(
+                    "label 'rack' value {lit} must be quoted (\"{lit}\")"
+                )),
+                "{text}: {err}"
+            );
+        }
+        // Decimal text, and a hex value of another resource, are fine.
+        let b = yaml("resources:\n  - {id: a, kind: host, labels: {rack: 12}}\n  - {id: b, kind: host, labels: {rack: \"0x1F\"}}\n").unwrap();
+        assert_eq!(b.resources[0].labels["rack"], "12");
+        assert_eq!(b.resources[1].labels["rack"], "0x1F");
+    }
+
+    #[test]
+    fn yaml_errors_give_their_position_once() {
+        let err = yaml("resources:\n  - {id: a, kind: host\n  - {id: b}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":3: did not find expected ',' or '}', while parsing a flow mapping"),
+            "{err}"
+        );
+        assert!(!err.contains("at line"), "{err}");
+        assert_eq!(
+            strip_location("a at line 3 column 5, b at line 1 column 1"),
+            "a, b"
+        );
     }
 
     #[test]

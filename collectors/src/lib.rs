@@ -198,6 +198,12 @@ pub fn check_contract(collection: &Collection) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `key` can be a label key: non-empty, without the selector
+/// syntax `=`, `!` and `,` (so every label can be selected on).
+pub fn is_label_key(key: &str) -> bool {
+    !key.is_empty() && !key.contains(['=', '!', ','])
+}
+
 /// A kind is a lowercase identifier: `[a-z][a-z0-9_]*`, at most 64 bytes.
 pub fn is_kind(kind: &str) -> bool {
     let mut chars = kind.chars();

@@ -262,6 +262,29 @@ impl Store {
         Ok((resources, relations))
     }
 
+    /// A mark of the runs committed so far, to notice other processes'
+    /// writes: the highest run id, and how many recorded runs have an id
+    /// above `floor` (on PostgreSQL a run with a lower id can commit after
+    /// one with a higher id; the count catches it). Failed runs wrote
+    /// nothing and are left out.
+    pub async fn run_mark(&self, floor: i64) -> anyhow::Result<(i64, i64)> {
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(id), 0), COUNT(*) FROM runs WHERE id > $1 AND status <> 'failed'",
+        )
+        .bind(floor)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
+    /// The highest run id (0 without runs).
+    pub async fn last_run_id(&self) -> anyhow::Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM runs")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
     /// The most recent `last` runs, newest first.
     pub async fn runs(&self, last: i64) -> anyhow::Result<Vec<Run>> {
         let rows = sqlx::query(
