@@ -347,11 +347,36 @@ pub async fn ingest(app: &Arc<App>, who: Reporter, body: &[u8]) -> Result<Run, R
         );
         report.host.ec2 = None;
     }
-    let input = run_input(app, &report, join);
-    app.apply_deferred(input)
-        .await
-        .map_err(|e| refused(500, format!("{e:#}")))
+    let mut input = run_input(app, &report, join);
+    // Reports are ordered by the agent's clock when it agrees with ours
+    // (within MAX_SKEW): a report not newer than the last recorded one is
+    // refused. A skewed clock is not trusted for ordering (it could lock
+    // the host out), and the run starts at the server's time.
+    let mut guard = None;
+    if let Some(sent) = report.sent_at {
+        if (sent - input.started_at).abs() <= MAX_SKEW_MS {
+            input.started_at = sent;
+            guard = Some(crate::store::Guard::InOrder);
+        } else {
+            tracing::warn!(
+                host = %report.host.hostname,
+                skew_s = (sent - input.started_at) / 1000,
+                "the agent's clock differs from the server's: its reports are not ordered"
+            );
+        }
+    }
+    app.apply_deferred(input, guard).await.map_err(|e| {
+        if e.downcast_ref::<crate::store::OutOfOrder>().is_some() {
+            refused(409, format!("{e:#}"))
+        } else {
+            refused(500, format!("{e:#}"))
+        }
+    })
 }
+
+/// How far an agent's clock may be from the server's for its `sent_at` to
+/// order its reports.
+pub const MAX_SKEW_MS: i64 = 5 * 60 * 1000;
 
 /// Whether the EC2 collector vouches for the identity a report claims: the
 /// claimed instance is a present `provider: aws` host whose private DNS name

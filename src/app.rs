@@ -133,7 +133,10 @@ impl App {
         guard: SilentSince,
     ) -> anyhow::Result<Run> {
         use std::sync::atomic::Ordering;
-        let run = self.store.apply_unless_seen(input, Some(guard)).await?;
+        let run = self
+            .store
+            .apply_unless_seen(input, Some(guard.into()))
+            .await?;
         let mine = self.committed.fetch_add(1, Ordering::SeqCst) + 1;
         let _guard = self.refresh_lock.lock().await;
         if self.loaded.load(Ordering::SeqCst) < mine {
@@ -147,9 +150,13 @@ impl App {
     /// minute) then cost one refresh per refresh time, not one each, and a
     /// report is not held while the whole graph reloads. Queries see the
     /// write within one refresh (`graph refreshed` in the log says how long).
-    pub async fn apply_deferred(self: &Arc<Self>, input: RunInput) -> anyhow::Result<Run> {
+    pub async fn apply_deferred(
+        self: &Arc<Self>,
+        input: RunInput,
+        guard: Option<crate::store::Guard>,
+    ) -> anyhow::Result<Run> {
         use std::sync::atomic::Ordering;
-        let run = self.store.apply(input).await?;
+        let run = self.store.apply_unless_seen(input, guard).await?;
         self.committed.fetch_add(1, Ordering::SeqCst);
         self.queue_refresh();
         Ok(run)

@@ -306,6 +306,52 @@ async fn ec2_claims_from_agent_tokens_join_only_what_the_collector_vouches_for()
     assert_eq!(own["resource"]["status"], "GONE");
 }
 
+/// Reports carry `sent_at`; one not newer than the last recorded for its
+/// host (delayed behind a newer one, or replayed) is refused with 409 and
+/// writes nothing. A clock far from the server's is not used for ordering.
+#[tokio::test]
+async fn late_and_replayed_reports_are_refused() {
+    let s = Server::start().await;
+    let now = infragraph::model::now_ms();
+    let with = |sent: i64, port: u16| {
+        let mut r = report(
+            "web-1",
+            json!([{"protocol": "tcp", "address": "0.0.0.0", "port": port, "process": {"pid": 9, "name": format!("p{port}")}}]),
+            json!([]),
+            "10.0.0.5",
+        );
+        r["sent_at"] = json!(sent);
+        bytes(&r)
+    };
+    let (status, answer) = s.post(Some(WEB1), with(now, 1000)).await;
+    assert_eq!(status, 200, "{answer}");
+    for (sent, why) in [(now - 1_000, "delayed"), (now, "replayed")] {
+        let (status, answer) = s.post(Some(WEB1), with(sent, 2000)).await;
+        assert_eq!(status, 409, "{why}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("not newer than the last one recorded"),
+            "{answer}"
+        );
+    }
+    let v = s
+        .gql("{ a: resource(id: \"svc:p1000@web-1\") { status } b: resource(id: \"svc:p2000@web-1\") { status } }")
+        .await;
+    assert_eq!(v["a"]["status"], "PRESENT");
+    assert!(v["b"].is_null(), "a refused report wrote nothing: {v}");
+    let (status, answer) = s.post(Some(WEB1), with(now + 1_000, 3000)).await;
+    assert_eq!(status, 200, "{answer}");
+    // A clock a day behind still reports (in arrival order).
+    let (status, answer) = s.post(Some(WEB1), with(now - 86_400_000, 4000)).await;
+    assert_eq!(status, 200, "{answer}");
+    let v = s
+        .gql("{ resource(id: \"svc:p4000@web-1\") { status } }")
+        .await;
+    assert_eq!(v["resource"]["status"], "PRESENT");
+}
+
 /// A report whose agent could not inspect every process (not root) is
 /// partial: its services may be named differently or missing, so it
 /// retires nothing; the limitation is the run's warning.

@@ -43,6 +43,11 @@ pub struct HostReport {
     /// What the agent could not see (other users' processes without root).
     #[serde(default)]
     pub limitations: Vec<String>,
+    /// When the agent gathered the report, milliseconds since the epoch.
+    /// The server refuses a report not newer than the last one it recorded
+    /// for the host (a delayed or replayed one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<i64>,
 }
 
 /// Facts about the machine.
@@ -469,6 +474,11 @@ pub fn gather(root: &Path, hostname: Option<&str>, interfaces: Vec<Interface>) -
         listeners,
         connections,
         limitations,
+        sent_at: Some(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        ),
     }
 }
 
@@ -1211,6 +1221,7 @@ mod tests {
             listeners: vec![],
             connections: vec![],
             limitations: vec![],
+            sent_at: None,
         };
         assert!(validate(&r).is_ok());
         r.host.hostname = "web 1; rm -rf".into();
@@ -1312,6 +1323,7 @@ mod tests {
                 },
             ],
             limitations: vec![],
+            sent_at: None,
         };
         let rules = NamingRules {
             ports: [(7777, "ledger-api".to_string())].into(),

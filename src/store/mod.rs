@@ -19,7 +19,9 @@ use crate::model::{
     Change, ChangeOp, Millis, Provenance, Relation, Resource, Run, RunStatus, Status,
 };
 
-pub use reconcile::{Key, RunInput, RunSummary, SilentSince, Superseded, source_name};
+pub use reconcile::{
+    Guard, Key, OutOfOrder, RunInput, RunSummary, SilentSince, Superseded, source_name,
+};
 
 /// Which database the store is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -64,7 +64,7 @@ pub fn source_name(collector: &str, scope: &str) -> String {
 enum Failure {
     Invalid(String),
     Db(anyhow::Error),
-    Superseded(Superseded),
+    Refused(anyhow::Error),
 }
 
 /// A run's precondition: record it only if `source` has reported nothing
@@ -78,6 +78,47 @@ pub struct SilentSince {
     /// Its latest report must be older than this.
     pub before: Millis,
 }
+
+/// A run's precondition, checked inside its transaction after the writer
+/// lock.
+#[derive(Debug, Clone)]
+pub enum Guard {
+    /// See [`SilentSince`].
+    SilentSince(SilentSince),
+    /// Record the run only if no recorded run of the same collector and
+    /// scope started at or after it: a host's report that arrives after a
+    /// newer one (delayed, or replayed) is refused with [`OutOfOrder`].
+    InOrder,
+}
+
+impl From<SilentSince> for Guard {
+    fn from(g: SilentSince) -> Self {
+        Guard::SilentSince(g)
+    }
+}
+
+/// The error of a run refused by [`Guard::InOrder`]: nothing was written.
+#[derive(Debug, Clone)]
+pub struct OutOfOrder {
+    /// The source, e.g. `agent:web-1`.
+    pub source: String,
+    /// When the refused run started (the report was sent).
+    pub started_at: Millis,
+    /// When the latest recorded run of the source started.
+    pub last: Millis,
+}
+
+impl std::fmt::Display for OutOfOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: this report (sent at {} ms since the epoch) is not newer than the last one recorded (sent at {}): nothing written",
+            self.source, self.started_at, self.last
+        )
+    }
+}
+
+impl std::error::Error for OutOfOrder {}
 
 /// The error of a run whose [`SilentSince`] precondition no longer held:
 /// nothing was written.
@@ -136,7 +177,7 @@ impl Store {
     pub async fn apply_unless_seen(
         &self,
         input: RunInput,
-        guard: Option<SilentSince>,
+        guard: Option<Guard>,
     ) -> anyhow::Result<Run> {
         let collection = match &input.outcome {
             Ok(c) => c,
@@ -184,9 +225,9 @@ impl Store {
                 tx.rollback().await?;
                 self.record_failed(&input, msg).await
             }
-            Err(Failure::Superseded(why)) => {
+            Err(Failure::Refused(why)) => {
                 tx.rollback().await?;
-                Err(why.into())
+                Err(why)
             }
             Err(Failure::Db(err)) => {
                 tx.rollback().await.ok();
@@ -332,7 +373,7 @@ async fn reconcile(
     input: &RunInput,
     collection: &Collection,
     status: RunStatus,
-    guard: Option<&SilentSince>,
+    guard: Option<&Guard>,
 ) -> Result<(i64, Counts), Failure> {
     let now = now_ms();
     let row = sqlx::query(
@@ -356,7 +397,30 @@ async fn reconcile(
             .fetch_one(&mut **tx)
             .await?;
     }
-    if let Some(g) = guard {
+    if let Some(Guard::InOrder) = guard {
+        let row = sqlx::query(
+            "SELECT MAX(started_at) FROM runs WHERE collector = $1 AND scope = $2 AND status <> 'failed' AND id <> $3",
+        )
+        .bind(input.collector.clone())
+        .bind(input.scope.clone())
+        .bind(run_id)
+        .fetch_one(&mut **tx)
+        .await?;
+        let last: Option<i64> = row.try_get(0)?;
+        if let Some(last) = last
+            && last >= input.started_at
+        {
+            return Err(Failure::Refused(
+                OutOfOrder {
+                    source: source_name(&input.collector, &input.scope),
+                    started_at: input.started_at,
+                    last,
+                }
+                .into(),
+            ));
+        }
+    }
+    if let Some(Guard::SilentSince(g)) = guard {
         let row = sqlx::query(
             "SELECT MAX(last_seen) FROM resource_sources WHERE source = $1 AND status = 'present'",
         )
@@ -367,10 +431,13 @@ async fn reconcile(
         if let Some(last_seen) = last_seen
             && last_seen >= g.before
         {
-            return Err(Failure::Superseded(Superseded {
-                source: g.source.clone(),
-                last_seen,
-            }));
+            return Err(Failure::Refused(
+                Superseded {
+                    source: g.source.clone(),
+                    last_seen,
+                }
+                .into(),
+            ));
         }
     }
 
