@@ -282,25 +282,86 @@ fn refused(status: u16, message: impl Into<String>) -> Refused {
     }
 }
 
-/// The listening endpoints agents published, from the graph: built once
-/// per snapshot and shared by every report matched against it.
-pub fn listener_index(app: &App, snap: &Arc<Snapshot>) -> Arc<ListenerIndex> {
+/// What reports are matched against, from the graph: the listening
+/// endpoints agents published, which host has which address, and the EC2
+/// instances by the names an agent could report for them. Built once per
+/// snapshot and shared by every report matched against it.
+#[derive(Debug, Default)]
+pub struct AgentIndex {
+    /// Listeners and address owners.
+    pub listeners: ListenerIndex,
+    /// Present EC2 instances (`provider: aws` hosts) by private DNS name,
+    /// its first label, and `Name` tag.
+    ec2_by_name: std::collections::HashMap<String, Vec<crate::graph::Ix>>,
+}
+
+/// The [`AgentIndex`] of a snapshot (cached).
+pub fn agent_index(app: &App, snap: &Arc<Snapshot>) -> Arc<AgentIndex> {
     let mut cache = app.listener_cache.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((s, index)) = cache.as_ref()
         && Arc::ptr_eq(s, snap)
     {
         return Arc::clone(index);
     }
-    let mut index = ListenerIndex::new();
-    for r in snap.resources.iter() {
-        if r.kind != "service" || r.status != crate::model::Status::Present {
+    let mut index = AgentIndex::default();
+    for (ix, r) in snap.resources.iter().enumerate() {
+        if r.status != crate::model::Status::Present {
             continue;
         }
-        let Some(host) = r.attributes.get("host").and_then(|h| h.as_str()) else {
-            continue;
-        };
-        for ep in host::endpoints_of(&r.attributes) {
-            index.insert(ep, host, r.id.clone());
+        let attr = |k: &str| r.attributes.get(k).and_then(|v| v.as_str());
+        match r.kind.as_str() {
+            "service" => {
+                let Some(host) = attr("host") else {
+                    continue;
+                };
+                for ep in host::endpoints_of(&r.attributes) {
+                    index.listeners.insert(ep, host, r.id.clone());
+                }
+            }
+            "host" => {
+                let owner = attr("hostname").unwrap_or(&r.id);
+                let mut addrs: Vec<IpAddr> = attr("private_ip")
+                    .and_then(|a| a.parse().ok())
+                    .into_iter()
+                    .collect();
+                if let Some(list) = r.attributes.get("interfaces").and_then(|i| i.as_array()) {
+                    for i in list {
+                        let a = i.get("addresses").and_then(|a| a.as_array());
+                        addrs.extend(
+                            a.into_iter()
+                                .flatten()
+                                .filter_map(|a| a.as_str()?.parse::<IpAddr>().ok()),
+                        );
+                    }
+                }
+                for a in addrs {
+                    if !a.is_loopback() && !a.is_unspecified() {
+                        index.listeners.claim(a, owner);
+                    }
+                }
+                if attr("provider") == Some("aws") {
+                    let mut names: Vec<&str> = Vec::new();
+                    if let Some(d) = attr("private_dns") {
+                        names.push(d);
+                        if let Some((first, _)) = d.split_once('.') {
+                            names.push(first);
+                        }
+                    }
+                    if let Some(n) = r.labels.get("Name") {
+                        names.push(n);
+                    }
+                    names.sort_unstable();
+                    names.dedup();
+                    for n in names {
+                        index
+                            .ec2_by_name
+                            .entry(n.to_string())
+                            .or_default()
+                            .push(ix as crate::graph::Ix);
+                    }
+                }
+            }
+            _ => {}
         }
     }
     let index = Arc::new(index);
@@ -336,9 +397,10 @@ pub async fn ingest(app: &Arc<App>, who: Reporter, body: &[u8]) -> Result<Run, R
     // refused: an agent on EC2 always sends its identity.
     let mut report = report;
     let join = who == Reporter::Admin;
+    let snap = app.snapshot();
     if !join
         && let Some(claim) = &report.host.ec2
-        && !ec2_vouched(&app.snapshot(), &report.host)
+        && !ec2_vouched(&snap, &agent_index(app, &snap), &report.host)
     {
         tracing::info!(
             host = %report.host.hostname,
@@ -378,25 +440,39 @@ pub async fn ingest(app: &Arc<App>, who: Reporter, body: &[u8]) -> Result<Run, R
 /// order its reports.
 pub const MAX_SKEW_MS: i64 = 5 * 60 * 1000;
 
-/// Whether the EC2 collector vouches for the identity a report claims: the
-/// claimed instance is a present `provider: aws` host whose private DNS name
-/// (or its first label) or `Name` tag is the report's hostname.
-pub fn ec2_vouched(snap: &Snapshot, facts: &host::HostFacts) -> bool {
+/// Whether the EC2 collector vouches for the identity a report claims:
+/// exactly one present `provider: aws` host is known by the report's
+/// hostname (its private DNS name, that name's first label, or its `Name`
+/// tag), it is the claimed instance, its private IP is one of the report's
+/// addresses, and no other host's agent reports it.
+pub fn ec2_vouched(snap: &Snapshot, index: &AgentIndex, facts: &host::HostFacts) -> bool {
     let Some(claim) = &facts.ec2 else {
         return false;
     };
     let Some(ix) = snap.lookup(&host::host_id(facts)) else {
         return false;
     };
+    if index.ec2_by_name.get(&facts.hostname).map(Vec::as_slice) != Some(&[ix][..]) {
+        return false;
+    }
     let r = snap.resource(ix);
     let attr = |k: &str| r.attributes.get(k).and_then(|v| v.as_str());
-    let name = facts.hostname.as_str();
+    let own_source = crate::store::source_name(COLLECTOR, &facts.hostname);
     r.kind == "host"
         && r.status == crate::model::Status::Present
-        && attr("provider") == Some("aws")
         && attr("instance_id") == Some(claim.instance_id.as_str())
-        && (attr("private_dns").is_some_and(|d| d == name || d.split('.').next() == Some(name))
-            || r.labels.get("Name").is_some_and(|n| n == name))
+        && attr("private_ip").is_some_and(|ip| {
+            facts
+                .interfaces
+                .iter()
+                .flat_map(|i| i.addresses.iter())
+                .any(|a| a.to_string() == ip)
+        })
+        && !r.sources.iter().any(|p| {
+            p.status == crate::model::Status::Present
+                && p.source.starts_with("agent:")
+                && p.source != own_source
+        })
 }
 
 /// When a report has no EC2 identity (the metadata service was not
@@ -463,7 +539,7 @@ pub async fn record_with(app: &App, report: &HostReport, join: bool) -> anyhow::
 pub fn run_input(app: &App, report: &HostReport, join: bool) -> RunInput {
     let started_at = now_ms();
     let snap = app.snapshot();
-    let index = listener_index(app, &snap);
+    let index = agent_index(app, &snap);
     let joined;
     let report = if join
         && report.host.ec2.is_none()
@@ -476,7 +552,7 @@ pub fn run_input(app: &App, report: &HostReport, join: bool) -> RunInput {
     } else {
         report
     };
-    let mut batch: ScopeBatch = host::observations(report, &index, &app.agents.rules);
+    let mut batch: ScopeBatch = host::observations(report, &index.listeners, &app.agents.rules);
     // An agent's `svc:NAME@HOST` is an instance of the declared `svc:NAME`
     // when there is one: redundancy and drift then work at service level.
     let mut links = Vec::new();

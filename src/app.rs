@@ -39,8 +39,7 @@ pub struct App {
 /// commits this many ids late is still noticed.
 const MARK_WINDOW: i64 = 1_000;
 
-type ListenerCache =
-    std::sync::Mutex<Option<(Arc<Snapshot>, Arc<collectors::host::ListenerIndex>)>>;
+type ListenerCache = std::sync::Mutex<Option<(Arc<Snapshot>, Arc<crate::agent::AgentIndex>)>>;
 
 impl App {
     /// Loads the graph from the store.

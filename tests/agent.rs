@@ -238,7 +238,16 @@ async fn ec2_claims_from_agent_tokens_join_only_what_the_collector_vouches_for()
         origin: None,
         placeholder: false,
     };
-    let collect = |dns: &str| infragraph::store::RunInput {
+    // A second instance whose Name tag is `twin`.
+    let twin = |name: &str| {
+        let mut r = instance("ip-10-0-0-8.ec2.internal");
+        r.id = "arn:aws:ec2:us-east-1:123456789012:instance/i-0def".into();
+        r.attributes["instance_id"] = json!("i-0def");
+        r.attributes["private_ip"] = json!("10.0.0.8");
+        r.labels.insert("Name".into(), name.into());
+        r
+    };
+    let collect = |dns: &str, twin_name: &str| infragraph::store::RunInput {
         collector: "aws".into(),
         scope: "123456789012/us-east-1".into(),
         started_at: 0,
@@ -246,7 +255,7 @@ async fn ec2_claims_from_agent_tokens_join_only_what_the_collector_vouches_for()
             batches: vec![ScopeBatch {
                 scope: "123456789012/us-east-1".into(),
                 complete: true,
-                resources: vec![instance(dns)],
+                resources: vec![instance(dns), twin(twin_name)],
                 ..Default::default()
             }],
             warnings: Vec::new(),
@@ -265,26 +274,40 @@ async fn ec2_claims_from_agent_tokens_join_only_what_the_collector_vouches_for()
         })
     };
 
-    // The instance is someone else (its DNS name is not web-1): not joined.
-    s.app
-        .apply(collect("ip-10-0-0-9.ec2.internal"))
-        .await
-        .unwrap();
-    s.app.settle().await.unwrap();
-    let (status, answer) = s.post(Some(WEB1), bytes(&claim)).await;
-    assert_eq!(status, 200, "{answer}");
     let q = |id: &str| format!("{{ resource(id: \"{id}\") {{ status sources {{ source }} }} }}");
-    let own = s.gql(&q("host:web-1")).await;
-    assert_eq!(sources(&own), Some(vec!["agent:web-1".to_string()]));
-    let ec2 = s.gql(&q(arn)).await;
-    assert_eq!(
-        sources(&ec2),
-        Some(vec!["aws:123456789012/us-east-1".to_string()])
-    );
+    // Not vouched for: the instance is someone else (its DNS name is not
+    // web-1); or another instance is also called web-1 (a Name tag shared
+    // by an auto-scaling group); or the report lacks its private address.
+    let mut wrong_addr = claim.clone();
+    wrong_addr["host"]["interfaces"][0]["addresses"] = json!(["10.0.0.6"]);
+    for (dns, twin_name, body) in [
+        ("ip-10-0-0-9.ec2.internal", "twin", &claim),
+        ("web-1.ec2.internal", "web-1", &claim),
+        ("web-1.ec2.internal", "twin", &wrong_addr),
+    ] {
+        s.app.apply(collect(dns, twin_name)).await.unwrap();
+        s.app.settle().await.unwrap();
+        let (status, answer) = s.post(Some(WEB1), bytes(body)).await;
+        assert_eq!(status, 200, "{answer}");
+        let own = s.gql(&q("host:web-1")).await;
+        assert_eq!(
+            (own["resource"]["status"].as_str(), sources(&own)),
+            (Some("PRESENT"), Some(vec!["agent:web-1".to_string()])),
+            "{dns} {twin_name}"
+        );
+        let ec2 = s.gql(&q(arn)).await;
+        assert_eq!(
+            sources(&ec2),
+            Some(vec!["aws:123456789012/us-east-1".to_string()])
+        );
+    }
 
     // The collector says the instance is web-1: joined, one host with both
     // provenances; host:web-1 is retired (not deleted) by the same run.
-    s.app.apply(collect("web-1.ec2.internal")).await.unwrap();
+    s.app
+        .apply(collect("web-1.ec2.internal", "twin"))
+        .await
+        .unwrap();
     s.app.settle().await.unwrap();
     let resp = s
         .run
@@ -304,6 +327,73 @@ async fn ec2_claims_from_agent_tokens_join_only_what_the_collector_vouches_for()
     assert_eq!(got, vec!["agent:web-1", "aws:123456789012/us-east-1"]);
     let own = s.gql(&q("host:web-1")).await;
     assert_eq!(own["resource"]["status"], "GONE");
+}
+
+/// A report cannot take over another host's address: a listener on an
+/// address another known host has (here an EC2 instance's private IP) is
+/// ambiguous, so clients' connections there stay `ext:ADDRESS` naming both
+/// candidates, never a dependency on the claimant.
+#[tokio::test]
+async fn a_report_cannot_take_over_another_hosts_address() {
+    use collectors::{Collection, ObservedResource, ScopeBatch};
+    let s = Server::start().await;
+    let arn = "arn:aws:ec2:us-east-1:123456789012:instance/i-0db";
+    s.app
+        .apply(infragraph::store::RunInput {
+            collector: "aws".into(),
+            scope: "123456789012/us-east-1".into(),
+            started_at: 0,
+            outcome: Ok(Collection {
+                batches: vec![ScopeBatch {
+                    scope: "123456789012/us-east-1".into(),
+                    complete: true,
+                    resources: vec![ObservedResource {
+                        id: arn.into(),
+                        kind: "host".into(),
+                        name: Some("i-0db".into()),
+                        labels: Default::default(),
+                        attributes: json!({"provider": "aws", "instance_id": "i-0db", "private_ip": "10.0.0.9"}),
+                        origin: None,
+                        placeholder: false,
+                    }],
+                    ..Default::default()
+                }],
+                warnings: Vec::new(),
+            }),
+            retract: Vec::new(),
+            additive: false,
+        })
+        .await
+        .unwrap();
+    s.app.settle().await.unwrap();
+    // `evil` claims 10.0.0.9 and listens on 5432 there.
+    let evil = report(
+        "evil",
+        json!([{"protocol": "tcp", "address": "10.0.0.9", "port": 5432, "process": {"pid": 5, "name": "fake"}}]),
+        json!([]),
+        "10.0.0.9",
+    );
+    let (status, answer) = s.post(Some(ADMIN), bytes(&evil)).await;
+    assert_eq!(status, 200, "{answer}");
+    let web = report(
+        "web-1",
+        json!([]),
+        json!([{"local_address": "10.0.0.5", "local_port": 40000, "remote_address": "10.0.0.9", "remote_port": 5432, "process": {"pid": 9, "name": "checkout"}}]),
+        "10.0.0.5",
+    );
+    let (status, answer) = s.post(Some(WEB1), bytes(&web)).await;
+    assert_eq!(status, 200, "{answer}");
+    let v = s
+        .gql("{ resource(id: \"svc:checkout@web-1\") { relations(direction: OUTGOING, kind: \"depends_on\") { to { id attributes } } } }")
+        .await;
+    let rels = v["resource"]["relations"].as_array().unwrap();
+    assert_eq!(rels.len(), 1, "{v}");
+    assert_eq!(rels[0]["to"]["id"], "ext:10.0.0.9", "{v}");
+    assert_eq!(
+        rels[0]["to"]["attributes"]["ambiguous_listeners"],
+        json!([arn, "svc:fake@evil"]),
+        "{v}"
+    );
 }
 
 /// Reports carry `sent_at`; one not newer than the last recorded for its

@@ -515,6 +515,9 @@ impl NamingRules {
 #[derive(Debug, Clone, Default)]
 pub struct ListenerIndex {
     by_endpoint: HashMap<(IpAddr, u16), Vec<(String, String)>>,
+    /// Hosts that have each address (an agent's interfaces, an EC2
+    /// instance's private IP), by hostname or, without one, resource id.
+    owners: HashMap<IpAddr, Vec<String>>,
 }
 
 /// What a connection's remote end is, by the listener index.
@@ -543,20 +546,43 @@ impl ListenerIndex {
         }
     }
 
-    /// Who listens at `endpoint` on a host other than `except_host`.
+    /// Records that `owner` (a hostname, or the id of a host without one)
+    /// has `addr`.
+    pub fn claim(&mut self, addr: IpAddr, owner: &str) {
+        let v = self.owners.entry(addr).or_default();
+        if !v.iter().any(|o| o == owner) {
+            v.push(owner.to_string());
+        }
+    }
+
+    /// Who listens at `endpoint` on a host other than `except_host`. A
+    /// listener counts only on an address no other host has: when another
+    /// host also has the address (one private range in two VPCs, or a
+    /// report claiming someone else's address), the match is ambiguous and
+    /// names every candidate.
     pub fn lookup(&self, endpoint: &(IpAddr, u16), except_host: &str) -> ListenerMatch<'_> {
-        let mut found: Vec<&str> = self
+        let listeners: Vec<&(String, String)> = self
             .by_endpoint
             .get(endpoint)
             .into_iter()
             .flatten()
             .filter(|(h, _)| h != except_host)
-            .map(|(_, s)| s.as_str())
             .collect();
+        if listeners.is_empty() {
+            return ListenerMatch::Unknown;
+        }
+        let mut found: Vec<&str> = listeners.iter().map(|(_, s)| s.as_str()).collect();
+        // Other hosts with the address that are not the listener's.
+        let rivals = self
+            .owners
+            .get(&endpoint.0)
+            .into_iter()
+            .flatten()
+            .filter(|o| *o != except_host && !listeners.iter().any(|(h, _)| h == *o));
+        found.extend(rivals.map(String::as_str));
         found.sort_unstable();
         found.dedup();
         match found.len() {
-            0 => ListenerMatch::Unknown,
             1 => ListenerMatch::One(found[0]),
             _ => ListenerMatch::Ambiguous(found),
         }
@@ -1191,6 +1217,22 @@ mod tests {
         assert_eq!(
             others.lookup(&ep, "db-3"),
             ListenerMatch::One("svc:postgresql@db-2")
+        );
+        // Another host that has the address (here one without an agent,
+        // known by its id) makes a single listener there ambiguous.
+        let mut claimed = others.clone();
+        claimed.claim(ep.0, "db-2");
+        assert_eq!(
+            claimed.lookup(&ep, "db-3"),
+            ListenerMatch::One("svc:postgresql@db-2")
+        );
+        claimed.claim(ep.0, "arn:aws:ec2:us-east-1:1:instance/i-1");
+        assert_eq!(
+            claimed.lookup(&ep, "db-3"),
+            ListenerMatch::Ambiguous(vec![
+                "arn:aws:ec2:us-east-1:1:instance/i-1",
+                "svc:postgresql@db-2"
+            ])
         );
         assert_eq!(
             others.lookup(&ep, "db-1"),
