@@ -583,16 +583,27 @@ pub fn run_input(app: &App, report: &HostReport, join: bool) -> RunInput {
         collector: COLLECTOR.into(),
         scope: report.host.hostname.clone(),
         started_at,
-        // A report with limitations (processes it could not inspect) may
-        // name a service differently or miss it: it is partial, and a
-        // partial run retires nothing.
+        // A report with limitations (processes it could not inspect) that
+        // has sockets it could not tie to a process may name a service
+        // differently or miss it: it is partial, and a partial run retires
+        // nothing. When every socket has its process, nothing was missed.
         outcome: Ok(Collection {
             batches: vec![batch],
-            warnings: report.limitations.clone(),
+            warnings: if unowned_sockets(report) {
+                report.limitations.clone()
+            } else {
+                Vec::new()
+            },
         }),
         retract: Vec::new(),
         additive: false,
     }
+}
+
+/// Whether a report has a listener or connection without its process.
+fn unowned_sockets(report: &HostReport) -> bool {
+    report.listeners.iter().any(|l| l.process.is_none())
+        || report.connections.iter().any(|c| c.process.is_none())
 }
 
 /// This machine's interfaces: addresses from the kernel, MACs from /sys.

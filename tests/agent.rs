@@ -488,14 +488,16 @@ async fn a_report_with_limitations_is_partial_and_retires_nothing() {
             .contains("could not be inspected"),
         "{v}"
     );
-    // A complete report again retires what is no longer there.
-    let (_, answer) = s
-        .post(
-            Some(WEB1),
-            bytes(&report("web-1", json!([]), json!([]), "10.0.0.5")),
-        )
-        .await;
+    // A report whose every socket has its process missed nothing, whatever
+    // its limitations: it is complete and retires what is no longer there.
+    let mut owned = report("web-1", json!([]), json!([]), "10.0.0.5");
+    owned["limitations"] = limited["limitations"].clone();
+    let (_, answer) = s.post(Some(WEB1), bytes(&owned)).await;
     assert_eq!(answer["status"], "ok", "{answer}");
+    let v = s
+        .gql("{ resource(id: \"host:web-1\") { attributes } }")
+        .await;
+    assert_eq!(v["resource"]["attributes"]["limited_view"], true, "{v}");
     let v = s
         .gql("{ resource(id: \"svc:checkout@web-1\") { status } }")
         .await;

@@ -781,7 +781,9 @@ pub fn observations(
             "interfaces": facts.interfaces,
             "instance_id": facts.ec2.as_ref().map(|e| e.instance_id.clone()),
             "agent": true,
-            "limitations": report.limitations,
+            // Stable across reports (the limitations' counts change every
+            // time; they are the run's warnings).
+            "limited_view": !report.limitations.is_empty(),
         }),
     ));
 
