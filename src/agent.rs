@@ -417,6 +417,10 @@ pub async fn ingest(app: &Arc<App>, who: Reporter, body: &[u8]) -> Result<Run, R
     let mut guard = None;
     if let Some(sent) = report.sent_at {
         if (sent - input.started_at).abs() <= MAX_SKEW_MS {
+            // The run starts when the agent gathered the report, by its
+            // clock (so up to MAX_SKEW_MS after the server's end time):
+            // clamping it would let a replay of a report from a clock
+            // slightly ahead pass as newer.
             input.started_at = sent;
             guard = Some(crate::store::Guard::InOrder);
         } else {

@@ -324,6 +324,33 @@ async fn disagreeing_sources_do_not_flip_the_merged_view(url: String) {
         .filter(|c| c.op == ChangeOp::Update)
         .count();
     assert_eq!(updates, 1, "only b's arrival changed the merged view");
+    // A manual assertion wins over both files, whoever runs after it.
+    let mut m = ObservedResource::new("host:x", "host");
+    m.name = Some("by-hand".into());
+    store
+        .apply(RunInput {
+            collector: "manual".into(),
+            scope: String::new(),
+            started_at: infragraph::model::now_ms(),
+            outcome: Ok(Collection {
+                batches: vec![ScopeBatch {
+                    resources: vec![m],
+                    ..Default::default()
+                }],
+                warnings: vec![],
+            }),
+            retract: vec![],
+            additive: true,
+        })
+        .await
+        .unwrap();
+    for file in [&a, &b] {
+        let run = load(&store, std::slice::from_ref(file)).await;
+        assert_eq!(run.updated, 0, "{file:?}");
+        let (res, _) = store.load_all().await.unwrap();
+        assert_eq!(res[0].name, "by-hand");
+        assert_eq!(res[0].labels["team"], "b");
+    }
     store.close().await;
 }
 
@@ -717,14 +744,22 @@ async fn relations_follow_their_ends_whoever_asserted_them(url: String) {
     let f = Files::new();
     let p = f.write("inv.yaml", V1);
     load(&store, std::slice::from_ref(&p)).await;
+    // By hand: svc:y runs on host:a, and m:1 (asserted by hand too, so no
+    // other run loads its relations) depends on svc:y.
     let mut b = ScopeBatch::default();
-    b.relations.push(ObservedRelation {
-        from: "svc:y".into(),
-        to: "host:a".into(),
-        kind: "runs_on".into(),
-        attributes: serde_json::Value::Null,
-        origin: None,
-    });
+    b.resources.push(ObservedResource::new("m:1", "service"));
+    for (from, to, kind) in [
+        ("svc:y", "host:a", "runs_on"),
+        ("m:1", "svc:y", "depends_on"),
+    ] {
+        b.relations.push(ObservedRelation {
+            from: from.into(),
+            to: to.into(),
+            kind: kind.into(),
+            attributes: serde_json::Value::Null,
+            origin: None,
+        });
+    }
     store
         .apply(RunInput {
             collector: "manual".into(),
@@ -747,8 +782,15 @@ async fn relations_follow_their_ends_whoever_asserted_them(url: String) {
     };
     let (_, rels) = store.load_all().await.unwrap();
     assert_eq!(status(&rels), Status::Present);
+    let into = |rels: &[infragraph::model::Relation]| {
+        rels.iter()
+            .find(|r| r.from == "m:1" && r.to == "svc:y")
+            .map(|r| r.status)
+            .unwrap()
+    };
+    assert_eq!(into(&rels), Status::Present);
 
-    // The file drops svc:y: the manual relation from it goes too.
+    // The file drops svc:y: the manual relations from and to it go too.
     f.write(
         "inv.yaml",
         "resources:\n  - {id: host:a, kind: host}\n  - {id: svc:x, kind: service, labels: {team: core}}\nrelations:\n  - {from: svc:x, to: host:a, kind: runs_on}\n",
@@ -760,6 +802,10 @@ async fn relations_follow_their_ends_whoever_asserted_them(url: String) {
         Status::Gone
     );
     assert_eq!(status(&rels), Status::Gone);
+    assert_eq!(into(&rels), Status::Gone);
+    let h = store.history("m:1", None).await.unwrap();
+    assert_eq!(h[0].op, ChangeOp::Retire, "{h:?}");
+    assert_eq!(h[0].relation, Some(("svc:y".into(), "depends_on".into())));
     let manual_rel = |h: &[infragraph::model::Change]| {
         h.iter()
             .filter(|c| {
@@ -784,6 +830,7 @@ async fn relations_follow_their_ends_whoever_asserted_them(url: String) {
     let run = load(&store, std::slice::from_ref(&p)).await;
     let (_, rels) = store.load_all().await.unwrap();
     assert_eq!(status(&rels), Status::Present);
+    assert_eq!(into(&rels), Status::Present);
     let h = store.history("host:a", None).await.unwrap();
     assert_eq!(manual_rel(&h)[0].0, ChangeOp::Revive, "{h:?}");
     assert_eq!(manual_rel(&h)[0].1, Some(run.id));

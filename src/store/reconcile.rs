@@ -900,16 +900,32 @@ async fn reconcile(
     // its end.
     if !flipped.is_empty() {
         let loaded: HashSet<String> = from_ids.iter().cloned().collect();
+        let (went, back): (Vec<String>, Vec<String>) = flipped
+            .iter()
+            .cloned()
+            .partition(|id| final_status.get(id) == Some(&Status::Gone));
         let mut keys: Vec<RelKey> = Vec::new();
-        for head in [
-            "SELECT from_id, to_id, kind FROM relations WHERE from_id",
-            "SELECT from_id, to_id, kind FROM relations WHERE to_id",
-        ] {
-            for row in fetch_in(tx, b, head, &flipped).await? {
-                keys.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+        // Going: the present relations at its ends. Coming back: the GONE
+        // ones some source still asserts. (Not the whole history.)
+        let asserted = "AND EXISTS (SELECT 1 FROM relation_sources s WHERE s.from_id = r.from_id \
+                        AND s.to_id = r.to_id AND s.kind = r.kind AND s.status = 'present')";
+        for (ids, status, extra) in [(&went, "present", ""), (&back, "gone", asserted)] {
+            if ids.is_empty() {
+                continue;
+            }
+            for end in ["from_id", "to_id"] {
+                let head = format!(
+                    "SELECT r.from_id, r.to_id, r.kind FROM relations r WHERE r.status = '{status}' {extra} AND r.{end}"
+                );
+                for row in fetch_in(tx, b, &head, ids).await? {
+                    keys.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+                }
             }
         }
-        let flipped: HashSet<&String> = flipped.iter().collect();
+        keys.retain(|k| !rel_touched.contains(k));
+        keys.sort();
+        keys.dedup();
+        let wanted: HashSet<&RelKey> = keys.iter().collect();
         let extra: Vec<String> = keys
             .iter()
             .map(|k| k.0.clone())
@@ -919,36 +935,43 @@ async fn reconcile(
             .collect();
         if !extra.is_empty() {
             for (k, v) in load_relations(tx, b, &extra).await? {
-                existing_rel.entry(k).or_insert(v);
+                if wanted.contains(&k) {
+                    existing_rel.entry(k).or_insert(v);
+                }
             }
             for (k, v) in load_relation_sources(tx, b, &extra).await? {
-                rel_sources.entry(k).or_insert(v);
+                if wanted.contains(&k) {
+                    rel_sources.entry(k).or_insert(v);
+                }
             }
         }
-        for k in keys {
-            if rel_sources.contains_key(&k) && !rel_touched.contains(&k) {
+        let flipped: HashSet<&String> = flipped.iter().collect();
+        for k in &keys {
+            if rel_sources.contains_key(k) {
                 let end = if flipped.contains(&k.0) { &k.0 } else { &k.1 };
                 if let Some(src) = reporter.get(end) {
                     rel_reporter.entry(k.clone()).or_insert_with(|| src.clone());
                 }
-                rel_touched.insert(k);
+                rel_touched.insert(k.clone());
             }
         }
     }
-    // The status of every end of a touched relation.
-    let mut end_status: HashMap<String, Status> = final_status.clone();
+    // The status of every end of a touched relation: this run's resources,
+    // and the others' as stored.
     let unknown: Vec<String> = rel_touched
         .iter()
         .flat_map(|k| [&k.0, &k.1])
-        .filter(|id| !end_status.contains_key(*id))
+        .filter(|id| !final_status.contains_key(*id))
         .cloned()
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    let mut other_status: HashMap<String, Status> = HashMap::default();
     for row in fetch_in(tx, b, "SELECT id, status FROM resources WHERE id", &unknown).await? {
-        end_status.insert(row.try_get(0)?, st(&row, 1)?);
+        other_status.insert(row.try_get(0)?, st(&row, 1)?);
     }
-    let end_present = |id: &str| end_status.get(id) == Some(&Status::Present);
+    let end_present =
+        |id: &str| final_status.get(id).or_else(|| other_status.get(id)) == Some(&Status::Present);
 
     let mut rel_writes = Batch::new(RELATIONS_INSERT, RELATIONS_UPSERT, 10);
     let mut rel_src_writes = Batch::new(RELATION_SOURCES_INSERT, RELATION_SOURCES_UPSERT, 10);
