@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::Marker;
+use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use crate::{
     CollectError, Collection, ConfigError, ObservedRelation, ObservedResource, ScopeBatch,
@@ -231,10 +231,10 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
                     // text is taken unquoted.
                     let decimal = n.to_string();
                     if format == Format::Yaml {
-                        let end = res_line(i + 1).unwrap_or(usize::MAX);
-                        if let Some(lit) = int_literals(text, line.unwrap_or(1), end, &k)
-                            .into_iter()
-                            .find(|t| *t != decimal)
+                        if let Some(lit) = lines
+                            .plain_labels
+                            .get(&(i, k.clone()))
+                            .filter(|t| **t != decimal)
                         {
                             return Err(invalid(
                                 line,
@@ -391,50 +391,21 @@ fn strip_location(msg: &str) -> String {
     out
 }
 
-/// The unquoted values written for `key:` on lines `from..to` (1-based,
-/// `to` exclusive) of a YAML text, as written.
-fn int_literals(text: &str, from: usize, to: usize, key: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for line in text
-        .lines()
-        .skip(from.saturating_sub(1))
-        .take(to.saturating_sub(from))
-    {
-        let line = line.split(" #").next().unwrap_or(line);
-        let mut at = 0;
-        while let Some(pos) = line[at..].find(key) {
-            let start = at + pos;
-            at = start + key.len();
-            let before = line[..start].chars().next_back();
-            if !matches!(before, None | Some(' ' | '{' | ',' | '\t')) {
-                continue;
-            }
-            let Some(value) = line[at..].trim_start().strip_prefix(':') else {
-                continue;
-            };
-            let token: String = value
-                .trim_start()
-                .chars()
-                .take_while(|c| !matches!(c, ',' | '}' | ' ' | '\t'))
-                .collect();
-            if !token.is_empty() && !token.starts_with(['"', '\'']) {
-                out.push(token);
-            }
-        }
-    }
-    out
-}
-
 #[derive(Default)]
 struct ItemLines {
     resources: Vec<usize>,
     relations: Vec<usize>,
+    /// The text of unquoted label values, by resource index and key, as
+    /// written (`0x1F`, where the parsed value says 31).
+    plain_labels: HashMap<(usize, String), String>,
 }
 
 enum Frame {
     Map {
         expect_key: bool,
         key: Option<String>,
+        /// The `labels` map of this resource (by index).
+        labels_of: Option<usize>,
     },
     Seq {
         collect: Option<bool>,
@@ -461,7 +432,9 @@ impl LineWalker {
                 }
                 None
             }
-            Some(Frame::Map { expect_key, key }) => {
+            Some(Frame::Map {
+                expect_key, key, ..
+            }) => {
                 if *expect_key {
                     *key = scalar.map(str::to_string);
                     *expect_key = false;
@@ -479,17 +452,43 @@ impl LineWalker {
 impl MarkedEventReceiver for LineWalker {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
-            Event::Scalar(ref s, ..) => {
+            Event::Scalar(ref s, style, ..) => {
+                if let Some(Frame::Map {
+                    expect_key: false,
+                    key: Some(k),
+                    labels_of: Some(i),
+                }) = self.stack.last()
+                    && style == TScalarStyle::Plain
+                {
+                    self.lines.plain_labels.insert((*i, k.clone()), s.clone());
+                }
                 self.node(mark.line(), Some(s));
             }
             Event::Alias(_) => {
                 self.node(mark.line(), None);
             }
             Event::MappingStart(..) => {
+                // A resource's `labels:` map: root map, `resources` list,
+                // the item's map with its current key `labels`.
+                let labels_of = match self.stack.as_slice() {
+                    [
+                        Frame::Map { .. },
+                        Frame::Seq {
+                            collect: Some(true),
+                        },
+                        Frame::Map {
+                            expect_key: false,
+                            key: Some(k),
+                            ..
+                        },
+                    ] if k == "labels" => self.lines.resources.len().checked_sub(1),
+                    _ => None,
+                };
                 self.node(mark.line(), None);
                 self.stack.push(Frame::Map {
                     expect_key: true,
                     key: None,
+                    labels_of,
                 });
             }
             Event::SequenceStart(..) => {
@@ -654,6 +653,18 @@ mod tests {
                 "{text}: {err}"
             );
         }
+        // A quoted key is still a label.
+        let err = yaml("resources:\n  - {id: a, kind: host, labels: {\"rack\": 0x1F}}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("label 'rack' value 0x1F must be quoted"),
+            "{err}"
+        );
+        // The same key elsewhere (attributes, a relation) is not a label.
+        let b = yaml("resources:\n  - {id: a, kind: host, labels: {version: 14}, attributes: {version: 0x0F}}\n  - {id: b, kind: host, labels: {tier: 2}}\nrelations:\n  - {from: a, to: b, kind: depends_on, attributes: {tier: 0x2}}\n").unwrap();
+        assert_eq!(b.resources[0].labels["version"], "14");
+        assert_eq!(b.resources[1].labels["tier"], "2");
         // Decimal text, and a hex value of another resource, are fine.
         let b = yaml("resources:\n  - {id: a, kind: host, labels: {rack: 12}}\n  - {id: b, kind: host, labels: {rack: \"0x1F\"}}\n").unwrap();
         assert_eq!(b.resources[0].labels["rack"], "12");
