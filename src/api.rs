@@ -42,7 +42,8 @@ pub const MAX_COMPLEXITY: usize = 50_000;
 /// What the whole-graph questions cost against [`MAX_COMPLEXITY`], so that
 /// aliases cannot repeat them without bound: `spofs` (every resource tried)
 /// at most 4 times a query, `impact` and `dependencies` 50 times,
-/// `diagram`, `cycles` and `drift` 25 times, `path` 500 times.
+/// `diagram`, `cycles`, `drift` and `agents` 25 times, `path` and a
+/// filtered `resources` (a scan) 500 times.
 pub const SPOFS_COST: usize = 10_000;
 /// See [`SPOFS_COST`].
 pub const IMPACT_COST: usize = 1_000;
@@ -1599,7 +1600,9 @@ impl Query {
     /// ANDed) and a case-insensitive search over id and name. Present ones
     /// unless `status` says otherwise. Relay-paginated by id.
     #[allow(clippy::too_many_arguments)]
-    #[graphql(complexity = "first.unwrap_or(100).max(1) as usize * child_complexity")]
+    #[graphql(
+        complexity = "first.unwrap_or(100).max(1) as usize * child_complexity + if search.is_some() || labels.is_some() { PATH_COST } else { 0 }"
+    )]
     async fn resources(
         &self,
         ctx: &Context<'_>,
@@ -1821,7 +1824,8 @@ impl Query {
     /// Single points of failure: resources whose failure alone takes down at
     /// least one critical resource (label selectors in `critical`, default
     /// `tier=1`), most critical resources taken down first. `scope` limits
-    /// which resources are tried; `first` limits the answer (default 100).
+    /// which resources are tried; `first` limits the answer (default 100,
+    /// at most 1,000).
     /// A critical set or scope that matches no present resource is an error
     /// (BAD_SELECTOR), not an empty answer.
     #[graphql(
@@ -1857,7 +1861,7 @@ impl Query {
             })?;
         Ok(found
             .into_iter()
-            .take(first.unwrap_or(100).max(0) as usize)
+            .take(first.unwrap_or(100).clamp(0, 1000) as usize)
             .map(|spof| Spof {
                 snap: snap.clone(),
                 spof,
@@ -1896,6 +1900,7 @@ impl Query {
     /// Hosts with agents: when each last reported, and whether it is
     /// FRESH, STALE (silent longer than `agent_stale_after`) or GONE
     /// (longer than `agent_gone_after`; what it reported is retired).
+    #[graphql(complexity = "DIAGRAM_COST + 10 * child_complexity")]
     async fn agents(&self, ctx: &Context<'_>) -> Vec<AgentHost> {
         let snap = snap(ctx);
         let app = ctx.data_unchecked::<Arc<App>>();
@@ -1992,6 +1997,7 @@ impl Query {
     }
 
     /// Recent collection runs, newest first (default 20).
+    #[graphql(complexity = "last.unwrap_or(20).clamp(1, 1000) as usize * child_complexity")]
     async fn runs(&self, ctx: &Context<'_>, last: Option<i32>) -> async_graphql::Result<Vec<Run>> {
         let app = ctx.data_unchecked::<Arc<App>>();
         let runs = app

@@ -776,6 +776,13 @@ async fn list_amplification_gone_ids_and_empty_critical_are_refused() {
         ("spofs { resource { id } }", 3, 5),
         ("impact(failed: [\"host:app-1\"]) { downCount }", 40, 60),
         ("cycles { resources { id } }", 20, 30),
+        ("agents { hostname }", 20, 30),
+        (
+            "resources(first: 0, search: \"app\") { totalCount }",
+            400,
+            600,
+        ),
+        ("runs(last: 1000) { id }", 40, 60),
     ] {
         let v = s.gql(&aliased(field, ok), json!({})).await;
         assert!(v["errors"].is_null(), "{ok} x {field}: {v}");
