@@ -230,19 +230,18 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
                     // would be rewritten (to 31, 15, 12). Only plain decimal
                     // text is taken unquoted.
                     let decimal = n.to_string();
-                    if format == Format::Yaml {
-                        if let Some(lit) = lines
-                            .plain_labels
-                            .get(&(i, k.clone()))
-                            .filter(|t| **t != decimal)
-                        {
-                            return Err(invalid(
-                                line,
-                                format!(
-                                    "resource '{id}': label '{k}' value {lit} must be quoted (\"{lit}\") to keep its exact text"
-                                ),
-                            ));
-                        }
+                    // (JSON has only decimal integers: nothing recorded.)
+                    if let Some(lit) = lines
+                        .plain_labels
+                        .get(&(i, k.clone()))
+                        .filter(|t| **t != decimal)
+                    {
+                        return Err(invalid(
+                            line,
+                            format!(
+                                "resource '{id}': label '{k}' value {lit} must be quoted (\"{lit}\") to keep its exact text"
+                            ),
+                        ));
                     }
                     decimal
                 }
