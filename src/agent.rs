@@ -319,7 +319,17 @@ pub fn agent_index(app: &App, snap: &Arc<Snapshot>) -> Arc<AgentIndex> {
                 }
             }
             "host" => {
-                let owner = attr("hostname").unwrap_or(&r.id);
+                // Owners are named as services name their host: by the
+                // hostname of each agent reporting it, else by id.
+                let mut owners: Vec<&str> = r
+                    .sources
+                    .iter()
+                    .filter(|p| p.status == crate::model::Status::Present)
+                    .filter_map(|p| p.source.strip_prefix("agent:"))
+                    .collect();
+                if owners.is_empty() {
+                    owners.push(&r.id);
+                }
                 let mut addrs: Vec<IpAddr> = attr("private_ip")
                     .and_then(|a| a.parse().ok())
                     .into_iter()
@@ -335,8 +345,11 @@ pub fn agent_index(app: &App, snap: &Arc<Snapshot>) -> Arc<AgentIndex> {
                     }
                 }
                 for a in addrs {
+                    let a = a.to_canonical();
                     if !a.is_loopback() && !a.is_unspecified() {
-                        index.listeners.claim(a, owner);
+                        for o in &owners {
+                            index.listeners.claim(a, o);
+                        }
                     }
                 }
                 if attr("provider") == Some("aws") {
@@ -389,25 +402,35 @@ pub async fn ingest(app: &Arc<App>, who: Reporter, body: &[u8]) -> Result<Run, R
             ),
         ));
     }
-    // An agent token alone cannot vouch for an EC2 identity (the document
-    // is not verified). The claim is joined only when the EC2 collector
-    // vouches for it: the claimed instance is present and its private DNS
-    // name or `Name` tag is the hostname the token was issued for. Any other
-    // claim is dropped (the report is recorded as `host:HOSTNAME`), never
-    // refused: an agent on EC2 always sends its identity.
     let mut report = report;
+    host::canonicalize(&mut report);
+    // An agent token alone cannot vouch for an EC2 identity (the document
+    // is not verified). A report with an agent token is joined to the
+    // instance the EC2 collector vouches for (see `ec2_vouched`), with or
+    // without a claim; a claim of another instance is dropped (the report is
+    // recorded as `host:HOSTNAME`), never refused: an agent on EC2 always
+    // sends its identity.
     let join = who == Reporter::Admin;
     let snap = app.snapshot();
-    if !join
-        && let Some(claim) = &report.host.ec2
-        && !ec2_vouched(&snap, &agent_index(app, &snap), &report.host)
-    {
-        tracing::info!(
-            host = %report.host.hostname,
-            instance = %claim.instance_id,
-            "EC2 identity from an agent token not joined: no collected instance with that id has this hostname as its private DNS name or Name tag"
-        );
-        report.host.ec2 = None;
+    if !join {
+        let index = agent_index(app, &snap);
+        let vouched = ec2_vouched(&snap, &index, &report.host)
+            .and_then(|ix| ec2_identity_of(snap.resource(ix)));
+        match (&report.host.ec2, vouched) {
+            (Some(claim), Some(id)) if claim.instance_id == id.instance_id => {
+                report.host.ec2 = Some(id);
+            }
+            (None, Some(id)) => report.host.ec2 = Some(id),
+            (Some(claim), _) => {
+                tracing::info!(
+                    host = %report.host.hostname,
+                    instance = %claim.instance_id,
+                    "EC2 identity from an agent token not joined: the EC2 collector does not vouch for it (one instance known by this hostname, with one of the report's addresses, no other host's agent on it)"
+                );
+                report.host.ec2 = None;
+            }
+            (None, None) => {}
+        }
     }
     let mut input = run_input(app, &report, join);
     // Reports are ordered by the agent's clock when it agrees with ours
@@ -444,39 +467,40 @@ pub async fn ingest(app: &Arc<App>, who: Reporter, body: &[u8]) -> Result<Run, R
 /// order its reports.
 pub const MAX_SKEW_MS: i64 = 5 * 60 * 1000;
 
-/// Whether the EC2 collector vouches for the identity a report claims:
+/// The EC2 instance the EC2 collector vouches is the reporting host:
 /// exactly one present `provider: aws` host is known by the report's
 /// hostname (its private DNS name, that name's first label, or its `Name`
-/// tag), it is the claimed instance, its private IP is one of the report's
-/// addresses, and no other host's agent reports it.
-pub fn ec2_vouched(snap: &Snapshot, index: &AgentIndex, facts: &host::HostFacts) -> bool {
-    let Some(claim) = &facts.ec2 else {
-        return false;
+/// tag), its private IP is one of the report's addresses, and no other
+/// host's agent reports it.
+pub fn ec2_vouched(
+    snap: &Snapshot,
+    index: &AgentIndex,
+    facts: &host::HostFacts,
+) -> Option<crate::graph::Ix> {
+    let &[ix] = index.ec2_by_name.get(&facts.hostname)?.as_slice() else {
+        return None;
     };
-    let Some(ix) = snap.lookup(&host::host_id(facts)) else {
-        return false;
-    };
-    if index.ec2_by_name.get(&facts.hostname).map(Vec::as_slice) != Some(&[ix][..]) {
-        return false;
-    }
     let r = snap.resource(ix);
-    let attr = |k: &str| r.attributes.get(k).and_then(|v| v.as_str());
     let own_source = crate::store::source_name(COLLECTOR, &facts.hostname);
-    r.kind == "host"
+    let ok = r.kind == "host"
         && r.status == crate::model::Status::Present
-        && attr("instance_id") == Some(claim.instance_id.as_str())
-        && attr("private_ip").is_some_and(|ip| {
-            facts
-                .interfaces
-                .iter()
-                .flat_map(|i| i.addresses.iter())
-                .any(|a| a.to_string() == ip)
-        })
+        && r.attributes
+            .get("private_ip")
+            .and_then(|v| v.as_str())
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+            .is_some_and(|ip| {
+                facts
+                    .interfaces
+                    .iter()
+                    .flat_map(|i| i.addresses.iter())
+                    .any(|a| *a == ip)
+            })
         && !r.sources.iter().any(|p| {
             p.status == crate::model::Status::Present
                 && p.source.starts_with("agent:")
                 && p.source != own_source
-        })
+        });
+    ok.then_some(ix)
 }
 
 /// When a report has no EC2 identity (the metadata service was not
@@ -511,7 +535,11 @@ pub fn ec2_by_private_ip(snap: &Snapshot, report: &HostReport) -> Option<host::E
         }
         return None;
     }
-    let r = found.pop()?;
+    ec2_identity_of(found.pop()?)
+}
+
+/// The instance identity of a host the EC2 collector reported.
+fn ec2_identity_of(r: &crate::model::Resource) -> Option<host::Ec2Identity> {
     let s = |k: &str| {
         r.attributes
             .get(k)
@@ -557,6 +585,20 @@ pub fn run_input(app: &App, report: &HostReport, join: bool) -> RunInput {
         report
     };
     let mut batch: ScopeBatch = host::observations(report, &index.listeners, &app.agents.rules);
+    // The kernel's boot time moves by a second or so when the clock is
+    // stepped (NTP): within a minute of the stored one it is the same boot,
+    // and keeping the stored value logs no update.
+    let host_id = host::host_id(&report.host);
+    if let Some(r) = batch.resources.iter_mut().find(|r| r.id == host_id)
+        && let Some(new) = r.attributes.get("boot_time").and_then(|b| b.as_i64())
+        && let Some(old) = snap
+            .lookup(&host_id)
+            .and_then(|ix| snap.resource(ix).attributes.get("boot_time"))
+            .and_then(|b| b.as_i64())
+        && (new - old).abs() <= 60
+    {
+        r.attributes["boot_time"] = old.into();
+    }
     // An agent's `svc:NAME@HOST` is an instance of the declared `svc:NAME`
     // when there is one: redundancy and drift then work at service level.
     let mut links = Vec::new();

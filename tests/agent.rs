@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 
 const ADMIN: &str = "admin-token-0123456789";
 const WEB1: &str = "agent-token-web-1-abcdef";
+const DB1: &str = "agent-token-db-1-abcdef0";
+const EVIL: &str = "agent-token-evil-abcdef0";
 
 struct Server {
     run: common::Running,
@@ -29,7 +31,7 @@ impl Server {
         let store = Store::connect(&db.url).await.unwrap();
         let tokens = AgentTokens::parse(
             std::path::Path::new("tokens"),
-            &format!("# host token\nweb-1 {WEB1}\n"),
+            &format!("# host token\nweb-1 {WEB1}\ndb-1 {DB1}\nevil {EVIL}\n"),
         )
         .unwrap();
         let app: Arc<App> = App::with_agents(
@@ -234,7 +236,7 @@ async fn ec2_claims_from_agent_tokens_join_only_what_the_collector_vouches_for()
         kind: "host".into(),
         name: Some("i-0abc".into()),
         labels: Default::default(),
-        attributes: json!({"provider": "aws", "instance_id": "i-0abc", "private_ip": "10.0.0.5", "private_dns": dns}),
+        attributes: json!({"provider": "aws", "instance_id": "i-0abc", "region": "us-east-1", "account": "123456789012", "private_ip": "10.0.0.5", "private_dns": dns}),
         origin: None,
         placeholder: false,
     };
@@ -327,6 +329,51 @@ async fn ec2_claims_from_agent_tokens_join_only_what_the_collector_vouches_for()
     assert_eq!(got, vec!["agent:web-1", "aws:123456789012/us-east-1"]);
     let own = s.gql(&q("host:web-1")).await;
     assert_eq!(own["resource"]["status"], "GONE");
+
+    // Joined, web-1 still owns its address: its listener is db-1's
+    // dependency, not ambiguous with the instance it now is.
+    let mut listening = report(
+        "web-1",
+        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 8080, "process": {"pid": 9, "name": "checkout"}}]),
+        json!([]),
+        "10.0.0.5",
+    );
+    listening["host"]["ec2"] = claim["host"]["ec2"].clone();
+    let (status, answer) = s.post(Some(WEB1), bytes(&listening)).await;
+    assert_eq!(status, 200, "{answer}");
+    // Without a claim (IMDS unreachable, in a container) it joins the
+    // same instance: the collector vouches for the hostname.
+    listening["host"]["ec2"] = Value::Null;
+    let (status, answer) = s.post(Some(WEB1), bytes(&listening)).await;
+    assert_eq!(status, 200, "{answer}");
+    let v = s.gql(&q("host:web-1")).await;
+    assert_eq!(v["resource"]["status"], "GONE", "{v}");
+    let client = report(
+        "db-1",
+        json!([]),
+        json!([{"local_address": "10.0.0.7", "local_port": 40000, "remote_address": "10.0.0.5", "remote_port": 8080, "process": {"pid": 3, "name": "etl"}}]),
+        "10.0.0.7",
+    );
+    let (status, answer) = s.post(Some(DB1), bytes(&client)).await;
+    assert_eq!(status, 200, "{answer}");
+    let v = s
+        .gql("{ resource(id: \"svc:etl@db-1\") { relations(direction: OUTGOING, kind: \"depends_on\") { to { id } } } }")
+        .await;
+    assert_eq!(
+        v["resource"]["relations"],
+        json!([{"to": {"id": "svc:checkout@web-1"}}]),
+        "{v}"
+    );
+    // Another host's agent cannot then take the instance over, even
+    // with its name: db-1 claiming to be on i-0abc is not joined.
+    let mut impostor = report("db-1", json!([]), json!([]), "10.0.0.5");
+    impostor["host"]["ec2"] = claim["host"]["ec2"].clone();
+    let (status, answer) = s.post(Some(DB1), bytes(&impostor)).await;
+    assert_eq!(status, 200, "{answer}");
+    let ec2 = s.gql(&q(arn)).await;
+    let mut got = sources(&ec2).unwrap();
+    got.sort();
+    assert_eq!(got, vec!["agent:web-1", "aws:123456789012/us-east-1"]);
 }
 
 /// A report cannot take over another host's address: a listener on an
@@ -373,7 +420,7 @@ async fn a_report_cannot_take_over_another_hosts_address() {
         json!([]),
         "10.0.0.9",
     );
-    let (status, answer) = s.post(Some(ADMIN), bytes(&evil)).await;
+    let (status, answer) = s.post(Some(EVIL), bytes(&evil)).await;
     assert_eq!(status, 200, "{answer}");
     let web = report(
         "web-1",
@@ -490,7 +537,12 @@ async fn a_report_with_limitations_is_partial_and_retires_nothing() {
     );
     // A report whose every socket has its process missed nothing, whatever
     // its limitations: it is complete and retires what is no longer there.
-    let mut owned = report("web-1", json!([]), json!([]), "10.0.0.5");
+    let mut owned = report(
+        "web-1",
+        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 22, "process": {"pid": 1, "name": "sshd"}}]),
+        json!([]),
+        "10.0.0.5",
+    );
     owned["limitations"] = limited["limitations"].clone();
     let (_, answer) = s.post(Some(WEB1), bytes(&owned)).await;
     assert_eq!(answer["status"], "ok", "{answer}");
@@ -1304,4 +1356,29 @@ async fn the_agent_reports_over_https_and_verifies_the_certificate() {
     assert_eq!(v["resource"]["sources"][0]["source"], "agent:web-1");
     proxy.kill().ok();
     proxy.wait().ok();
+}
+
+/// The stored boot time ignores the second or so a clock step moves it by
+/// (no update logged), and changes with a reboot.
+#[tokio::test]
+async fn boot_time_changes_only_with_a_reboot() {
+    let s = Server::start().await;
+    let with = |boot: i64| {
+        let mut r = report("web-1", json!([]), json!([]), "10.0.0.5");
+        r["host"]["boot_time"] = json!(boot);
+        bytes(&r)
+    };
+    let (_, answer) = s.post(Some(WEB1), with(1_764_400_000)).await;
+    assert_eq!(answer["created"], 1, "{answer}");
+    let (_, answer) = s.post(Some(WEB1), with(1_764_400_001)).await;
+    assert_eq!(
+        answer["updated"], 0,
+        "a clock step is not a reboot: {answer}"
+    );
+    let (_, answer) = s.post(Some(WEB1), with(1_764_500_000)).await;
+    assert_eq!(answer["updated"], 1, "a reboot: {answer}");
+    let v = s
+        .gql("{ resource(id: \"host:web-1\") { attributes } }")
+        .await;
+    assert_eq!(v["resource"]["attributes"]["boot_time"], 1_764_500_000);
 }

@@ -621,6 +621,24 @@ pub fn host_id(facts: &HostFacts) -> String {
     }
 }
 
+/// Writes IPv4-mapped IPv6 addresses (`::ffff:10.0.0.5`) as IPv4 everywhere
+/// in a posted report, as the agent does when it reads /proc: one address,
+/// one key.
+pub fn canonicalize(report: &mut HostReport) {
+    for i in &mut report.host.interfaces {
+        for a in &mut i.addresses {
+            *a = a.to_canonical();
+        }
+    }
+    for l in &mut report.listeners {
+        l.address = l.address.to_canonical();
+    }
+    for c in &mut report.connections {
+        c.local_address = c.local_address.to_canonical();
+        c.remote_address = c.remote_address.to_canonical();
+    }
+}
+
 /// Checks a report before anything is written; the error names the field.
 pub fn validate(report: &HostReport) -> Result<(), String> {
     if report.version != REPORT_VERSION {

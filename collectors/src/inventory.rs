@@ -230,7 +230,7 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
                     // would be rewritten (to 31, 15, 12). Only plain decimal
                     // text is taken unquoted.
                     let decimal = n.to_string();
-                    // (JSON has only decimal integers: nothing recorded.)
+                    // (JSON integers are written in decimal: they match.)
                     if let Some(lit) = lines
                         .plain_labels
                         .get(&(i, k.clone()))
