@@ -1382,3 +1382,92 @@ async fn boot_time_changes_only_with_a_reboot() {
         .await;
     assert_eq!(v["resource"]["attributes"]["boot_time"], 1_764_500_000);
 }
+
+/// The vouch's other conditions: a claim of another instance than the one
+/// the collector vouches for is dropped, and an instance another host's
+/// agent already reports is not joined, whatever the names say.
+#[tokio::test]
+async fn another_instance_or_one_another_agent_reports_is_not_joined() {
+    use collectors::{Collection, ObservedResource, ScopeBatch};
+    let s = Server::start().await;
+    let arn = "arn:aws:ec2:us-east-1:123456789012:instance/i-0abc";
+    s.app
+        .apply(infragraph::store::RunInput {
+            collector: "aws".into(),
+            scope: "123456789012/us-east-1".into(),
+            started_at: 0,
+            outcome: Ok(Collection {
+                batches: vec![ScopeBatch {
+                    scope: "123456789012/us-east-1".into(),
+                    complete: true,
+                    resources: vec![ObservedResource {
+                        id: arn.into(),
+                        kind: "host".into(),
+                        name: Some("i-0abc".into()),
+                        labels: Default::default(),
+                        attributes: json!({"provider": "aws", "instance_id": "i-0abc", "region": "us-east-1", "account": "123456789012", "private_ip": "10.0.0.5", "private_dns": "web-1.ec2.internal"}),
+                        origin: None,
+                        placeholder: false,
+                    }],
+                    ..Default::default()
+                }],
+                warnings: Vec::new(),
+            }),
+            retract: Vec::new(),
+            additive: false,
+        })
+        .await
+        .unwrap();
+    s.app.settle().await.unwrap();
+    let claiming = |host: &str, instance: &str| {
+        let mut r = report(host, json!([]), json!([]), "10.0.0.5");
+        r["host"]["ec2"] =
+            json!({"instance_id": instance, "region": "us-east-1", "account_id": "123456789012"});
+        bytes(&r)
+    };
+    let sources = |v: &Value| {
+        let mut s: Vec<String> = v["resource"]["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["source"].as_str().unwrap().to_string())
+            .collect();
+        s.sort();
+        s
+    };
+    let q = |id: &str| format!("{{ resource(id: \"{id}\") {{ status sources {{ source }} }} }}");
+    // web-1 claims i-0def; the collector vouches for i-0abc: dropped.
+    let (status, answer) = s.post(Some(WEB1), claiming("web-1", "i-0def")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        s.gql(&q("host:web-1")).await["resource"]["status"],
+        "PRESENT"
+    );
+    assert_eq!(
+        sources(&s.gql(&q(arn)).await),
+        ["aws:123456789012/us-east-1"]
+    );
+    // The write token joins db-1 to i-0abc (trusted); web-1's agent, whose
+    // name the instance carries, then cannot take it over.
+    let (status, answer) = s.post(Some(ADMIN), claiming("db-1", "i-0abc")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        sources(&s.gql(&q(arn)).await),
+        ["agent:db-1", "aws:123456789012/us-east-1"]
+    );
+    for instance in ["i-0abc", "i-0def"] {
+        let mut r: Value = serde_json::from_slice(&claiming("web-1", instance)).unwrap();
+        r["sent_at"] = json!(infragraph::model::now_ms());
+        let (status, answer) = s.post(Some(WEB1), bytes(&r)).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            sources(&s.gql(&q(arn)).await),
+            ["agent:db-1", "aws:123456789012/us-east-1"],
+            "{instance}"
+        );
+        assert_eq!(
+            s.gql(&q("host:web-1")).await["resource"]["status"],
+            "PRESENT"
+        );
+    }
+}
