@@ -110,6 +110,44 @@ fn bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap()
 }
 
+/// An EC2 instance as the EC2 collector reports it (account 123456789012,
+/// us-east-1), with its private IP and, if given, private DNS name.
+fn ec2_host(instance: &str, ip: &str, dns: Option<&str>) -> collectors::ObservedResource {
+    let mut attributes = json!({"provider": "aws", "instance_id": instance, "region": "us-east-1", "account": "123456789012", "private_ip": ip});
+    if let Some(d) = dns {
+        attributes["private_dns"] = json!(d);
+    }
+    collectors::ObservedResource {
+        id: format!("arn:aws:ec2:us-east-1:123456789012:instance/{instance}"),
+        kind: "host".into(),
+        name: Some(instance.into()),
+        labels: Default::default(),
+        attributes,
+        origin: None,
+        placeholder: false,
+    }
+}
+
+/// A complete EC2 collector run that reports `hosts`.
+fn ec2_run(hosts: Vec<collectors::ObservedResource>) -> infragraph::store::RunInput {
+    infragraph::store::RunInput {
+        collector: "aws".into(),
+        scope: "123456789012/us-east-1".into(),
+        started_at: 0,
+        outcome: Ok(collectors::Collection {
+            batches: vec![collectors::ScopeBatch {
+                scope: "123456789012/us-east-1".into(),
+                complete: true,
+                resources: hosts,
+                ..Default::default()
+            }],
+            warnings: Vec::new(),
+        }),
+        retract: Vec::new(),
+        additive: false,
+    }
+}
+
 #[tokio::test]
 async fn bad_tokens_roles_and_reports_are_refused_and_nothing_is_written() {
     let s = Server::start().await;
@@ -228,43 +266,16 @@ async fn bad_tokens_roles_and_reports_are_refused_and_nothing_is_written() {
 /// `host:HOSTNAME`, never refused. The scheme `bearer` is case-insensitive.
 #[tokio::test]
 async fn ec2_claims_from_agent_tokens_join_only_what_the_collector_vouches_for() {
-    use collectors::{Collection, ObservedResource, ScopeBatch};
     let s = Server::start().await;
     let arn = "arn:aws:ec2:us-east-1:123456789012:instance/i-0abc";
-    let instance = |dns: &str| ObservedResource {
-        id: arn.into(),
-        kind: "host".into(),
-        name: Some("i-0abc".into()),
-        labels: Default::default(),
-        attributes: json!({"provider": "aws", "instance_id": "i-0abc", "region": "us-east-1", "account": "123456789012", "private_ip": "10.0.0.5", "private_dns": dns}),
-        origin: None,
-        placeholder: false,
-    };
+    let instance = |dns: &str| ec2_host("i-0abc", "10.0.0.5", Some(dns));
     // A second instance whose Name tag is `twin`.
     let twin = |name: &str| {
-        let mut r = instance("ip-10-0-0-8.ec2.internal");
-        r.id = "arn:aws:ec2:us-east-1:123456789012:instance/i-0def".into();
-        r.attributes["instance_id"] = json!("i-0def");
-        r.attributes["private_ip"] = json!("10.0.0.8");
+        let mut r = ec2_host("i-0def", "10.0.0.8", Some("ip-10-0-0-8.ec2.internal"));
         r.labels.insert("Name".into(), name.into());
         r
     };
-    let collect = |dns: &str, twin_name: &str| infragraph::store::RunInput {
-        collector: "aws".into(),
-        scope: "123456789012/us-east-1".into(),
-        started_at: 0,
-        outcome: Ok(Collection {
-            batches: vec![ScopeBatch {
-                scope: "123456789012/us-east-1".into(),
-                complete: true,
-                resources: vec![instance(dns), twin(twin_name)],
-                ..Default::default()
-            }],
-            warnings: Vec::new(),
-        }),
-        retract: Vec::new(),
-        additive: false,
-    };
+    let collect = |dns: &str, twin_name: &str| ec2_run(vec![instance(dns), twin(twin_name)]);
     let mut claim = report("web-1", json!([]), json!([]), "10.0.0.5");
     claim["host"]["ec2"] =
         json!({"instance_id": "i-0abc", "region": "us-east-1", "account_id": "123456789012"});
@@ -382,34 +393,10 @@ async fn ec2_claims_from_agent_tokens_join_only_what_the_collector_vouches_for()
 /// candidates, never a dependency on the claimant.
 #[tokio::test]
 async fn a_report_cannot_take_over_another_hosts_address() {
-    use collectors::{Collection, ObservedResource, ScopeBatch};
     let s = Server::start().await;
     let arn = "arn:aws:ec2:us-east-1:123456789012:instance/i-0db";
     s.app
-        .apply(infragraph::store::RunInput {
-            collector: "aws".into(),
-            scope: "123456789012/us-east-1".into(),
-            started_at: 0,
-            outcome: Ok(Collection {
-                batches: vec![ScopeBatch {
-                    scope: "123456789012/us-east-1".into(),
-                    complete: true,
-                    resources: vec![ObservedResource {
-                        id: arn.into(),
-                        kind: "host".into(),
-                        name: Some("i-0db".into()),
-                        labels: Default::default(),
-                        attributes: json!({"provider": "aws", "instance_id": "i-0db", "private_ip": "10.0.0.9"}),
-                        origin: None,
-                        placeholder: false,
-                    }],
-                    ..Default::default()
-                }],
-                warnings: Vec::new(),
-            }),
-            retract: Vec::new(),
-            additive: false,
-        })
+        .apply(ec2_run(vec![ec2_host("i-0db", "10.0.0.9", None)]))
         .await
         .unwrap();
     s.app.settle().await.unwrap();
@@ -1388,34 +1375,14 @@ async fn boot_time_changes_only_with_a_reboot() {
 /// agent already reports is not joined, whatever the names say.
 #[tokio::test]
 async fn another_instance_or_one_another_agent_reports_is_not_joined() {
-    use collectors::{Collection, ObservedResource, ScopeBatch};
     let s = Server::start().await;
     let arn = "arn:aws:ec2:us-east-1:123456789012:instance/i-0abc";
     s.app
-        .apply(infragraph::store::RunInput {
-            collector: "aws".into(),
-            scope: "123456789012/us-east-1".into(),
-            started_at: 0,
-            outcome: Ok(Collection {
-                batches: vec![ScopeBatch {
-                    scope: "123456789012/us-east-1".into(),
-                    complete: true,
-                    resources: vec![ObservedResource {
-                        id: arn.into(),
-                        kind: "host".into(),
-                        name: Some("i-0abc".into()),
-                        labels: Default::default(),
-                        attributes: json!({"provider": "aws", "instance_id": "i-0abc", "region": "us-east-1", "account": "123456789012", "private_ip": "10.0.0.5", "private_dns": "web-1.ec2.internal"}),
-                        origin: None,
-                        placeholder: false,
-                    }],
-                    ..Default::default()
-                }],
-                warnings: Vec::new(),
-            }),
-            retract: Vec::new(),
-            additive: false,
-        })
+        .apply(ec2_run(vec![ec2_host(
+            "i-0abc",
+            "10.0.0.5",
+            Some("web-1.ec2.internal"),
+        )]))
         .await
         .unwrap();
     s.app.settle().await.unwrap();
