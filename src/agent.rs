@@ -422,7 +422,8 @@ pub async fn ingest(app: &Arc<App>, who: Reporter, body: &[u8]) -> Result<Run, R
             }
             (None, Some(id)) => report.host.ec2 = Some(id),
             (Some(claim), _) => {
-                tracing::info!(
+                // Every report of such a host says so: debug, not info.
+                tracing::debug!(
                     host = %report.host.hostname,
                     instance = %claim.instance_id,
                     "EC2 identity from an agent token not joined: the EC2 collector does not vouch for it (one instance known by this hostname, with one of the report's addresses, no other host's agent on it)"
@@ -586,18 +587,27 @@ pub fn run_input(app: &App, report: &HostReport, join: bool) -> RunInput {
     };
     let mut batch: ScopeBatch = host::observations(report, &index.listeners, &app.agents.rules);
     // The kernel's boot time moves by a second or so when the clock is
-    // stepped (NTP): within a minute of the stored one it is the same boot,
-    // and keeping the stored value logs no update.
+    // stepped (NTP). The same boot (the same boot id; without one, a boot
+    // time within a minute of the stored one) keeps the stored value, so it
+    // logs no update.
     let host_id = host::host_id(&report.host);
     if let Some(r) = batch.resources.iter_mut().find(|r| r.id == host_id)
         && let Some(new) = r.attributes.get("boot_time").and_then(|b| b.as_i64())
-        && let Some(old) = snap
+        && let Some(stored) = snap
             .lookup(&host_id)
-            .and_then(|ix| snap.resource(ix).attributes.get("boot_time"))
-            .and_then(|b| b.as_i64())
-        && (new - old).abs() <= 60
+            .map(|ix| &snap.resource(ix).attributes)
+        && let Some(old) = stored.get("boot_time").and_then(|b| b.as_i64())
     {
-        r.attributes["boot_time"] = old.into();
+        let same_boot = match (
+            r.attributes.get("boot_id").and_then(|b| b.as_str()),
+            stored.get("boot_id").and_then(|b| b.as_str()),
+        ) {
+            (Some(a), Some(b)) => a == b,
+            _ => (new - old).abs() <= 60,
+        };
+        if same_boot {
+            r.attributes["boot_time"] = old.into();
+        }
     }
     // An agent's `svc:NAME@HOST` is an instance of the declared `svc:NAME`
     // when there is one: redundancy and drift then work at service level.

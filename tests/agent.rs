@@ -1368,6 +1368,24 @@ async fn boot_time_changes_only_with_a_reboot() {
         .gql("{ resource(id: \"host:web-1\") { attributes } }")
         .await;
     assert_eq!(v["resource"]["attributes"]["boot_time"], 1_764_500_000);
+    // With boot ids: the id decides, even for two boots 30 s apart.
+    let booted = |boot: i64, id: &str| {
+        let mut r = report("web-1", json!([]), json!([]), "10.0.0.5");
+        r["host"]["boot_time"] = json!(boot);
+        r["host"]["boot_id"] = json!(id);
+        bytes(&r)
+    };
+    let (_, answer) = s.post(Some(WEB1), booted(1_764_600_000, "a-1")).await;
+    assert_eq!(answer["updated"], 1, "{answer}");
+    let (_, answer) = s.post(Some(WEB1), booted(1_764_600_100, "a-1")).await;
+    assert_eq!(answer["updated"], 0, "same boot id: {answer}");
+    let (_, answer) = s.post(Some(WEB1), booted(1_764_600_030, "b-2")).await;
+    assert_eq!(answer["updated"], 1, "a quick reboot: {answer}");
+    let v = s
+        .gql("{ resource(id: \"host:web-1\") { attributes } }")
+        .await;
+    assert_eq!(v["resource"]["attributes"]["boot_time"], 1_764_600_030);
+    assert_eq!(v["resource"]["attributes"]["boot_id"], "b-2");
 }
 
 /// The vouch's other conditions: a claim of another instance than the one

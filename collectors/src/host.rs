@@ -78,6 +78,10 @@ pub struct HostFacts {
     /// host's `boot_time`, so a reboot shows in its history.
     #[serde(default)]
     pub boot_time: Option<u64>,
+    /// The kernel's id of this boot (`/proc/sys/kernel/random/boot_id`): the
+    /// same boot whatever the clock did to `boot_time`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
     /// Network interfaces.
     #[serde(default)]
     pub interfaces: Vec<Interface>,
@@ -346,6 +350,10 @@ impl ProcFs<'_> {
                     .find_map(|l| l.strip_prefix("btime "))
                     .and_then(|v| v.trim().parse().ok())
             }),
+            boot_id: self
+                .read("proc/sys/kernel/random/boot_id")
+                .map(trim)
+                .filter(|s| !s.is_empty()),
             interfaces: Vec::new(),
             ec2: None,
         }
@@ -672,6 +680,7 @@ pub fn validate(report: &HostReport) -> Result<(), String> {
         ("host.machine_id", f.machine_id.as_deref()),
         ("host.os", f.os.as_deref()),
         ("host.kernel", f.kernel.as_deref()),
+        ("host.boot_id", f.boot_id.as_deref()),
     ] {
         if let Some(v) = v
             && !text_ok(v, 256)
@@ -796,6 +805,7 @@ pub fn observations(
             "cpus": facts.cpus,
             "memory_bytes": facts.memory_bytes,
             "boot_time": facts.boot_time,
+            "boot_id": facts.boot_id,
             "interfaces": facts.interfaces,
             "instance_id": facts.ec2.as_ref().map(|e| e.instance_id.clone()),
             "agent": true,
@@ -1115,6 +1125,10 @@ mod tests {
         w("proc/cpuinfo", "processor : 0\nprocessor : 1\n");
         w("proc/uptime", "3600.52 7000.1\n");
         w("proc/stat", "cpu  1 2 3 4\nbtime 1764400000\nprocesses 9\n");
+        w(
+            "proc/sys/kernel/random/boot_id",
+            "2f0c53c4-6a5e-4c1a-9b6e-0d1f8a3c9e11\n",
+        );
         for (pid, comm, unit, inodes) in [
             (
                 200u32,
@@ -1152,6 +1166,10 @@ mod tests {
         assert_eq!(report.host.memory_bytes, Some(1024 * 1024));
         assert_eq!(report.host.uptime_seconds, Some(3600));
         assert_eq!(report.host.boot_time, Some(1_764_400_000));
+        assert_eq!(
+            report.host.boot_id.as_deref(),
+            Some("2f0c53c4-6a5e-4c1a-9b6e-0d1f8a3c9e11")
+        );
         assert_eq!(report.listeners.len(), 2);
         let pg = report.listeners.iter().find(|l| l.port == 5432).unwrap();
         assert_eq!(pg.process.as_ref().unwrap().name, "postgres");
