@@ -193,6 +193,35 @@ async fn postgres_collect_and_impact() {
 
 struct Child(std::process::Child);
 
+/// One GraphQL query to a server at `addr`.
+async fn gql(addr: &str, query: &str) -> Value {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Asks `query` until its answer contains `want` (30 s at most).
+async fn wait_for(addr: &str, query: &str, want: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let v = gql(addr, query).await;
+        if v.to_string().contains(want) {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {want}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Starts `serve --config cfg` (which listens on port 0) and returns it with
 /// the address it announced.
 fn serve_child(cfg: &std::path::Path) -> (Child, String) {
@@ -243,36 +272,8 @@ async fn serve_runs_the_configured_collectors_on_their_interval() {
         ),
     );
     let (_child, addr) = serve_child(&cfg);
-    let client = reqwest::Client::new();
-    let gql = |q: &'static str| {
-        let client = client.clone();
-        let addr = addr.clone();
-        async move {
-            client
-                .post(format!("http://{addr}/graphql"))
-                .json(&json!({"query": q}))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
-    let wait_for = |q: &'static str, want: &'static str| async move {
-        let start = Instant::now();
-        loop {
-            let v = gql(q).await;
-            if v.to_string().contains(want) {
-                return v;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "timed out waiting for {want}: {v}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
+    let gql = |q: &'static str| gql(&addr, q);
+    let wait_for = |q: &'static str, want: &'static str| wait_for(&addr, q, want);
     wait_for(
         r#"{ impact(failed: ["h1"]) { down { resource { id } } } }"#,
         "\"s1\"",
@@ -432,29 +433,10 @@ async fn serve_notices_runs_committed_by_other_processes() {
         ),
     );
     let (_child, addr) = serve_child(&cfg);
-    let client = reqwest::Client::new();
-    let status = || async {
-        let v: Value = client
-            .post(format!("http://{addr}/graphql"))
-            .json(&json!({"query": r#"{ resource(id: "from-cli") { status } }"#}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["data"]["resource"]["status"].clone()
-    };
-    assert_eq!(status().await, Value::Null);
+    let q = r#"{ resource(id: "from-cli") { status } }"#;
+    assert_eq!(gql(&addr, q).await["data"]["resource"], Value::Null);
     let inv = files.write("other.yaml", "resources:\n  - {id: from-cli, kind: host}\n");
     let out = run(&db.url, &["collect", "inventory", inv.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let start = Instant::now();
-    while status().await != "PRESENT" {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the server never reloaded the graph"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(&addr, q, "PRESENT").await;
 }
