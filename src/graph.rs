@@ -145,6 +145,10 @@ struct Local {
     agg_before: Vec<u32>,
     /// Aggregate inputs of each node with any, by rank.
     agg_total: Vec<u32>,
+    /// For each local node whose single failure provably takes down only
+    /// itself and its hard targets (see [`Local::simple_downs`]): how many
+    /// that is, itself included; 0 for every other node.
+    simple: Vec<u32>,
 }
 
 impl Local {
@@ -201,7 +205,7 @@ impl Local {
                 }
             }
         }
-        Local {
+        let mut local = Local {
             ix_of,
             local_of,
             fwd: Csr {
@@ -212,7 +216,74 @@ impl Local {
             agg_bits,
             agg_before,
             agg_total: totals,
+            simple: Vec::new(),
+        };
+        local.simple = local.simple_downs();
+        local
+    }
+
+    /// Which nodes' single failure is settled by their own row: a host
+    /// takes down its instances and volumes, an instance only itself, and
+    /// nothing further, because none of those has a hard edge onward and
+    /// no service, database or load balancer loses all its inputs to them.
+    /// For such a node x, DOWN({x}) is x and its hard targets exactly (rule
+    /// 2 adds the targets; they have no hard edges; rule 3 adds nothing,
+    /// since every aggregate input edge leaving that set, counted with
+    /// multiplicity as the pass counts it, leaves its aggregate short). The
+    /// SPOF search reads the count from here and the critical targets from
+    /// the node's own row, instead of running a pass: most candidates on a
+    /// generated estate are such nodes, and the pass's aggregate counters
+    /// are what misses the cache on a million resources. Nodes with more
+    /// than 64 hard targets are not checked (0: run the pass).
+    fn simple_downs(&self) -> Vec<u32> {
+        const MAX_TARGETS: usize = 64;
+        let fwd = &self.fwd;
+        let n = self.ix_of.len();
+        let mut out = vec![0u32; n];
+        let mut shorts: Vec<(u32, u32)> = Vec::new();
+        let mut set: Vec<u32> = Vec::new();
+        'node: for x in 0..n as u32 {
+            set.clear();
+            set.push(x);
+            for p in fwd.range(x) {
+                let t = fwd.other[p];
+                if t & AGG == 0 {
+                    let y = t & !AGG;
+                    if y == x || set.contains(&y) {
+                        continue;
+                    }
+                    if set.len() > MAX_TARGETS || fwd.range(y).any(|q| fwd.other[q] & AGG == 0) {
+                        continue 'node;
+                    }
+                    set.push(y);
+                }
+            }
+            // Aggregate input edges leaving the set, by target.
+            shorts.clear();
+            for &u in &set {
+                for p in fwd.range(u) {
+                    let t = fwd.other[p];
+                    if t & AGG == 0 {
+                        continue;
+                    }
+                    let a = t & !AGG;
+                    if set.contains(&a) {
+                        continue;
+                    }
+                    match shorts.iter_mut().find(|(v, _)| *v == a) {
+                        Some((_, c)) => *c += 1,
+                        None => shorts.push((a, 1)),
+                    }
+                }
+            }
+            if shorts
+                .iter()
+                .all(|&(a, c)| c < self.agg_total[self.agg_rank(a as usize)])
+            {
+                out[x as usize] = set.len() as u32;
+            }
         }
+        out
     }
 
     /// The rank of local node `v`, which has aggregate inputs.
@@ -231,7 +302,7 @@ impl Local {
         (self.ix_of.len() + self.local_of.len()) * 4
             + self.fwd.bytes()
             + self.agg_bits.len() * 8
-            + (self.agg_before.len() + self.agg_total.len()) * 4
+            + (self.agg_before.len() + self.agg_total.len() + self.simple.len()) * 4
     }
 }
 
@@ -1687,7 +1758,28 @@ impl Snapshot {
                             let end = (start + BLOCK).min(candidates.len());
                             for &x in &candidates[start..end] {
                                 crit.clear();
-                                let down_count = pass.run(local, crit_bits, x, &mut crit);
+                                let simple = local.simple[x as usize] as usize;
+                                let down_count = if simple > 0 {
+                                    // Its hard targets are all it takes
+                                    // down; the row is sorted, so a
+                                    // repeated target is adjacent.
+                                    let mut last = x;
+                                    for p in local.fwd.range(x) {
+                                        let t = local.fwd.other[p];
+                                        let v = t & !AGG;
+                                        if t & AGG == 0
+                                            && v != x
+                                            && v != last
+                                            && has(crit_bits, v as usize)
+                                        {
+                                            crit.push(v);
+                                            last = v;
+                                        }
+                                    }
+                                    simple
+                                } else {
+                                    pass.run(local, crit_bits, x, &mut crit)
+                                };
                                 if !crit.is_empty() {
                                     // In id order, sorted here: on every
                                     // worker at once.

@@ -938,6 +938,94 @@ fn spofs_are_resources_whose_failure_alone_takes_down_a_critical_one() {
     ));
 }
 
+/// Most SPOF candidates (hosts, instances) are settled from their own row,
+/// without a down pass: a host takes down its instances and volumes and
+/// nothing more, unless those instances are all a service has, or all a
+/// load balancer's targets, or one of them has a hard edge onward. Each of
+/// those boundaries, next to a host that stays inside them.
+#[test]
+fn spofs_settled_from_a_hosts_row_are_exact_at_each_boundary() {
+    use infragraph::model::LabelSelector;
+    let s = build(
+        vec![
+            // h1 runs both instances of svc: svc goes down with it.
+            labelled("svc", "service", &[("tier", "1")]),
+            labelled("a1", "service_instance", &[]),
+            labelled("a2", "service_instance", &[]),
+            labelled("h1", "host", &[]),
+            // h2 and h3 run one of two instances each: nothing beyond, but
+            // h2 also runs x1, critical itself and on h2's own row.
+            labelled("pay", "service", &[("tier", "1")]),
+            labelled("b1", "service_instance", &[]),
+            labelled("b2", "service_instance", &[]),
+            labelled("h2", "host", &[]),
+            labelled("h3", "host", &[]),
+            labelled("x1", "service_instance", &[("tier", "1")]),
+            // A load balancer whose two targets both run on h4.
+            labelled("lb", "load_balancer", &[("tier", "1")]),
+            labelled("c1", "service_instance", &[]),
+            labelled("c2", "service_instance", &[]),
+            labelled("h4", "host", &[]),
+            // h5's instance has a hard dependent onward: a pass is needed.
+            labelled("d1", "service_instance", &[]),
+            labelled("h5", "host", &[]),
+            labelled("job", "service", &[("tier", "1")]),
+        ],
+        &[
+            ("a1", "instance_of", "svc"),
+            ("a2", "instance_of", "svc"),
+            ("a1", "runs_on", "h1"),
+            ("a2", "runs_on", "h1"),
+            ("b1", "instance_of", "pay"),
+            ("b2", "instance_of", "pay"),
+            ("b1", "runs_on", "h2"),
+            ("b2", "runs_on", "h3"),
+            ("x1", "runs_on", "h2"),
+            ("lb", "routes_to", "c1"),
+            ("lb", "routes_to", "c2"),
+            ("c1", "runs_on", "h4"),
+            ("c2", "runs_on", "h4"),
+            ("d1", "runs_on", "h5"),
+            ("job", "depends_on", "d1"),
+        ],
+    );
+    let tier1 = [LabelSelector::parse("tier=1").unwrap()];
+    let mut found: Vec<(String, Vec<String>, usize)> = s
+        .spofs(None, &tier1)
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let mut crit: Vec<String> = f
+                .critical_down
+                .iter()
+                .map(|&c| s.resource(c).id.clone())
+                .collect();
+            crit.sort();
+            (s.resource(f.node).id.clone(), crit, f.down_count)
+        })
+        .collect();
+    found.sort();
+    let want = |id: &str, crit: &[&str], down: usize| {
+        (
+            id.to_string(),
+            crit.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            down,
+        )
+    };
+    assert_eq!(
+        found,
+        vec![
+            want("d1", &["job"], 2),
+            want("h1", &["svc"], 4),
+            want("h2", &["x1"], 3),
+            want("h4", &["lb"], 4),
+            want("h5", &["job"], 3),
+        ]
+    );
+    // The same answer as one impact per resource.
+    assert_eq!(spofs_as_tuples(&s, &tier1), spofs_by_impact(&s, &tier1[0]));
+}
+
 #[test]
 fn selectors_on_the_generated_estate_pick_what_a_scan_of_every_record_picks() {
     use infragraph::graph::Selector;
