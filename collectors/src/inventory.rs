@@ -415,6 +415,24 @@ enum Frame {
 struct LineWalker {
     stack: Vec<Frame>,
     lines: ItemLines,
+    /// The text of anchored plain scalars, by anchor id: a label value
+    /// written as an alias (`rack: *r`) is the anchor's text (`&r 0x1F`).
+    anchors: HashMap<usize, String>,
+}
+
+impl LineWalker {
+    /// The `labels` map's resource index and key, when the next node is a
+    /// label value.
+    fn label_slot(&self) -> Option<(usize, String)> {
+        match self.stack.last() {
+            Some(Frame::Map {
+                expect_key: false,
+                key: Some(k),
+                labels_of: Some(i),
+            }) => Some((*i, k.clone())),
+            _ => None,
+        }
+    }
 }
 
 impl LineWalker {
@@ -451,19 +469,21 @@ impl LineWalker {
 impl MarkedEventReceiver for LineWalker {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
-            Event::Scalar(ref s, style, ..) => {
-                if let Some(Frame::Map {
-                    expect_key: false,
-                    key: Some(k),
-                    labels_of: Some(i),
-                }) = self.stack.last()
-                    && style == TScalarStyle::Plain
-                {
-                    self.lines.plain_labels.insert((*i, k.clone()), s.clone());
+            Event::Scalar(ref s, style, anchor, ..) => {
+                if style == TScalarStyle::Plain {
+                    if anchor != 0 {
+                        self.anchors.insert(anchor, s.clone());
+                    }
+                    if let Some(slot) = self.label_slot() {
+                        self.lines.plain_labels.insert(slot, s.clone());
+                    }
                 }
                 self.node(mark.line(), Some(s));
             }
-            Event::Alias(_) => {
+            Event::Alias(anchor) => {
+                if let (Some(slot), Some(text)) = (self.label_slot(), self.anchors.get(&anchor)) {
+                    self.lines.plain_labels.insert(slot, text.clone());
+                }
                 self.node(mark.line(), None);
             }
             Event::MappingStart(..) => {
@@ -652,6 +672,22 @@ mod tests {
                 "{text}: {err}"
             );
         }
+        // Through an alias of a scalar anchored outside the labels: in the
+        // resource's attributes, or in another resource.
+        for text in [
+            "resources:\n  - {id: a, kind: host, attributes: {r: &r 0x1F}, labels: {rack: *r}}\n",
+            "resources:\n  - {id: b, kind: host, attributes: {rack: &r 0x1F}}\n  - {id: a, kind: host, labels: {rack: *r}}\n",
+        ] {
+            let err = yaml(text).unwrap_err().to_string();
+            assert!(
+                err.contains("resource 'a': label 'rack' value 0x1F must be quoted"),
+                "{text}: {err}"
+            );
+        }
+        // An alias of decimal or quoted text is fine.
+        let b = yaml("resources:\n  - {id: a, kind: host, attributes: {a: &d 12, b: &q \"0x1F\"}, labels: {rack: *d, row: *q}}\n").unwrap();
+        assert_eq!(b.resources[0].labels["rack"], "12");
+        assert_eq!(b.resources[0].labels["row"], "0x1F");
         // A quoted key is still a label.
         let err = yaml("resources:\n  - {id: a, kind: host, labels: {\"rack\": 0x1F}}\n")
             .unwrap_err()
