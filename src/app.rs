@@ -198,6 +198,12 @@ impl App {
                     _ = tokio::time::sleep(every) => {}
                     _ = stop.changed() => return,
                 }
+                // Under the refresh lock: the mark compared is the one the
+                // last finished refresh loaded at, not one that a refresh in
+                // progress (after this server's own run) is about to
+                // replace; comparing against that stale mark reloaded the
+                // graph a second time for the server's own run.
+                let _guard = app.refresh_lock.lock().await;
                 let (floor, seen) = *app.store_mark.lock().unwrap_or_else(|e| e.into_inner());
                 match app.store.run_mark(floor).await {
                     Ok(now) if now != seen => {
@@ -205,9 +211,9 @@ impl App {
                             run = now.0,
                             "runs committed elsewhere: reloading the graph"
                         );
-                        app.committed
-                            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        app.queue_refresh();
+                        if let Err(e) = app.refresh_locked().await {
+                            tracing::warn!(error = %format!("{e:#}"), "cannot reload the graph; the next check retries");
+                        }
                     }
                     Ok(_) => {}
                     Err(e) => {
