@@ -182,6 +182,21 @@ impl App {
         });
     }
 
+    /// The store's highest run id when runs were committed since the
+    /// snapshot's mark was taken; `None` when none were, or the store
+    /// cannot say (logged).
+    async fn store_moved(&self) -> Option<i64> {
+        let (floor, seen) = *self.store_mark.lock().unwrap_or_else(|e| e.into_inner());
+        match self.store.run_mark(floor).await {
+            Ok(now) if now != seen => Some(now.0),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot check the store for new runs");
+                None
+            }
+        }
+    }
+
     /// Reloads the graph when other processes (replicas on the same
     /// PostgreSQL, `infragraph collect` on the same SQLite file) committed
     /// runs since the snapshot was loaded: checks the store's run mark every
@@ -198,26 +213,21 @@ impl App {
                     _ = tokio::time::sleep(every) => {}
                     _ = stop.changed() => return,
                 }
-                // Under the refresh lock: the mark compared is the one the
+                // Polled without the refresh lock, so a store that is slow
+                // to answer does not hold up writers; then checked again
+                // under it, because the mark compared must be the one the
                 // last finished refresh loaded at, not one that a refresh in
-                // progress (after this server's own run) is about to
-                // replace; comparing against that stale mark reloaded the
-                // graph a second time for the server's own run.
+                // progress (after this server's own run) was about to
+                // replace: that stale mark reloaded the graph a second time
+                // for the server's own run.
+                if app.store_moved().await.is_none() {
+                    continue;
+                }
                 let _guard = app.refresh_lock.lock().await;
-                let (floor, seen) = *app.store_mark.lock().unwrap_or_else(|e| e.into_inner());
-                match app.store.run_mark(floor).await {
-                    Ok(now) if now != seen => {
-                        tracing::info!(
-                            run = now.0,
-                            "runs committed elsewhere: reloading the graph"
-                        );
-                        if let Err(e) = app.refresh_locked().await {
-                            tracing::warn!(error = %format!("{e:#}"), "cannot reload the graph; the next check retries");
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %format!("{e:#}"), "cannot check the store for new runs")
+                if let Some(run) = app.store_moved().await {
+                    tracing::info!(run, "runs committed elsewhere: reloading the graph");
+                    if let Err(e) = app.refresh_locked().await {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot reload the graph; the next check retries");
                     }
                 }
             }

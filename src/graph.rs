@@ -234,9 +234,11 @@ impl Local {
     /// the node's own row, instead of running a pass: most candidates on a
     /// generated estate are such nodes, and the pass's aggregate counters
     /// are what misses the cache on a million resources. Nodes with more
-    /// than 64 hard targets are not checked (0: run the pass).
+    /// than 64 hard targets, or whose set feeds more than 256 aggregates,
+    /// are not checked (0: run the pass).
     fn simple_downs(&self) -> Vec<u32> {
         const MAX_TARGETS: usize = 64;
+        const MAX_AGGREGATES: usize = 256;
         let fwd = &self.fwd;
         let n = self.ix_of.len();
         let mut out = vec![0u32; n];
@@ -270,9 +272,14 @@ impl Local {
                     if set.contains(&a) {
                         continue;
                     }
-                    match shorts.iter_mut().find(|(v, _)| *v == a) {
-                        Some((_, c)) => *c += 1,
-                        None => shorts.push((a, 1)),
+                    if let Some((_, c)) = shorts.iter_mut().find(|(v, _)| *v == a) {
+                        *c += 1;
+                    } else if shorts.len() == MAX_AGGREGATES {
+                        // A linear search: past a few hundred aggregates
+                        // (a backend behind every load balancer), the pass.
+                        continue 'node;
+                    } else {
+                        shorts.push((a, 1));
                     }
                 }
             }

@@ -946,6 +946,7 @@ fn spofs_are_resources_whose_failure_alone_takes_down_a_critical_one() {
 #[test]
 fn spofs_settled_from_a_hosts_row_are_exact_at_each_boundary() {
     use infragraph::model::LabelSelector;
+    let g: Vec<String> = (0..65).map(|i| format!("g{i:02}")).collect();
     let s = build(
         vec![
             // h1 runs both instances of svc: svc goes down with it.
@@ -970,7 +971,21 @@ fn spofs_settled_from_a_hosts_row_are_exact_at_each_boundary() {
             labelled("d1", "service_instance", &[]),
             labelled("h5", "host", &[]),
             labelled("job", "service", &[("tier", "1")]),
-        ],
+            // e1 is solo's only instance: its own aggregate edge counts.
+            labelled("e1", "service_instance", &[]),
+            labelled("solo", "service", &[("tier", "1")]),
+            // h6 reaches the critical f1 through two relations (one target).
+            labelled("f1", "service_instance", &[("tier", "1")]),
+            labelled("h6", "host", &[]),
+        ]
+        .into_iter()
+        // h7 runs 65 instances (more than the row check reads), g00 critical.
+        .chain(std::iter::once(labelled("h7", "host", &[])))
+        .chain(g.iter().enumerate().map(|(i, g)| {
+            let tier = if i == 0 { "1" } else { "3" };
+            labelled(g, "service_instance", &[("tier", tier)])
+        }))
+        .collect(),
         &[
             ("a1", "instance_of", "svc"),
             ("a2", "instance_of", "svc"),
@@ -987,7 +1002,13 @@ fn spofs_settled_from_a_hosts_row_are_exact_at_each_boundary() {
             ("c2", "runs_on", "h4"),
             ("d1", "runs_on", "h5"),
             ("job", "depends_on", "d1"),
-        ],
+            ("e1", "instance_of", "solo"),
+            ("f1", "runs_on", "h6"),
+            ("f1", "contained_in", "h6"),
+        ]
+        .into_iter()
+        .chain(g.iter().map(|g| (g.as_str(), "runs_on", "h7")))
+        .collect::<Vec<_>>(),
     );
     let tier1 = [LabelSelector::parse("tier=1").unwrap()];
     let mut found: Vec<(String, Vec<String>, usize)> = s
@@ -1016,10 +1037,13 @@ fn spofs_settled_from_a_hosts_row_are_exact_at_each_boundary() {
         found,
         vec![
             want("d1", &["job"], 2),
+            want("e1", &["solo"], 2),
             want("h1", &["svc"], 4),
             want("h2", &["x1"], 3),
             want("h4", &["lb"], 4),
             want("h5", &["job"], 3),
+            want("h6", &["f1"], 2),
+            want("h7", &["g00"], 66),
         ]
     );
     // The same answer as one impact per resource.

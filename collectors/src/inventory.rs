@@ -231,11 +231,19 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
                     // text is taken unquoted.
                     let decimal = n.to_string();
                     // (JSON integers are written in decimal: they match.)
-                    if let Some(lit) = lines
-                        .plain_labels
-                        .get(&(i, k.clone()))
-                        .filter(|t| **t != decimal)
-                    {
+                    let text = lines.plain_labels.get(&(i, k.clone()));
+                    if text.is_none() && format == Format::Yaml {
+                        // Reached through an alias the walk cannot follow
+                        // (an aliased `labels` map or key): its text is
+                        // unknown, so it is refused rather than guessed.
+                        return Err(invalid(
+                            line,
+                            format!(
+                                "resource '{id}': label '{k}' value {n} comes through a YAML alias; write it quoted (\"{n}\") in the resource's labels"
+                            ),
+                        ));
+                    }
+                    if let Some(lit) = text.filter(|t| **t != decimal) {
                         return Err(invalid(
                             line,
                             format!(
@@ -681,6 +689,19 @@ mod tests {
             let err = yaml(text).unwrap_err().to_string();
             assert!(
                 err.contains("resource 'a': label 'rack' value 0x1F must be quoted"),
+                "{text}: {err}"
+            );
+        }
+        // An aliased labels map, or an aliased key: the text is not
+        // followed, so any integer there is refused.
+        for text in [
+            "resources:\n  - {id: b, kind: host, attributes: {t: &L {rack: 12}}}\n  - {id: a, kind: host, labels: *L}\n",
+            "resources:\n  - {id: b, kind: host, attributes: {k: &k rack}}\n  - {id: a, kind: host, labels: {*k : 0x1F}}\n",
+        ] {
+            let err = yaml(text).unwrap_err().to_string();
+            assert!(
+                err.contains("resource 'a': label 'rack' value")
+                    && err.contains("comes through a YAML alias"),
                 "{text}: {err}"
             );
         }
