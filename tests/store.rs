@@ -834,5 +834,43 @@ async fn relations_follow_their_ends_whoever_asserted_them(url: String) {
     let h = store.history("host:a", None).await.unwrap();
     assert_eq!(manual_rel(&h)[0].0, ChangeOp::Revive, "{h:?}");
     assert_eq!(manual_rel(&h)[0].1, Some(run.id));
+
+    // A resource the file lists with no relation of its own, which a
+    // manual relation starts at: it goes, and the relation with it.
+    let with_q = V1.replace("relations:", "  - {id: db:q, kind: database}\nrelations:");
+    f.write("inv.yaml", &with_q);
+    load(&store, std::slice::from_ref(&p)).await;
+    let mut b = ScopeBatch::default();
+    b.relations.push(ObservedRelation {
+        from: "db:q".into(),
+        to: "host:a".into(),
+        kind: "runs_on".into(),
+        attributes: serde_json::Value::Null,
+        origin: None,
+    });
+    store
+        .apply(RunInput {
+            collector: "manual".into(),
+            scope: String::new(),
+            started_at: infragraph::model::now_ms(),
+            outcome: Ok(Collection {
+                batches: vec![b],
+                warnings: vec![],
+            }),
+            retract: vec![],
+            additive: true,
+        })
+        .await
+        .unwrap();
+    let q = |rels: &[infragraph::model::Relation]| {
+        rels.iter()
+            .find(|r| r.from == "db:q" && r.to == "host:a")
+            .map(|r| r.status)
+            .unwrap()
+    };
+    assert_eq!(q(&store.load_all().await.unwrap().1), Status::Present);
+    f.write("inv.yaml", V1);
+    load(&store, std::slice::from_ref(&p)).await;
+    assert_eq!(q(&store.load_all().await.unwrap().1), Status::Gone);
     store.close().await;
 }

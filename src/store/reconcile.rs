@@ -632,8 +632,8 @@ async fn reconcile(
     }
     counts.resources_seen = observed_res.len() as i64;
     let from_ids: Vec<String> = rel_from_ids.into_iter().collect();
-    let mut existing_rel = load_relations(tx, b, &from_ids).await?;
-    let mut rel_sources = load_relation_sources(tx, b, &from_ids).await?;
+    let mut existing_rel = load_relations(tx, b, "from_id", &from_ids).await?;
+    let mut rel_sources = load_relation_sources(tx, b, "from_id", &from_ids).await?;
 
     // --- Validate against the store --------------------------------------
     for (source, rel) in &observed_rel {
@@ -926,20 +926,25 @@ async fn reconcile(
         keys.sort();
         keys.dedup();
         let wanted: HashSet<&RelKey> = keys.iter().collect();
-        let extra: Vec<String> = keys
+        // Read by the flipped end, not by every `from` of the wanted keys:
+        // a shared service that goes is the `to` of a relation from each
+        // of its users, whose other relations are not wanted. (The flipped
+        // resources this run loaded have their outgoing ones already.)
+        let unloaded: Vec<String> = flipped
             .iter()
-            .map(|k| k.0.clone())
-            .filter(|f| !loaded.contains(f))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
+            .filter(|f| !loaded.contains(*f))
+            .cloned()
             .collect();
-        if !extra.is_empty() {
-            for (k, v) in load_relations(tx, b, &extra).await? {
+        for (end, ids) in [("to_id", &flipped), ("from_id", &unloaded)] {
+            if ids.is_empty() {
+                continue;
+            }
+            for (k, v) in load_relations(tx, b, end, ids).await? {
                 if wanted.contains(&k) {
                     existing_rel.entry(k).or_insert(v);
                 }
             }
-            for (k, v) in load_relation_sources(tx, b, &extra).await? {
+            for (k, v) in load_relation_sources(tx, b, end, ids).await? {
                 if wanted.contains(&k) {
                     rel_sources.entry(k).or_insert(v);
                 }
@@ -1456,16 +1461,18 @@ async fn load_resource_sources(
     Ok(out)
 }
 
+/// The relations whose `end` ("from_id" or "to_id") is one of `ids`.
 async fn load_relations(
     tx: &mut Transaction<'static, Any>,
     b: Backend,
-    from_ids: &[String],
+    end: &str,
+    ids: &[String],
 ) -> Result<HashMap<RelKey, RelRow>, Failure> {
     let rows = fetch_in(
         tx,
         b,
-        "SELECT from_id, to_id, kind, attributes, status, first_seen, last_seen, gone_at FROM relations WHERE from_id",
-        from_ids,
+        &format!("SELECT from_id, to_id, kind, attributes, status, first_seen, last_seen, gone_at FROM relations WHERE {end}"),
+        ids,
     )
     .await?;
     let mut out = HashMap::with_capacity_and_hasher(rows.len(), Default::default());
@@ -1484,17 +1491,21 @@ async fn load_relations(
     Ok(out)
 }
 
+/// The sources' rows of the relations whose `end` is one of `ids`.
 async fn load_relation_sources(
     tx: &mut Transaction<'static, Any>,
     b: Backend,
-    from_ids: &[String],
+    end: &str,
+    ids: &[String],
 ) -> Result<HashMap<RelKey, Sources<RelSource>>, Failure> {
     let rows = fetch_in(
         tx,
         b,
-        "SELECT from_id, to_id, kind, source, attributes, status, first_seen, last_seen, gone_at, run_id \
-         FROM relation_sources WHERE from_id",
-        from_ids,
+        &format!(
+            "SELECT from_id, to_id, kind, source, attributes, status, first_seen, last_seen, gone_at, run_id \
+             FROM relation_sources WHERE {end}"
+        ),
+        ids,
     )
     .await?;
     let mut out: HashMap<RelKey, Sources<RelSource>> = HashMap::default();
