@@ -736,26 +736,18 @@ async fn placeholders_yield_to_other_kinds(url: String) {
     store.close().await;
 }
 
-/// A relation another source asserted (here by hand) goes GONE with its end
-/// and comes back with it, each time with a change entry; the manual
-/// assertion itself is never ended by another source's run.
-async fn relations_follow_their_ends_whoever_asserted_them(url: String) {
-    let store = Store::connect(&url).await.unwrap();
-    let f = Files::new();
-    let p = f.write("inv.yaml", V1);
-    load(&store, std::slice::from_ref(&p)).await;
-    // By hand: svc:y runs on host:a, and m:1 (asserted by hand too, so no
-    // other run loads its relations) depends on svc:y.
+/// An additive run of the `manual` collector: these resources (as
+/// services) and relations, asserted by hand.
+async fn by_hand(store: &Store, resources: &[&str], relations: &[(&str, &str, &str)]) {
     let mut b = ScopeBatch::default();
-    b.resources.push(ObservedResource::new("m:1", "service"));
-    for (from, to, kind) in [
-        ("svc:y", "host:a", "runs_on"),
-        ("m:1", "svc:y", "depends_on"),
-    ] {
+    for id in resources {
+        b.resources.push(ObservedResource::new(*id, "service"));
+    }
+    for (from, to, kind) in relations {
         b.relations.push(ObservedRelation {
-            from: from.into(),
-            to: to.into(),
-            kind: kind.into(),
+            from: (*from).into(),
+            to: (*to).into(),
+            kind: (*kind).into(),
             attributes: serde_json::Value::Null,
             origin: None,
         });
@@ -774,20 +766,37 @@ async fn relations_follow_their_ends_whoever_asserted_them(url: String) {
         })
         .await
         .unwrap();
-    let status = |rels: &[infragraph::model::Relation]| {
+}
+
+/// A relation another source asserted (here by hand) goes GONE with its end
+/// and comes back with it, each time with a change entry; the manual
+/// assertion itself is never ended by another source's run.
+async fn relations_follow_their_ends_whoever_asserted_them(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let f = Files::new();
+    let p = f.write("inv.yaml", V1);
+    load(&store, std::slice::from_ref(&p)).await;
+    // By hand: svc:y runs on host:a, and m:1 (asserted by hand too, so no
+    // other run loads its relations) depends on svc:y.
+    by_hand(
+        &store,
+        &["m:1"],
+        &[
+            ("svc:y", "host:a", "runs_on"),
+            ("m:1", "svc:y", "depends_on"),
+        ],
+    )
+    .await;
+    let rel = |rels: &[infragraph::model::Relation], from: &str, to: &str| {
         rels.iter()
-            .find(|r| r.from == "svc:y" && r.to == "host:a")
+            .find(|r| r.from == from && r.to == to)
             .map(|r| r.status)
             .unwrap()
     };
+    let status = |rels: &[infragraph::model::Relation]| rel(rels, "svc:y", "host:a");
     let (_, rels) = store.load_all().await.unwrap();
     assert_eq!(status(&rels), Status::Present);
-    let into = |rels: &[infragraph::model::Relation]| {
-        rels.iter()
-            .find(|r| r.from == "m:1" && r.to == "svc:y")
-            .map(|r| r.status)
-            .unwrap()
-    };
+    let into = |rels: &[infragraph::model::Relation]| rel(rels, "m:1", "svc:y");
     assert_eq!(into(&rels), Status::Present);
 
     // The file drops svc:y: the manual relations from and to it go too.
@@ -840,34 +849,8 @@ async fn relations_follow_their_ends_whoever_asserted_them(url: String) {
     let with_q = V1.replace("relations:", "  - {id: db:q, kind: database}\nrelations:");
     f.write("inv.yaml", &with_q);
     load(&store, std::slice::from_ref(&p)).await;
-    let mut b = ScopeBatch::default();
-    b.relations.push(ObservedRelation {
-        from: "db:q".into(),
-        to: "host:a".into(),
-        kind: "runs_on".into(),
-        attributes: serde_json::Value::Null,
-        origin: None,
-    });
-    store
-        .apply(RunInput {
-            collector: "manual".into(),
-            scope: String::new(),
-            started_at: infragraph::model::now_ms(),
-            outcome: Ok(Collection {
-                batches: vec![b],
-                warnings: vec![],
-            }),
-            retract: vec![],
-            additive: true,
-        })
-        .await
-        .unwrap();
-    let q = |rels: &[infragraph::model::Relation]| {
-        rels.iter()
-            .find(|r| r.from == "db:q" && r.to == "host:a")
-            .map(|r| r.status)
-            .unwrap()
-    };
+    by_hand(&store, &[], &[("db:q", "host:a", "runs_on")]).await;
+    let q = |rels: &[infragraph::model::Relation]| rel(rels, "db:q", "host:a");
     assert_eq!(q(&store.load_all().await.unwrap().1), Status::Present);
     f.write("inv.yaml", V1);
     load(&store, std::slice::from_ref(&p)).await;
