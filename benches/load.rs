@@ -605,6 +605,7 @@ async fn main() {
                 .expect("INFRAGRAPH_BENCH_SPOFS_LOOP: a number above 0");
             let critical = [infragraph::model::LabelSelector::parse("tier=1").unwrap()];
             std::hint::black_box(snap.spofs(None, &critical).unwrap());
+            let faults = minor_faults();
             let times: Vec<Duration> = (0..rounds)
                 .map(|_| {
                     let t = Instant::now();
@@ -612,7 +613,8 @@ async fn main() {
                     t.elapsed()
                 })
                 .collect();
-            println!("spofs {}", spread(times));
+            let faults = minor_faults().saturating_sub(faults) / rounds as u64;
+            println!("spofs {} ({faults} page faults per call)", spread(times));
             return;
         }
         impact_figures(&snap);

@@ -26,6 +26,15 @@ const NONE: u32 = u32::MAX;
 
 /// The top bit of a [`Csr`] `other` entry: the edge is an aggregate input.
 const AGG: u32 = 1 << 31;
+/// In the SPOF search's copy of the edges ([`Local`]) only: the edge leads
+/// to a node with no impact edges of its own, which so never needs a place
+/// in the pass's queue.
+const LEAF: u32 = 1 << 30;
+/// Likewise: the edge is the only impact edge into its node. With [`LEAF`],
+/// the pass counts the node and marks nothing: no other edge can reach it.
+const ONCE: u32 = 1 << 29;
+/// The node number in an `other` entry, under the flags.
+const NODE: u32 = ONCE - 1;
 
 /// Compressed sparse rows: the impact edges leaving each node.
 #[derive(Default)]
@@ -72,7 +81,7 @@ impl Csr {
     /// The node at the other end of edge `p`.
     #[inline]
     fn to(&self, p: usize) -> u32 {
-        self.other[p] & !AGG
+        self.other[p] & NODE
     }
 
     /// Whether edge `p` is an aggregate input.
@@ -149,6 +158,11 @@ struct Local {
     /// itself and its hard targets (see [`Local::simple_downs`]): how many
     /// that is, itself included; 0 for every other node.
     simple: Vec<u32>,
+    /// Nodes with the same impact edges, two or more to a group, among
+    /// those [`Local::simple`] does not settle (see [`Local::same_rows`]),
+    /// and which nodes are in one, as bits.
+    groups: Vec<Vec<u32>>,
+    grouped: Vec<u64>,
 }
 
 impl Local {
@@ -192,6 +206,15 @@ impl Local {
             other[start..].sort_unstable_by_key(|&x| x & !AGG);
             off.push(other.len() as u32);
         }
+        for t in &mut other {
+            let v = *t & NODE;
+            if off[v as usize] == off[v as usize + 1] {
+                *t |= LEAF;
+            }
+            if indeg[ix_of[v as usize] as usize] == 1 {
+                *t |= ONCE;
+            }
+        }
         let mut agg_bits = vec![0u64; n.div_ceil(64)];
         let mut agg_before = Vec::with_capacity(agg_bits.len());
         let mut totals = Vec::new();
@@ -217,8 +240,15 @@ impl Local {
             agg_before,
             agg_total: totals,
             simple: Vec::new(),
+            groups: Vec::new(),
+            grouped: Vec::new(),
         };
         local.simple = local.simple_downs();
+        local.groups = local.same_rows();
+        local.grouped = vec![0u64; n.div_ceil(64)];
+        for &v in local.groups.iter().flatten() {
+            local.grouped[v as usize / 64] |= 1 << (v % 64);
+        }
         local
     }
 
@@ -250,7 +280,7 @@ impl Local {
             for p in fwd.range(x) {
                 let t = fwd.other[p];
                 if t & AGG == 0 {
-                    let y = t & !AGG;
+                    let y = t & NODE;
                     if y == x || set.contains(&y) {
                         continue;
                     }
@@ -268,7 +298,7 @@ impl Local {
                     if t & AGG == 0 {
                         continue;
                     }
-                    let a = t & !AGG;
+                    let a = t & NODE;
                     if set.contains(&a) {
                         continue;
                     }
@@ -291,6 +321,42 @@ impl Local {
             }
         }
         out
+    }
+
+    /// Nodes that the pass must try and whose impact edges are the same,
+    /// target for target and kind for kind: the shared platform services
+    /// that every instance needs (DNS, auth, logging…) are such a group,
+    /// and each of them takes down most of the estate. One pass answers
+    /// for the whole group when it does not come back to the node it
+    /// started from (see [`SpofPass::shared`]).
+    fn same_rows(&self) -> Vec<Vec<u32>> {
+        use std::hash::{Hash, Hasher};
+        let fwd = &self.fwd;
+        let mut by_hash: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
+        for x in 0..self.ix_of.len() as u32 {
+            if self.simple[x as usize] > 0 || fwd.range(x).is_empty() {
+                continue;
+            }
+            let mut h = rustc_hash::FxHasher::default();
+            fwd.other[fwd.range(x)].hash(&mut h);
+            by_hash.entry(h.finish()).or_default().push(x);
+        }
+        let mut groups = Vec::new();
+        for (_, mut nodes) in by_hash {
+            // Split a bucket by the rows themselves: a hash is not proof.
+            while nodes.len() > 1 {
+                let row = &fwd.other[fwd.range(nodes[0])];
+                let (same, rest): (Vec<u32>, Vec<u32>) = nodes
+                    .iter()
+                    .partition(|&&y| &fwd.other[fwd.range(y)] == row);
+                if same.len() > 1 {
+                    groups.push(same);
+                }
+                nodes = rest;
+            }
+        }
+        groups.sort_unstable();
+        groups
     }
 
     /// The rank of local node `v`, which has aggregate inputs.
@@ -1088,9 +1154,14 @@ fn two_cores() -> bool {
 /// graph numbers fewer than 2^31 resources.
 struct SpofPass {
     down: Bits,
-    /// The nodes down in this run, in the order they went down (the
-    /// pass's queue, and the members of `down` to clear for the next).
+    /// The nodes down in this run that have impact edges, in the order they
+    /// went down (the pass's queue, and members of `down` to clear for the
+    /// next).
     order: Vec<u32>,
+    /// The nodes down in this run that have none, and that more than one
+    /// edge reaches (the rest of `down` to clear). Those that one edge
+    /// alone reaches are only counted: they are never marked.
+    leaves: Vec<u32>,
     /// For each node with aggregate inputs, by rank ([`Local::agg_rank`]):
     /// stamp << 32 | inputs down so far.
     counts: Vec<u64>,
@@ -1104,6 +1175,7 @@ impl SpofPass {
         SpofPass {
             down,
             order: Vec::new(),
+            leaves: Vec::new(),
             counts: vec![0; local.agg_total.len()],
             epoch: 0,
         }
@@ -1116,14 +1188,21 @@ impl SpofPass {
         self.epoch += 1;
         let e = self.epoch as u64;
         let tag = e << 32;
-        let (fwd, down, order, counts) = (
+        let (fwd, down, order, leaves, counts) = (
             &local.fwd,
             &mut self.down,
             &mut self.order,
+            &mut self.leaves,
             &mut self.counts,
         );
         down.clear(order);
+        down.clear(leaves);
         order.clear();
+        leaves.clear();
+        // Nodes with no edges onward that only one edge reaches: that edge
+        // is followed once per pass, so each is down once, and x is not
+        // one of them (a pass never comes back to a node without edges).
+        let mut once = 0;
         down.insert(x as usize);
         order.push(x);
         let mut head = 0;
@@ -1132,7 +1211,15 @@ impl SpofPass {
             head += 1;
             for p in fwd.range(u) {
                 let t = fwd.other[p];
-                let v = (t & !AGG) as usize;
+                let v = (t & NODE) as usize;
+                if t & (LEAF | ONCE) == LEAF | ONCE {
+                    // An aggregate input alone is its node's only one.
+                    once += 1;
+                    if crit_bits[v / 64] >> (v % 64) & 1 != 0 {
+                        crit.push(v as u32);
+                    }
+                    continue;
+                }
                 if down.has(v) {
                     continue;
                 }
@@ -1149,10 +1236,29 @@ impl SpofPass {
                 if crit_bits[v / 64] >> (v % 64) & 1 != 0 {
                     crit.push(v as u32);
                 }
-                order.push(v as u32);
+                if t & LEAF != 0 {
+                    leaves.push(v as u32);
+                } else {
+                    order.push(v as u32);
+                }
             }
         }
-        order.len()
+        order.len() + leaves.len() + once
+    }
+}
+
+impl SpofPass {
+    /// After a pass from `x`: whether its answer is also the answer for
+    /// `y`, a node with the same impact edges (DOWN({y}) is then DOWN({x})
+    /// with y for x, and the same critical resources go down). It is when
+    /// y did not go down and no down node has an edge back into x: the
+    /// fixed point from {y} then follows the one from {x} step for step,
+    /// the same edges leaving the same nodes, and nothing it reaches
+    /// leads to x. `into_x` are the nodes with an impact edge into x.
+    fn shared(&self, into_x: impl IntoIterator<Item = u32>, y: u32) -> bool {
+        // The unmarked nodes (no edges onward) have no edge into x, and y,
+        // which has edges, is marked when down.
+        !self.down.has(y as usize) && into_x.into_iter().all(|u| !self.down.has(u as usize))
     }
 }
 
@@ -1173,7 +1279,7 @@ impl Snapshot {
         // Node numbers are u32 with the top bit marking aggregate edges
         // (`AGG`) and u32::MAX meaning "none".
         assert!(
-            n < AGG as usize,
+            n < NODE as usize,
             "{n} resources: more than the graph can number"
         );
         let index: HashMap<String, Ix> = resources
@@ -1696,7 +1802,7 @@ impl Snapshot {
         let fwd = &local.fwd;
         let reaches = |anc: &[u64], u: u32| {
             fwd.range(u)
-                .any(|p| has(anc, (fwd.other[p] & !AGG) as usize))
+                .any(|p| has(anc, (fwd.other[p] & NODE) as usize))
         };
         let mut anc = crit_bits.clone();
         let mut rest = Vec::new();
@@ -1737,7 +1843,22 @@ impl Snapshot {
                 *a &= s;
             }
         }
-        let candidates: Vec<u32> = members(&anc).collect();
+        // Nodes with the same impact edges as others are tried as a group
+        // (see `Local::same_rows`); the rest one by one.
+        let candidates: Vec<u32> = members(&anc)
+            .filter(|&u| !has(&local.grouped, u as usize))
+            .collect();
+        let groups: Vec<Vec<u32>> = local
+            .groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .copied()
+                    .filter(|&u| has(&anc, u as usize))
+                    .collect::<Vec<u32>>()
+            })
+            .filter(|g| !g.is_empty())
+            .collect();
         let threads = std::thread::available_parallelism()
             .map_or(1, |p| p.get())
             .clamp(1, 8);
@@ -1745,18 +1866,69 @@ impl Snapshot {
         // consecutive candidates are neighbours (their cascades share cached
         // state), and a thread that drew cheap ones takes more blocks (the
         // estate's roots come first and take down far more than its leaves,
-        // so equal halves would leave one thread idle).
+        // so equal halves would leave one thread idle). Groups go first,
+        // one at a time: each is at least one pass, often a large one.
         const BLOCK: usize = 256;
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let workers = threads.min(candidates.len().div_ceil(BLOCK)).max(1);
+        let next_group = std::sync::atomic::AtomicUsize::new(0);
+        let workers = threads
+            .min(candidates.len().div_ceil(BLOCK) + groups.len())
+            .max(1);
+        // A SPOF's record, when x takes down a critical resource.
+        let record = |out: &mut Vec<Spof>, x: u32, down_count: usize, crit: &[u32]| {
+            if !crit.is_empty() {
+                // In id order, sorted here: on every worker at once.
+                let mut critical_down: Vec<Ix> =
+                    crit.iter().map(|&v| local.ix_of[v as usize]).collect();
+                critical_down.sort_unstable();
+                out.push(Spof {
+                    node: local.ix_of[x as usize],
+                    critical_down,
+                    down_count,
+                });
+            }
+        };
         let mut found: Vec<Spof> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
-                    let (crit_bits, next, candidates) = (&crit_bits, &next, &candidates);
+                    let (crit_bits, next, next_group, candidates, groups, record) = (
+                        &crit_bits,
+                        &next,
+                        &next_group,
+                        &candidates,
+                        &groups,
+                        &record,
+                    );
                     scope.spawn(move || {
                         let mut out = Vec::new();
                         let mut pass = SpofPass::new(local);
                         let mut crit = Vec::new();
+                        loop {
+                            let g = next_group.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(group) = groups.get(g) else {
+                                break;
+                            };
+                            let x = group[0];
+                            crit.clear();
+                            let down_count = pass.run(local, crit_bits, x, &mut crit);
+                            let ix = local.ix_of[x as usize];
+                            let into_x = || {
+                                self.rev
+                                    .range(ix)
+                                    .map(|p| local.local_of[self.rev.to(p) as usize])
+                            };
+                            let (shared, own): (Vec<u32>, Vec<u32>) =
+                                group[1..].iter().partition(|&&y| pass.shared(into_x(), y));
+                            record(&mut out, x, down_count, &crit);
+                            for y in shared {
+                                record(&mut out, y, down_count, &crit);
+                            }
+                            for y in own {
+                                crit.clear();
+                                let down_count = pass.run(local, crit_bits, y, &mut crit);
+                                record(&mut out, y, down_count, &crit);
+                            }
+                        }
                         loop {
                             let start = next.fetch_add(BLOCK, std::sync::atomic::Ordering::Relaxed);
                             if start >= candidates.len() {
@@ -1773,7 +1945,7 @@ impl Snapshot {
                                     let mut last = x;
                                     for p in local.fwd.range(x) {
                                         let t = local.fwd.other[p];
-                                        let v = t & !AGG;
+                                        let v = t & NODE;
                                         if t & AGG == 0
                                             && v != x
                                             && v != last
@@ -1787,18 +1959,7 @@ impl Snapshot {
                                 } else {
                                     pass.run(local, crit_bits, x, &mut crit)
                                 };
-                                if !crit.is_empty() {
-                                    // In id order, sorted here: on every
-                                    // worker at once.
-                                    let mut critical_down: Vec<Ix> =
-                                        crit.iter().map(|&v| local.ix_of[v as usize]).collect();
-                                    critical_down.sort_unstable();
-                                    out.push(Spof {
-                                        node: local.ix_of[x as usize],
-                                        critical_down,
-                                        down_count,
-                                    });
-                                }
+                                record(&mut out, x, down_count, &crit);
                             }
                         }
                         out

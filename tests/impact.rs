@@ -1050,6 +1050,89 @@ fn spofs_settled_from_a_hosts_row_are_exact_at_each_boundary() {
     assert_eq!(spofs_as_tuples(&s, &tier1), spofs_by_impact(&s, &tier1[0]));
 }
 
+/// Resources with the same impact edges are tried together, one pass for
+/// the group where that is exact. Three groups: two shared services every
+/// instance needs (one pass answers for both); a pair where the first
+/// tried takes the second down; a pair where the first tried is taken
+/// down again by its own cascade. The last two must each get their own.
+#[test]
+fn spofs_of_resources_with_the_same_dependants_share_a_pass_only_when_exact() {
+    use infragraph::model::LabelSelector;
+    let s = build(
+        vec![
+            // dns and auth: both instances of app need both.
+            labelled("dns", "service", &[]),
+            labelled("auth", "service", &[]),
+            labelled("app", "service", &[("tier", "1")]),
+            labelled("i1", "service_instance", &[]),
+            labelled("i2", "service_instance", &[]),
+            // x1 and y1 both take down t1, which takes down y1.
+            labelled("x1", "service", &[]),
+            labelled("y1", "service", &[]),
+            labelled("t1", "service", &[("tier", "1")]),
+            // m and z-q both take down k, which takes down m; a-root comes
+            // first in the graph's order and leads to m, so m is tried
+            // first.
+            labelled("a-root", "host", &[]),
+            labelled("m", "service", &[("tier", "1")]),
+            labelled("k", "service", &[("tier", "1")]),
+            labelled("z-q", "service", &[]),
+        ],
+        &[
+            ("i1", "instance_of", "app"),
+            ("i2", "instance_of", "app"),
+            ("i1", "depends_on", "dns"),
+            ("i1", "depends_on", "auth"),
+            ("i2", "depends_on", "dns"),
+            ("i2", "depends_on", "auth"),
+            ("t1", "depends_on", "x1"),
+            ("t1", "depends_on", "y1"),
+            ("y1", "depends_on", "t1"),
+            ("m", "runs_on", "a-root"),
+            ("k", "depends_on", "m"),
+            ("k", "depends_on", "z-q"),
+            ("m", "depends_on", "k"),
+        ],
+    );
+    let tier1 = [LabelSelector::parse("tier=1").unwrap()];
+    let mut found: Vec<(String, Vec<String>, usize)> = s
+        .spofs(None, &tier1)
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let mut crit: Vec<String> = f
+                .critical_down
+                .iter()
+                .map(|&c| s.resource(c).id.clone())
+                .collect();
+            crit.sort();
+            (s.resource(f.node).id.clone(), crit, f.down_count)
+        })
+        .collect();
+    found.sort();
+    let want = |id: &str, crit: &[&str], down: usize| {
+        (
+            id.to_string(),
+            crit.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            down,
+        )
+    };
+    assert_eq!(
+        found,
+        vec![
+            want("a-root", &["k", "m"], 3),
+            want("auth", &["app"], 4),
+            want("dns", &["app"], 4),
+            want("k", &["m"], 2),
+            want("m", &["k"], 2),
+            want("x1", &["t1"], 3),
+            want("y1", &["t1"], 2),
+            want("z-q", &["k", "m"], 3),
+        ]
+    );
+    assert_eq!(spofs_as_tuples(&s, &tier1), spofs_by_impact(&s, &tier1[0]));
+}
+
 #[test]
 fn selectors_on_the_generated_estate_pick_what_a_scan_of_every_record_picks() {
     use infragraph::graph::Selector;
