@@ -23,6 +23,7 @@ both_backends!(
     placeholders_yield_to_other_kinds,
     relations_follow_their_ends_whoever_asserted_them,
     disagreeing_sources_do_not_flip_the_merged_view,
+    relations_ending_at_a_resource_are_read_through_an_index,
 );
 
 async fn load(store: &Store, files: &[std::path::PathBuf]) -> infragraph::model::Run {
@@ -856,4 +857,42 @@ async fn relations_follow_their_ends_whoever_asserted_them(url: String) {
     load(&store, std::slice::from_ref(&p)).await;
     assert_eq!(q(&store.load_all().await.unwrap().1), Status::Gone);
     store.close().await;
+}
+
+/// A run that retires or revives a resource reads every source's assertion
+/// of the relations ending at it, by `to_id`: that read goes through an
+/// index, not a scan of every assertion in the store. (PostgreSQL plans a
+/// scan for a table this small, so sequential scans are turned off to see
+/// whether the index can serve the query at all.)
+async fn relations_ending_at_a_resource_are_read_through_an_index(url: String) {
+    use sqlx::{Connection, Row};
+    Store::connect(&url).await.unwrap();
+    let mut c = sqlx::AnyConnection::connect(&url).await.unwrap();
+    let rows = if url.starts_with("sqlite") {
+        sqlx::query(
+            "EXPLAIN QUERY PLAN SELECT from_id, to_id, kind, source FROM relation_sources WHERE to_id IN ('host:a', 'host:b')",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get::<String, _>(3).unwrap())
+        .collect::<Vec<_>>()
+    } else {
+        sqlx::query("SET enable_seqscan = off")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        sqlx::query(
+            "EXPLAIN SELECT from_id, to_id, kind, source FROM relation_sources WHERE to_id IN ('host:a', 'host:b')",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get::<String, _>(0).unwrap())
+        .collect::<Vec<_>>()
+    };
+    let plan = rows.join("\n");
+    assert!(plan.contains("relation_sources_to"), "the plan: {plan}");
 }
