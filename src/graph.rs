@@ -144,7 +144,8 @@ struct Local {
     /// Local node number of each resource index (the inverse of `ix_of`).
     local_of: Vec<u32>,
     /// Forward edges between local numbers (no relations), each row in
-    /// ascending order.
+    /// ascending order of the entry (hard edges first, each part by node),
+    /// so that two nodes with the same edges have the same row.
     fwd: Csr,
     /// The local nodes that have aggregate inputs (services, databases,
     /// load balancers), as bits, with how many come before each 64-node word:
@@ -203,7 +204,7 @@ impl Local {
             for p in fwd.range(ix) {
                 other.push(local_of[fwd.to(p) as usize] | (fwd.other[p] & AGG));
             }
-            other[start..].sort_unstable_by_key(|&x| x & !AGG);
+            other[start..].sort_unstable();
             off.push(other.len() as u32);
         }
         for t in &mut other {
@@ -376,6 +377,8 @@ impl Local {
             + self.fwd.bytes()
             + self.agg_bits.len() * 8
             + (self.agg_before.len() + self.agg_total.len() + self.simple.len()) * 4
+            + self.groups.iter().map(|g| 24 + g.len() * 4).sum::<usize>()
+            + self.grouped.len() * 8
     }
 }
 
@@ -1151,7 +1154,7 @@ fn two_cores() -> bool {
 /// alone, found by rank (about 9 % of the generated estates: 720 KB per
 /// worker on a million resources, not 8 MB). Epochs cannot wrap: a pass
 /// is built per worker per call and runs once per candidate, and the
-/// graph numbers fewer than 2^31 resources.
+/// graph numbers fewer than 2^29 resources.
 struct SpofPass {
     down: Bits,
     /// The nodes down in this run that have impact edges, in the order they
@@ -1248,17 +1251,25 @@ impl SpofPass {
 }
 
 impl SpofPass {
-    /// After a pass from `x`: whether its answer is also the answer for
-    /// `y`, a node with the same impact edges (DOWN({y}) is then DOWN({x})
-    /// with y for x, and the same critical resources go down). It is when
-    /// y did not go down and no down node has an edge back into x: the
-    /// fixed point from {y} then follows the one from {x} step for step,
-    /// the same edges leaving the same nodes, and nothing it reaches
+    /// After a pass from `x`, for the other members of x's group (nodes
+    /// with the same impact edges): those whose answer is x's. DOWN({y})
+    /// is DOWN({x}) with y for x, and the same critical resources go down,
+    /// when y did not go down and no down node has an edge back into x:
+    /// the fixed point from {y} then follows the one from {x} step for
+    /// step, the same edges leaving the same nodes, and nothing it reaches
     /// leads to x. `into_x` are the nodes with an impact edge into x.
-    fn shared(&self, into_x: impl IntoIterator<Item = u32>, y: u32) -> bool {
+    /// Returns the shared and the others, which need their own pass.
+    fn shared(
+        &self,
+        into_x: impl IntoIterator<Item = u32>,
+        others: &[u32],
+    ) -> (Vec<u32>, Vec<u32>) {
         // The unmarked nodes (no edges onward) have no edge into x, and y,
         // which has edges, is marked when down.
-        !self.down.has(y as usize) && into_x.into_iter().all(|u| !self.down.has(u as usize))
+        if into_x.into_iter().any(|u| self.down.has(u as usize)) {
+            return (Vec::new(), others.to_vec());
+        }
+        others.iter().partition(|&&y| !self.down.has(y as usize))
     }
 }
 
@@ -1276,8 +1287,9 @@ impl Snapshot {
         resources.sort_by(|a, b| a.id.cmp(&b.id));
         relations.sort_by(|a, b| (&a.from, &a.to, &a.kind).cmp(&(&b.from, &b.to, &b.kind)));
         let n = resources.len();
-        // Node numbers are u32 with the top bit marking aggregate edges
-        // (`AGG`) and u32::MAX meaning "none".
+        // Node numbers are u32 under three flag bits (`AGG` marks aggregate
+        // edges; `LEAF` and `ONCE` are the SPOF search's), and u32::MAX
+        // means "none".
         assert!(
             n < NODE as usize,
             "{n} resources: more than the graph can number"
@@ -1871,6 +1883,7 @@ impl Snapshot {
         const BLOCK: usize = 256;
         let next = std::sync::atomic::AtomicUsize::new(0);
         let next_group = std::sync::atomic::AtomicUsize::new(0);
+        let refused: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
         let workers = threads
             .min(candidates.len().div_ceil(BLOCK) + groups.len())
             .max(1);
@@ -1891,13 +1904,14 @@ impl Snapshot {
         let mut found: Vec<Spof> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
-                    let (crit_bits, next, next_group, candidates, groups, record) = (
+                    let (crit_bits, next, next_group, candidates, groups, record, refused) = (
                         &crit_bits,
                         &next,
                         &next_group,
                         &candidates,
                         &groups,
                         &record,
+                        &refused,
                     );
                     scope.spawn(move || {
                         let mut out = Vec::new();
@@ -1912,22 +1926,18 @@ impl Snapshot {
                             crit.clear();
                             let down_count = pass.run(local, crit_bits, x, &mut crit);
                             let ix = local.ix_of[x as usize];
-                            let into_x = || {
-                                self.rev
-                                    .range(ix)
-                                    .map(|p| local.local_of[self.rev.to(p) as usize])
-                            };
-                            let (shared, own): (Vec<u32>, Vec<u32>) =
-                                group[1..].iter().partition(|&&y| pass.shared(into_x(), y));
+                            let into_x = self
+                                .rev
+                                .range(ix)
+                                .map(|p| local.local_of[self.rev.to(p) as usize]);
+                            let (shared, own) = pass.shared(into_x, &group[1..]);
                             record(&mut out, x, down_count, &crit);
                             for y in shared {
                                 record(&mut out, y, down_count, &crit);
                             }
-                            for y in own {
-                                crit.clear();
-                                let down_count = pass.run(local, crit_bits, y, &mut crit);
-                                record(&mut out, y, down_count, &crit);
-                            }
+                            // The others are anyone's: a large group of
+                            // them must not keep one worker busy alone.
+                            refused.lock().expect("spof worker").extend(own);
                         }
                         loop {
                             let start = next.fetch_add(BLOCK, std::sync::atomic::Ordering::Relaxed);
@@ -1961,6 +1971,14 @@ impl Snapshot {
                                 };
                                 record(&mut out, x, down_count, &crit);
                             }
+                        }
+                        loop {
+                            let Some(y) = refused.lock().expect("spof worker").pop() else {
+                                break;
+                            };
+                            crit.clear();
+                            let down_count = pass.run(local, crit_bits, y, &mut crit);
+                            record(&mut out, y, down_count, &crit);
                         }
                         out
                     })
