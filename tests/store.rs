@@ -856,6 +856,48 @@ async fn relations_follow_their_ends_whoever_asserted_them(url: String) {
     f.write("inv.yaml", V1);
     load(&store, std::slice::from_ref(&p)).await;
     assert_eq!(q(&store.load_all().await.unwrap().1), Status::Gone);
+    // It comes back, and the relation with it.
+    f.write("inv.yaml", &with_q);
+    load(&store, std::slice::from_ref(&p)).await;
+    assert_eq!(q(&store.load_all().await.unwrap().1), Status::Present);
+
+    // Both ends of a manual relation go in one run, then both come back:
+    // the relation is read from either end, and changes once each time.
+    let with_pair = V1.replace(
+        "relations:",
+        "  - {id: db:q, kind: database}\n  - {id: db:r, kind: database}\nrelations:",
+    );
+    f.write("inv.yaml", &with_pair);
+    load(&store, std::slice::from_ref(&p)).await;
+    by_hand(&store, &[], &[("db:q", "db:r", "depends_on")]).await;
+    let qr = |rels: &[infragraph::model::Relation]| rel(rels, "db:q", "db:r");
+    assert_eq!(qr(&store.load_all().await.unwrap().1), Status::Present);
+    let pair_changes = |h: &[infragraph::model::Change]| {
+        h.iter()
+            .filter(|c| c.relation == Some(("db:r".into(), "depends_on".into())))
+            .map(|c| (c.op, c.run_id))
+            .collect::<Vec<_>>()
+    };
+    f.write("inv.yaml", V1);
+    let gone = load(&store, std::slice::from_ref(&p)).await;
+    assert_eq!(qr(&store.load_all().await.unwrap().1), Status::Gone);
+    f.write("inv.yaml", &with_pair);
+    let back = load(&store, std::slice::from_ref(&p)).await;
+    assert_eq!(qr(&store.load_all().await.unwrap().1), Status::Present);
+    let h = store.history("db:q", None).await.unwrap();
+    let changes = pair_changes(&h);
+    assert_eq!(
+        changes
+            .iter()
+            .filter(|c| c.1 == Some(gone.id) || c.1 == Some(back.id))
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![
+            (ChangeOp::Revive, Some(back.id)),
+            (ChangeOp::Retire, Some(gone.id))
+        ],
+        "{h:?}"
+    );
     store.close().await;
 }
 
