@@ -943,6 +943,39 @@ fn spofs_are_resources_whose_failure_alone_takes_down_a_critical_one() {
 /// nothing more, unless those instances are all a service has, or all a
 /// load balancer's targets, or one of them has a hard edge onward. Each of
 /// those boundaries, next to a host that stays inside them.
+/// `spofs` by id, in id order: each SPOF, the critical resources it takes
+/// down (sorted), and how many go down.
+fn spofs_by_id(
+    s: &Snapshot,
+    critical: &[infragraph::model::LabelSelector],
+) -> Vec<(String, Vec<String>, usize)> {
+    let mut found: Vec<(String, Vec<String>, usize)> = s
+        .spofs(None, critical)
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let mut crit: Vec<String> = f
+                .critical_down
+                .iter()
+                .map(|&c| s.resource(c).id.clone())
+                .collect();
+            crit.sort();
+            (s.resource(f.node).id.clone(), crit, f.down_count)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// One expected SPOF, as `spofs_by_id` gives it.
+fn want(id: &str, crit: &[&str], down: usize) -> (String, Vec<String>, usize) {
+    (
+        id.to_string(),
+        crit.iter().map(|c| c.to_string()).collect(),
+        down,
+    )
+}
+
 #[test]
 fn spofs_settled_from_a_hosts_row_are_exact_at_each_boundary() {
     use infragraph::model::LabelSelector;
@@ -1011,30 +1044,8 @@ fn spofs_settled_from_a_hosts_row_are_exact_at_each_boundary() {
         .collect::<Vec<_>>(),
     );
     let tier1 = [LabelSelector::parse("tier=1").unwrap()];
-    let mut found: Vec<(String, Vec<String>, usize)> = s
-        .spofs(None, &tier1)
-        .unwrap()
-        .iter()
-        .map(|f| {
-            let mut crit: Vec<String> = f
-                .critical_down
-                .iter()
-                .map(|&c| s.resource(c).id.clone())
-                .collect();
-            crit.sort();
-            (s.resource(f.node).id.clone(), crit, f.down_count)
-        })
-        .collect();
-    found.sort();
-    let want = |id: &str, crit: &[&str], down: usize| {
-        (
-            id.to_string(),
-            crit.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-            down,
-        )
-    };
     assert_eq!(
-        found,
+        spofs_by_id(&s, &tier1),
         vec![
             want("d1", &["job"], 2),
             want("e1", &["solo"], 2),
@@ -1099,30 +1110,8 @@ fn spofs_of_resources_with_the_same_dependants_share_a_pass_only_when_exact() {
         ],
     );
     let tier1 = [LabelSelector::parse("tier=1").unwrap()];
-    let mut found: Vec<(String, Vec<String>, usize)> = s
-        .spofs(None, &tier1)
-        .unwrap()
-        .iter()
-        .map(|f| {
-            let mut crit: Vec<String> = f
-                .critical_down
-                .iter()
-                .map(|&c| s.resource(c).id.clone())
-                .collect();
-            crit.sort();
-            (s.resource(f.node).id.clone(), crit, f.down_count)
-        })
-        .collect();
-    found.sort();
-    let want = |id: &str, crit: &[&str], down: usize| {
-        (
-            id.to_string(),
-            crit.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-            down,
-        )
-    };
     assert_eq!(
-        found,
+        spofs_by_id(&s, &tier1),
         vec![
             want("a-root", &["k", "m"], 3),
             want("app", &["edge"], 2),
