@@ -302,9 +302,10 @@ fn impact_figures(snap: &Snapshot) -> String {
     let critical = [infragraph::model::LabelSelector::parse("tier=1").unwrap()];
     let mut times = Vec::new();
     let mut spofs = Vec::new();
+    let mut work = infragraph::graph::SpofWork::default();
     for _ in 0..5 {
         let t = Instant::now();
-        spofs = snap.spofs(None, &critical).unwrap();
+        (spofs, work) = snap.spofs_counted(None, &critical).unwrap();
         times.push(t.elapsed());
     }
     // The first call also builds the snapshot's locality-ordered copy of
@@ -312,13 +313,17 @@ fn impact_figures(snap: &Snapshot) -> String {
     // later calls.
     let first = times[0];
     times.sort();
-    let work: usize = spofs.iter().map(|s| s.down_count).sum();
+    let taken: usize = spofs.iter().map(|s| s.down_count).sum();
     println!(
-        "spofs over the whole estate (critical: tier=1), 5 runs: median {} best {} first {} ({} found, taking down {work} resources in all)",
+        "spofs over the whole estate (critical: tier=1), 5 runs: median {} best {} first {} ({} found, taking down {taken} resources in all)",
         ms(percentile(&times, 0.5)),
         ms(times[0]),
         ms(first),
         spofs.len(),
+    );
+    println!(
+        "  {} candidates: {} answered from their own row, {} passes, {} answers shared with another's pass",
+        work.candidates, work.from_rows, work.passes, work.shared
     );
     // Where that work goes: the SPOFs by kind, largest share first.
     let mut by_kind: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
@@ -333,7 +338,7 @@ fn impact_figures(snap: &Snapshot) -> String {
     by_kind.sort_by_key(|(_, (_, w))| std::cmp::Reverse(*w));
     let shares: Vec<String> = by_kind
         .iter()
-        .map(|(k, (n, w))| format!("{k} {n} ({}%)", w * 100 / work.max(1)))
+        .map(|(k, (n, w))| format!("{k} {n} ({}%)", w * 100 / taken.max(1)))
         .collect();
     println!("  SPOFs by kind (share of the work): {}", shares.join(", "));
     hub

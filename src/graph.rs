@@ -695,6 +695,23 @@ pub struct Spof {
     pub down_count: usize,
 }
 
+/// How a SPOF search got its answers (see [`Snapshot::spofs_counted`]):
+/// what it cost, for benchmarks, and proof in tests that the shortcuts
+/// are taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpofWork {
+    /// Resources tried: the ancestors of critical resources in scope.
+    pub candidates: usize,
+    /// Of those, answered from their own row, without a pass (a host and
+    /// its instances, see `Local::simple_downs`).
+    pub from_rows: usize,
+    /// Down-propagations run.
+    pub passes: usize,
+    /// Answered by another member's pass (the same impact edges, see
+    /// `Local::same_rows`).
+    pub shared: usize,
+}
+
 /// One node's state in the down pass: which pass stamped it, at what
 /// depth, through which forward-CSR edge, and how many of its aggregate
 /// inputs are down. Kept together, 16 bytes aligned, so that a visit
@@ -1761,6 +1778,15 @@ impl Snapshot {
         scope: Option<&Selector>,
         critical: &[LabelSelector],
     ) -> Result<Vec<Spof>, SpofError> {
+        self.spofs_counted(scope, critical).map(|(found, _)| found)
+    }
+
+    /// [`Snapshot::spofs`], with how the answers were got.
+    pub fn spofs_counted(
+        &self,
+        scope: Option<&Selector>,
+        critical: &[LabelSelector],
+    ) -> Result<(Vec<Spof>, SpofWork), SpofError> {
         let n = self.resources.len();
         let in_scope = match scope {
             Some(s) if !s.is_empty() => {
@@ -1901,7 +1927,7 @@ impl Snapshot {
                 });
             }
         };
-        let mut found: Vec<Spof> = std::thread::scope(|scope| {
+        let (mut found, mut work): (Vec<Spof>, SpofWork) = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
                     let (crit_bits, next, next_group, candidates, groups, record, refused) = (
@@ -1915,6 +1941,7 @@ impl Snapshot {
                     );
                     scope.spawn(move || {
                         let mut out = Vec::new();
+                        let mut work = SpofWork::default();
                         let mut pass = SpofPass::new(local);
                         let mut crit = Vec::new();
                         loop {
@@ -1925,6 +1952,7 @@ impl Snapshot {
                             let x = group[0];
                             crit.clear();
                             let down_count = pass.run(local, crit_bits, x, &mut crit);
+                            work.passes += 1;
                             let ix = local.ix_of[x as usize];
                             let into_x = self
                                 .rev
@@ -1932,6 +1960,7 @@ impl Snapshot {
                                 .map(|p| local.local_of[self.rev.to(p) as usize]);
                             let (shared, own) = pass.shared(into_x, &group[1..]);
                             record(&mut out, x, down_count, &crit);
+                            work.shared += shared.len();
                             for y in shared {
                                 record(&mut out, y, down_count, &crit);
                             }
@@ -1949,6 +1978,7 @@ impl Snapshot {
                                 crit.clear();
                                 let simple = local.simple[x as usize] as usize;
                                 let down_count = if simple > 0 {
+                                    work.from_rows += 1;
                                     // Its hard targets are all it takes
                                     // down; the row is sorted, so a
                                     // repeated target is adjacent.
@@ -1967,6 +1997,7 @@ impl Snapshot {
                                     }
                                     simple
                                 } else {
+                                    work.passes += 1;
                                     pass.run(local, crit_bits, x, &mut crit)
                                 };
                                 record(&mut out, x, down_count, &crit);
@@ -1978,17 +2009,25 @@ impl Snapshot {
                             };
                             crit.clear();
                             let down_count = pass.run(local, crit_bits, y, &mut crit);
+                            work.passes += 1;
                             record(&mut out, y, down_count, &crit);
                         }
-                        out
+                        (out, work)
                     })
                 })
                 .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("spof worker"))
-                .collect()
+            let mut found = Vec::new();
+            let mut work = SpofWork::default();
+            for h in handles {
+                let (out, w) = h.join().expect("spof worker");
+                found.extend(out);
+                work.from_rows += w.from_rows;
+                work.passes += w.passes;
+                work.shared += w.shared;
+            }
+            (found, work)
         });
+        work.candidates = candidates.len() + groups.iter().map(Vec::len).sum::<usize>();
         found.sort_by(|a, b| {
             b.critical_down
                 .len()
@@ -1996,7 +2035,7 @@ impl Snapshot {
                 .then(b.down_count.cmp(&a.down_count))
                 .then(a.node.cmp(&b.node))
         });
-        Ok(found)
+        Ok((found, work))
     }
 
     /// The shortest chain of present relations between two resources,

@@ -1125,6 +1125,21 @@ fn spofs_of_resources_with_the_same_dependants_share_a_pass_only_when_exact() {
         ]
     );
     assert_eq!(spofs_as_tuples(&s, &tier1), spofs_by_impact(&s, &tier1[0]));
+    // And the shortcuts are taken. All 13 are candidates (critical, or
+    // leading to one). From their rows: i1 and i2 (each one of app's two
+    // instances), app (it takes down edge, which takes down nothing) and
+    // edge. Passes: dns, whose answer is auth's as well; x1 and y1; m and
+    // z-q; t1, a-root and k.
+    let (_, work) = s.spofs_counted(None, &tier1).unwrap();
+    assert_eq!(
+        work,
+        infragraph::graph::SpofWork {
+            candidates: 13,
+            from_rows: 4,
+            passes: 8,
+            shared: 1
+        }
+    );
 }
 
 #[test]
@@ -1239,6 +1254,16 @@ fn spofs_agree_with_one_impact_per_resource() {
     let naive = spofs_by_impact(&s, &critical[0]);
     assert!(naive.len() > 10, "{}", naive.len());
     assert_eq!(fast, naive);
+    // Most candidates are settled from their own row, and the shared
+    // platform services (DNS, auth, logging…) by one pass among them.
+    let (_, work) = s.spofs_counted(None, &critical).unwrap();
+    assert!(work.shared >= 4, "{work:?}");
+    assert!(work.from_rows > work.candidates / 2, "{work:?}");
+    assert_eq!(
+        work.candidates,
+        work.from_rows + work.passes + work.shared,
+        "{work:?}"
+    );
     // Scoped: exactly the unscoped answer's SPOFs that the scope selects.
     for text in ["contained_in=zone:r0a", "kind=host", "kind=service,tier!=1"] {
         let scope = infragraph::graph::Selector::parse(text).unwrap();
