@@ -26,8 +26,9 @@ impl ChangedDependency {
 
 /// Everything `ix` needs (see [`Snapshot::dependencies`]) that changed since
 /// `since`: created, updated, retired or revived, or whose relations did.
-/// Relations retired in the window are followed one step too, so a
-/// dependency that was removed shows up. Most recent change first.
+/// Relations retired in the window are followed too, and chains of them to
+/// their end, so a dependency that was removed shows up, with what it
+/// needed through relations also removed. Most recent change first.
 pub async fn changed_dependencies(
     store: &Store,
     snap: &Snapshot,
@@ -41,45 +42,68 @@ pub async fn changed_dependencies(
     // Relations retired in the window whose failure semantics made `to` a
     // dependency of `from`, where `from` is the resource or one of its deps.
     let retired: Vec<Change> = store.retired_relations_since(since).await?;
-    for c in &retired {
-        let (to, kind) = c.relation.as_ref().expect("filtered");
-        let Some(rule) = ImpactRule::of(kind) else {
-            continue;
-        };
-        // The needing end and the needed end of the retired relation.
-        let (needer, needed) = if rule.to_reaches_from {
-            (c.resource_id.as_str(), to.as_str())
-        } else {
-            (to.as_str(), c.resource_id.as_str())
-        };
-        let (Some(needer), Some(needed)) = (snap.lookup(needer), snap.lookup(needed)) else {
-            continue;
-        };
-        if needed == ix || depth_of.contains_key(&needed) {
-            continue;
+    // Followed in rounds until one adds nothing, each round from what the
+    // ones before it found: a chain of retired relations (a → b → c, both
+    // dropped) is followed to its end whatever the order of the ids, and a
+    // resource found two ways gets the shorter (the earlier round's) depth.
+    loop {
+        let mut found: Vec<(Ix, Dependency)> = Vec::new();
+        for c in &retired {
+            let (to, kind) = c.relation.as_ref().expect("filtered");
+            let Some(rule) = ImpactRule::of(kind) else {
+                continue;
+            };
+            // The needing end and the needed end of the retired relation.
+            let (needer, needed) = if rule.to_reaches_from {
+                (c.resource_id.as_str(), to.as_str())
+            } else {
+                (to.as_str(), c.resource_id.as_str())
+            };
+            let (Some(needer), Some(needed)) = (snap.lookup(needer), snap.lookup(needed)) else {
+                continue;
+            };
+            if needed == ix || depth_of.contains_key(&needed) {
+                continue;
+            }
+            let base = if needer == ix {
+                Some((0, Vec::new()))
+            } else {
+                depth_of
+                    .get(&needer)
+                    .map(|&i| (deps[i].depth, deps[i].path.clone()))
+            };
+            let Some((depth, mut path)) = base else {
+                continue;
+            };
+            if max_depth.is_some_and(|m| depth + 1 > m) {
+                continue;
+            }
+            if found
+                .iter()
+                .any(|(n, d)| *n == needed && d.depth <= depth + 1)
+            {
+                continue;
+            }
+            if let Some(rel) = snap.lookup_relation(&c.resource_id, to, kind) {
+                path.push(rel);
+            }
+            found.retain(|(n, _)| *n != needed);
+            found.push((
+                needed,
+                Dependency {
+                    node: needed,
+                    depth: depth + 1,
+                    path,
+                },
+            ));
         }
-        let base = if needer == ix {
-            Some((0, Vec::new()))
-        } else {
-            depth_of
-                .get(&needer)
-                .map(|&i| (deps[i].depth, deps[i].path.clone()))
-        };
-        let Some((depth, mut path)) = base else {
-            continue;
-        };
-        if max_depth.is_some_and(|m| depth + 1 > m) {
-            continue;
+        if found.is_empty() {
+            break;
         }
-        if let Some(rel) = snap.lookup_relation(&c.resource_id, to, kind) {
-            path.push(rel);
+        for (needed, dep) in found {
+            depth_of.insert(needed, deps.len());
+            deps.push(dep);
         }
-        depth_of.insert(needed, deps.len());
-        deps.push(Dependency {
-            node: needed,
-            depth: depth + 1,
-            path,
-        });
     }
     let ids: Vec<String> = deps
         .iter()

@@ -492,7 +492,83 @@ async fn manual_assertions_are_additive_and_retractable(url: String) {
 
 mod changed {
     use super::*;
-    both_backends!(changed_dependencies_follow_the_change_log);
+    both_backends!(
+        changed_dependencies_follow_the_change_log,
+        changed_dependencies_follow_chains_of_removed_relations
+    );
+}
+
+/// A chain of relations removed in the window (top → mid → bottom, both
+/// dropped) is followed to its end, whatever order the ids sort in: the
+/// change log lists the retirements by time and id, and the one from mid
+/// may come before the one that makes mid a dependency at all.
+async fn changed_dependencies_follow_chains_of_removed_relations(url: String) {
+    // Ids in each order: the needer of the second link sorting before and
+    // after the first link's.
+    for (top, mid, bottom) in [
+        ("svc:a", "svc:b", "db:z"),
+        ("svc:z-top", "svc:a-mid", "db:c"),
+    ] {
+        let store = Store::connect(&url).await.unwrap();
+        let f = Files::new();
+        let p = f.write(
+            "inv.yaml",
+            &format!(
+                "resources:
+  - {{id: '{top}', kind: service}}
+  - {{id: '{mid}', kind: service}}
+  - {{id: '{bottom}', kind: database}}
+relations:
+  - {{from: '{top}', to: '{mid}', kind: depends_on}}
+  - {{from: '{mid}', to: '{bottom}', kind: depends_on}}
+"
+            ),
+        );
+        load(&store, std::slice::from_ref(&p)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let since = infragraph::model::now_ms();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        // Both links of the chain go in one run; the resources stay.
+        f.write(
+            "inv.yaml",
+            &format!(
+                "resources:
+  - {{id: '{top}', kind: service}}
+  - {{id: '{mid}', kind: service}}
+  - {{id: '{bottom}', kind: database}}
+relations: []
+"
+            ),
+        );
+        load(&store, std::slice::from_ref(&p)).await;
+        let (res, rels) = store.load_all().await.unwrap();
+        let snap = infragraph::graph::Snapshot::build(res, rels, 0);
+        let ix = snap.lookup(top).unwrap();
+        let changed = infragraph::incident::changed_dependencies(&store, &snap, ix, None, since)
+            .await
+            .unwrap();
+        let mut got: Vec<(String, u32)> = changed
+            .iter()
+            .map(|c| {
+                (
+                    snap.resource(c.dependency.node).id.clone(),
+                    c.dependency.depth,
+                )
+            })
+            .collect();
+        got.sort();
+        let mut want = vec![(mid.to_string(), 1), (bottom.to_string(), 2)];
+        want.sort();
+        assert_eq!(got, want, "{top} → {mid} → {bottom}");
+        // With a depth limit, the chain stops there.
+        let one = infragraph::incident::changed_dependencies(&store, &snap, ix, Some(1), since)
+            .await
+            .unwrap();
+        assert_eq!(one.len(), 1, "{top} → {mid} → {bottom}, depth 1");
+        assert_eq!(snap.resource(one[0].dependency.node).id, mid);
+        store.close().await;
+        drop(f);
+    }
 }
 
 /// `dependencies(changedSince)`: the incident question "what changed
