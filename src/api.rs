@@ -419,7 +419,14 @@ async fn diagram_http(
             return text(StatusCode::BAD_REQUEST, e);
         }
     }
+    if let Err(e) = crate::diagram::server_max_nodes(opts.max_nodes) {
+        return text(StatusCode::BAD_REQUEST, e.to_string());
+    }
     let snap = state.app.snapshot();
+    // One render per core at a time: the others wait their turn.
+    let Ok(_permit) = RENDERS.acquire().await else {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+    };
     let result = tokio::task::spawn_blocking(move || {
         let d = crate::diagram::build(&snap, kind, &opts)?;
         crate::diagram::render(&d.dot(), format).map_err(DiagramOrRender::Render)
@@ -455,6 +462,9 @@ async fn diagram_http(
         ),
     }
 }
+
+/// Diagram renders (`dot` processes) running at once, server-wide.
+static RENDERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 enum DiagramOrRender {
     Diagram(crate::diagram::DiagramError),
@@ -1749,7 +1759,10 @@ impl Query {
             hops: hops.map(|h| h.max(0) as u32),
             group_by,
             failed: failed.into_iter().map(|f| f.0).collect(),
-            max_nodes: max_nodes.map_or(crate::diagram::DEFAULT_MAX_NODES, |m| m.max(0) as usize),
+            max_nodes: crate::diagram::server_max_nodes(
+                max_nodes.map_or(crate::diagram::DEFAULT_MAX_NODES, |m| m.max(0) as usize),
+            )
+            .map_err(|e| client_error("BAD_INPUT", e.to_string()))?,
         };
         let kind = match kind {
             DiagramKind::Network => Kind::Network,

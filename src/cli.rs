@@ -173,7 +173,7 @@ pub enum Command {
         /// Random seed: the same size and seed give the same estate
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Output file (.yaml); standard output when absent
+        /// Output file: .json for JSON, YAML otherwise; YAML to standard output when absent
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
@@ -350,7 +350,14 @@ pub fn run() -> anyhow::Result<ExitCode> {
                     let f = std::fs::File::create(p)
                         .with_context(|| format!("cannot create {}", p.display()))?;
                     let mut w = std::io::BufWriter::new(f);
-                    crate::generate::write_yaml(&estate, &mut w)?;
+                    // The inventory collector reads a file by its extension.
+                    if p.extension()
+                        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+                    {
+                        crate::generate::write_json(&estate, &mut w)?;
+                    } else {
+                        crate::generate::write_yaml(&estate, &mut w)?;
+                    }
                     w.flush()?;
                 }
                 None => crate::generate::write_yaml(

@@ -28,6 +28,21 @@ use crate::model::{Relation, Resource, Status};
 
 /// Default cap on the number of nodes drawn.
 pub const DEFAULT_MAX_NODES: usize = 300;
+
+/// The most nodes the server draws for a request (HTTP and GraphQL): it
+/// renders for anyone who can reach it, and `dot` on tens of thousands of
+/// nodes holds a core for minutes. The CLI has no such bound.
+pub const SERVER_MAX_NODES: usize = 2000;
+
+/// The server's check of a requested node cap.
+pub fn server_max_nodes(n: usize) -> Result<usize, DiagramError> {
+    if n > SERVER_MAX_NODES {
+        return Err(DiagramError::Invalid(format!(
+            "max_nodes {n} is over the server's limit of {SERVER_MAX_NODES}; draw larger diagrams with `infragraph diagram`"
+        )));
+    }
+    Ok(n)
+}
 /// Default `--hops` around a resource in the dependency view.
 pub const DEFAULT_HOPS: u32 = 2;
 
@@ -1084,11 +1099,13 @@ fn impact(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
         .copied()
         .collect();
     if shown.len() < total {
+        // Counted as the title counts: the failed resources apart.
+        let nfailed = failed_set.len();
         notes.push(format!(
             "showing the nearest {} of {} impacted ({} down, {} degraded); narrow with --hops N",
-            thousands(shown.len()),
-            thousands(total),
-            thousands(result.down.len()),
+            thousands(shown.len().saturating_sub(nfailed)),
+            thousands(total.saturating_sub(nfailed)),
+            thousands(result.down.len().saturating_sub(nfailed)),
             thousands(result.degraded.len())
         ));
     }
@@ -1211,7 +1228,7 @@ fn impact(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
     let title = format!(
         "Impact of {}: {} down, {} degraded",
         clip(&failed_ids.join(", ")),
-        thousands(result.down.len().saturating_sub(failed.len())),
+        thousands(result.down.len().saturating_sub(failed_set.len())),
         thousands(result.degraded.len())
     );
     let nodes = b.nodes.len();
@@ -1251,7 +1268,7 @@ fn legend() -> Stmt {
         ),
         entry(
             "legend:down",
-            "DOWN\n(every input lost)",
+            "DOWN\n(a hard input lost, or every instance/target)",
             DOWN_FILL,
             "black",
             "rounded,filled,bold",

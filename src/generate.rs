@@ -321,6 +321,45 @@ pub fn write_yaml(estate: &Estate, mut w: impl Write) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes an estate in the inventory-file format as JSON (one item a line).
+pub fn write_json(estate: &Estate, mut w: impl Write) -> std::io::Result<()> {
+    let q = yaml_str;
+    writeln!(w, "{{\"resources\": [")?;
+    for (i, r) in estate.resources.iter().enumerate() {
+        write!(w, "  {{\"id\": {}, \"kind\": {}", q(&r.id), q(&r.kind))?;
+        if !r.labels.is_empty() {
+            let labels: Vec<String> = r
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{}: {}", q(k), q(v)))
+                .collect();
+            write!(w, ", \"labels\": {{{}}}", labels.join(", "))?;
+        }
+        let comma = if i + 1 < estate.resources.len() {
+            ","
+        } else {
+            ""
+        };
+        writeln!(w, "}}{comma}")?;
+    }
+    writeln!(w, "], \"relations\": [")?;
+    for (i, r) in estate.relations.iter().enumerate() {
+        let comma = if i + 1 < estate.relations.len() {
+            ","
+        } else {
+            ""
+        };
+        writeln!(
+            w,
+            "  {{\"from\": {}, \"to\": {}, \"kind\": {}}}{comma}",
+            q(&r.from),
+            q(&r.to),
+            q(&r.kind)
+        )?;
+    }
+    writeln!(w, "]}}")
+}
+
 fn yaml_str(s: &str) -> String {
     // JSON strings are valid YAML scalars and quote everything that needs it.
     serde_json::to_string(s).expect("strings serialize")
@@ -354,5 +393,22 @@ mod tests {
         assert_eq!(batch.resources.len(), a.resources.len());
         assert_eq!(batch.relations.len(), a.relations.len());
         assert!(a.resources.len() > 500, "{}", a.resources.len());
+        // The same estate as JSON reads back to the same batch.
+        let mut buf = Vec::new();
+        write_json(&a, &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let json =
+            collectors::inventory::parse_file("gen.json", std::path::Path::new("gen.json"), &text)
+                .unwrap();
+        // The same items; only where each came from (file and line) differs.
+        let strip = |b: &collectors::ScopeBatch| {
+            let mut b = b.clone();
+            b.resources.iter_mut().for_each(|r| r.origin = None);
+            b.relations.iter_mut().for_each(|r| r.origin = None);
+            b
+        };
+        let (json, yaml) = (strip(&json), strip(&batch));
+        assert!(json.resources == yaml.resources, "resources differ");
+        assert!(json.relations == yaml.relations, "relations differ");
     }
 }

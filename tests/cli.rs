@@ -97,6 +97,30 @@ fn collect_and_impact_from_the_command_line() {
     );
 }
 
+/// `generate -o FILE` writes the format the file's extension names, so the
+/// inventory collector, which reads by extension, loads it back.
+#[test]
+fn generated_estates_load_back_as_yaml_and_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["small.yaml", "small.json"] {
+        let db = common::TestDb::sqlite();
+        let path = dir.path().join(name);
+        let out = bin()
+            .args(["generate", "--size", "small", "-o"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        let out = run(&db.url, &["collect", "inventory", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("ok — 1052 resources, 4361 relations"),
+            "{name}: {}",
+            text(&out.stdout)
+        );
+    }
+}
+
 #[test]
 fn a_bad_inventory_file_is_rejected_with_file_and_line_and_writes_nothing() {
     let db = common::TestDb::sqlite();

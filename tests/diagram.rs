@@ -704,6 +704,26 @@ mod http {
         assert_eq!(s, 400);
         let (s, _, _) = get(addr, "/diagrams/flowchart.svg").await;
         assert_eq!(s, 404);
+        // The server draws at most 2,000 nodes a request, and says so.
+        let (s, _, _) = get(addr, "/diagrams/network.dot?max_nodes=2000").await;
+        assert_eq!(s, 200);
+        let (s, _, body) = get(addr, "/diagrams/network.svg?max_nodes=100000").await;
+        assert_eq!(s, 400);
+        assert!(
+            String::from_utf8_lossy(&body).contains("over the server's limit of 2000"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let v: serde_json::Value = reqwest::Client::new()
+            .post(format!("http://{addr}/graphql"))
+            .json(&json!({"query": "{ diagram(kind: NETWORK, maxNodes: 100000) }"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_INPUT", "{v}");
         // GraphQL: DOT text.
         let v: serde_json::Value = reqwest::Client::new()
             .post(format!("http://{addr}/graphql"))

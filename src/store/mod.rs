@@ -429,15 +429,37 @@ fn normalize_url(url: &str) -> anyhow::Result<(Backend, String)> {
     )
 }
 
-/// Hides a password in a URL before it reaches a log or an error.
+/// Hides a password in a URL before it reaches a log or an error: the one
+/// in the user part (up to the last `@`, since an unescaped `@` may be in
+/// the password) and any query parameter whose name contains "password"
+/// (`?password=`, `?sslpassword=`, which the drivers accept too).
 pub fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((userinfo, host)) = rest.split_once('@')
-        && let Some((user, _password)) = userinfo.split_once(':')
-    {
-        return format!("{scheme}://{user}:***@{host}");
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+                None => base.to_string(),
+            },
+            None => base.to_string(),
+        },
+        None => base.to_string(),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.to_ascii_lowercase().contains("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
-    url.to_string()
+    out
 }
 
 fn status(row: &AnyRow, at: usize) -> anyhow::Result<Status> {
@@ -606,6 +628,22 @@ mod tests {
             .to_string();
         assert!(!err.contains("hunter2"), "{err}");
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            redact("postgres://u:se@cret@h/db?sslmode=require"),
+            "postgres://u:***@h/db?sslmode=require"
+        );
+        assert_eq!(
+            redact("postgres://u@h:1/db?password=s3cretpw&sslmode=disable&SSLPassword=k3y"),
+            "postgres://u@h:1/db?password=***&sslmode=disable&SSLPassword=***"
+        );
+        assert_eq!(
+            redact("sqlite:///tmp/a.db?mode=rwc"),
+            "sqlite:///tmp/a.db?mode=rwc"
+        );
+        let err = normalize_url("mysql://root@h/db?password=hunter2")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
         assert_eq!(values_clause(Backend::Postgres, 2, 2), "($1,$2),($3,$4)");
         assert_eq!(values_clause(Backend::Sqlite, 1, 2), "(?,?)");
         assert_eq!(placeholders(Backend::Postgres, 3), "$1,$2,$3");
