@@ -1012,3 +1012,40 @@ async fn relations_ending_at_a_resource_are_read_through_an_index(url: String) {
         .join("\n");
     assert!(plan.contains("relation_sources_to"), "the plan: {plan}");
 }
+
+/// SQLite has one writer at a time. A run that finds the file locked by
+/// another process (a `collect` beside a running server's long run) waits
+/// and goes in once the lock is free, instead of failing after the
+/// driver's 10 s and leaving no record; runs in one process take turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_run_waits_for_another_writer_instead_of_failing() {
+    use sqlx::Connection;
+    let db = common::TestDb::sqlite();
+    let store = Store::connect(&db.url).await.unwrap();
+    // The other process: a connection of its own holding the write lock.
+    let mut other = sqlx::AnyConnection::connect(&format!("{}?mode=rw", db.url))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let (s1, s2) = (store.clone(), store.clone());
+    let first =
+        tokio::spawn(async move { apply(&s1, vec![batch("r1", true, &["a"])], vec![]).await });
+    let second =
+        tokio::spawn(async move { apply(&s2, vec![batch("r2", true, &["b"])], vec![]).await });
+    // Past the driver's busy timeout.
+    tokio::time::sleep(std::time::Duration::from_secs(12)).await;
+    assert!(!first.is_finished() && !second.is_finished());
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    for run in [first.await.unwrap(), second.await.unwrap()] {
+        assert_eq!(run.status, RunStatus::Ok, "{run:?}");
+    }
+    let (res, _) = store.load_all().await.unwrap();
+    let mut ids: Vec<&str> = res.iter().map(|r| r.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(store.runs(10).await.unwrap().len(), 2, "no failed runs");
+    store.close().await;
+}

@@ -37,6 +37,9 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Runs in this process, one at a time on SQLite (see
+    /// [`Store::apply`]); PostgreSQL serializes them with a lock of its own.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Rows per multi-row statement stay under this many bind parameters
@@ -94,7 +97,11 @@ impl Store {
             .run(&pool)
             .await
             .with_context(|| format!("cannot migrate database {}", redact(&url)))?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            writer: Default::default(),
+        })
     }
 
     /// The database kind.

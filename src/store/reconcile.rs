@@ -163,6 +163,23 @@ struct Counts {
     retired: i64,
 }
 
+/// How long a SQLite run waits for another process's run to finish.
+pub const LOCKED_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Whether an error is SQLite's "database is locked" (SQLITE_BUSY, after
+/// the connection's busy timeout).
+fn is_locked(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<sqlx::Error>().is_some_and(|e| match e {
+            sqlx::Error::Database(d) => {
+                matches!(d.code().as_deref(), Some("5" | "517" | "261"))
+                    || d.message().contains("database is locked")
+            }
+            _ => false,
+        })
+    })
+}
+
 impl Store {
     /// Records one run: reconciles its observations in one transaction, or,
     /// when the collector failed or its output is invalid, records a failed
@@ -174,14 +191,47 @@ impl Store {
 
     /// [`Store::apply`], recorded only while `guard` holds; otherwise
     /// nothing is written and the error is a [`Superseded`].
+    ///
+    /// On SQLite, one database writer at a time: runs in this process wait
+    /// their turn, and a run that finds the file locked by another process
+    /// (a `collect` beside a running server) is tried again for up to
+    /// [`LOCKED_FOR`], with a warning, instead of failing after the
+    /// driver's 10 s wait and losing the run.
     pub async fn apply_unless_seen(
         &self,
         input: RunInput,
         guard: Option<Guard>,
     ) -> anyhow::Result<Run> {
+        if self.backend() == Backend::Postgres {
+            return self.apply_once(&input, guard.as_ref()).await;
+        }
+        let _turn = self.writer.lock().await;
+        let started = std::time::Instant::now();
+        let mut warned = std::time::Duration::ZERO;
+        loop {
+            match self.apply_once(&input, guard.as_ref()).await {
+                Err(e) if is_locked(&e) && started.elapsed() < LOCKED_FOR => {
+                    // Once, then every half minute.
+                    if warned.is_zero()
+                        || started.elapsed() - warned >= std::time::Duration::from_secs(30)
+                    {
+                        warned = started.elapsed();
+                        tracing::warn!(
+                            waited_s = warned.as_secs(),
+                            "the SQLite store is locked by another process's run; waiting for it"
+                        );
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn apply_once(&self, input: &RunInput, guard: Option<&Guard>) -> anyhow::Result<Run> {
         let collection = match &input.outcome {
             Ok(c) => c,
-            Err(e) => return self.record_failed(&input, e.clone()).await,
+            Err(e) => return self.record_failed(input, e.clone()).await,
         };
         let mut status = if input.additive || collection.is_complete() {
             RunStatus::Ok
@@ -195,16 +245,7 @@ impl Store {
             status = RunStatus::Failed;
         }
         let mut tx = self.pool().begin().await?;
-        match reconcile(
-            &mut tx,
-            self.backend(),
-            &input,
-            collection,
-            status,
-            guard.as_ref(),
-        )
-        .await
-        {
+        match reconcile(&mut tx, self.backend(), input, collection, status, guard).await {
             Ok((run_id, counts)) => {
                 tx.commit().await?;
                 tracing::info!(
@@ -223,17 +264,23 @@ impl Store {
             }
             Err(Failure::Invalid(msg)) => {
                 tx.rollback().await?;
-                self.record_failed(&input, msg).await
+                self.record_failed(input, msg).await
             }
             Err(Failure::Refused(why)) => {
                 tx.rollback().await?;
                 Err(why)
             }
+            Err(Failure::Db(err)) if is_locked(&err) => {
+                // Tried again by the caller; a failed run would need the
+                // same lock to be recorded.
+                tx.rollback().await.ok();
+                Err(err)
+            }
             Err(Failure::Db(err)) => {
                 tx.rollback().await.ok();
                 let msg = format!("database error: {err:#}");
                 // Try to leave a trace of the failure; the original error wins.
-                if let Err(e) = self.record_failed(&input, msg).await {
+                if let Err(e) = self.record_failed(input, msg).await {
                     tracing::warn!(error = %e, "could not record the failed run");
                 }
                 Err(err)
