@@ -59,6 +59,35 @@ pub const MAX_BODY: usize = 1 << 20;
 pub const MAX_REPORT_BODY: usize = 16 << 20;
 /// Largest page of `resources`.
 pub const MAX_PAGE: usize = 10_000;
+/// Most objects one request may list (resources of a page, relations of a
+/// resource, entries of an impact list), counted as they are resolved.
+/// The complexity limit is checked before anything runs and cannot know
+/// that a hub has thousands of relations: nesting `relations` three deep
+/// through one would list millions. A hub's whole impact on the medium
+/// estate (46,000 entries) is well within it.
+pub const MAX_OBJECTS: usize = 250_000;
+
+/// What a request has listed so far, against [`MAX_OBJECTS`].
+#[derive(Default)]
+struct Listed(std::sync::atomic::AtomicUsize);
+
+/// Counts `n` more listed objects; an error once the request is over
+/// [`MAX_OBJECTS`].
+fn list(ctx: &Context<'_>, n: usize) -> async_graphql::Result<()> {
+    let Some(listed) = ctx.data_opt::<Listed>() else {
+        return Ok(());
+    };
+    let before = listed.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    if before + n > MAX_OBJECTS {
+        return Err(client_error(
+            "TOO_LARGE",
+            format!(
+                "this answer would list more than {MAX_OBJECTS} objects: page it (first/offset) or nest relations less deep"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Builds the schema with its limits. Data is attached per request.
 pub fn schema() -> InfraSchema {
@@ -304,7 +333,8 @@ async fn graphql(
         .data(loader)
         .data(state.app.snapshot())
         .data(state.app.clone())
-        .data(auth);
+        .data(auth)
+        .data(Listed::default());
     GraphQLResponse::from(state.schema.execute(req).await).into_response()
 }
 
@@ -649,8 +679,8 @@ impl Resource {
 #[Object]
 impl Resource {
     /// Globally unique, stable id.
-    async fn id(&self) -> &str {
-        &self.r().id
+    async fn id(&self) -> async_graphql::ID {
+        async_graphql::ID(self.r().id.clone())
     }
     /// Kind: host, service, database, load_balancer, vpc, subnet, ...
     async fn kind(&self) -> &str {
@@ -706,13 +736,19 @@ impl Resource {
     }
     /// Its present relations; both directions by default, optionally one kind.
     #[graphql(complexity = "10 * child_complexity")]
-    async fn relations(&self, direction: Option<Direction>, kind: Option<String>) -> Vec<Relation> {
+    async fn relations(
+        &self,
+        ctx: &Context<'_>,
+        direction: Option<Direction>,
+        kind: Option<String>,
+    ) -> async_graphql::Result<Vec<Relation>> {
         let (out, inc) = match direction.unwrap_or(Direction::Both) {
             Direction::Outgoing => (true, false),
             Direction::Incoming => (false, true),
             Direction::Both => (true, true),
         };
-        self.snap
+        let found: Vec<Relation> = self
+            .snap
             .relations_of(self.ix, out, inc)
             .into_iter()
             .filter(|&r| {
@@ -723,7 +759,9 @@ impl Resource {
                 snap: self.snap.clone(),
                 ix,
             })
-            .collect()
+            .collect();
+        list(ctx, found.len())?;
+        Ok(found)
     }
     /// Its change log (and that of its relations), newest first. Batched:
     /// the history of a page of resources costs one query.
@@ -946,8 +984,8 @@ pub struct ImpactedResource {
 #[Object]
 impl ImpactedResource {
     /// The resource's id (the same as `resource { id }`, cheaper for long lists).
-    async fn id(&self) -> &str {
-        &self.snap.resource(self.item.node).id
+    async fn id(&self) -> async_graphql::ID {
+        async_graphql::ID(self.snap.resource(self.item.node).id.clone())
     }
     /// The resource's kind.
     async fn kind(&self) -> &str {
@@ -1300,8 +1338,15 @@ impl Impact {
     }
     /// The failed resources and everything the rules force down, by depth
     /// then id. Page with `first` and `offset`.
-    async fn down(&self, ctx: &Context<'_>, first: Option<i32>, offset: Option<i32>) -> ImpactList {
-        ImpactList::new(ctx, self.page(&self.result.down, first, offset))
+    async fn down(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        offset: Option<i32>,
+    ) -> async_graphql::Result<ImpactList> {
+        let page = self.page(&self.result.down, first, offset);
+        list(ctx, page.len())?;
+        Ok(ImpactList::new(ctx, page))
     }
     /// Reached by the failure but still up, by depth then id. Page with
     /// `first` and `offset`.
@@ -1310,8 +1355,10 @@ impl Impact {
         ctx: &Context<'_>,
         first: Option<i32>,
         offset: Option<i32>,
-    ) -> ImpactList {
-        ImpactList::new(ctx, self.page(&self.result.degraded, first, offset))
+    ) -> async_graphql::Result<ImpactList> {
+        let page = self.page(&self.result.degraded, first, offset);
+        list(ctx, page.len())?;
+        Ok(ImpactList::new(ctx, page))
     }
     /// How many resources are down.
     async fn down_count(&self) -> i32 {
@@ -1611,7 +1658,7 @@ impl Query {
     /// unless `status` says otherwise. Relay-paginated by id.
     #[allow(clippy::too_many_arguments)]
     #[graphql(
-        complexity = "first.unwrap_or(100).max(1) as usize * child_complexity + if search.is_some() || labels.is_some() { PATH_COST } else { 0 }"
+        complexity = "first.unwrap_or(100).max(1) as usize * child_complexity + if search.is_some() || labels.is_some() || kind.is_some() || status.is_some() { PATH_COST } else { 0 }"
     )]
     async fn resources(
         &self,

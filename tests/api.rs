@@ -867,3 +867,63 @@ async fn list_amplification_gone_ids_and_empty_critical_are_refused() {
         assert!(error_message(&v).starts_with(says), "{q}: {v}");
     }
 }
+
+/// The complexity limit cannot know that a hub has hundreds of relations:
+/// relations nested three deep through one would list each of them for
+/// each of them. Listing stops at `MAX_OBJECTS` with an error that says
+/// what to do; the same hub's relations two deep are fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relations_through_a_hub_stop_at_the_object_budget() {
+    let f = common::Files::new();
+    let mut inv = String::from("resources:\n  - {id: 'svc:hub', kind: service}\n");
+    for i in 0..600 {
+        inv.push_str(&format!("  - {{id: 'svc:s{i}', kind: service}}\n"));
+    }
+    inv.push_str("relations:\n");
+    for i in 0..600 {
+        inv.push_str(&format!(
+            "  - {{from: 'svc:s{i}', to: 'svc:hub', kind: depends_on}}\n"
+        ));
+    }
+    let path = f.write("hub.yaml", &inv);
+    let db = common::TestDb::sqlite();
+    let store = Store::connect(&db.url).await.unwrap();
+    let app: Arc<App> = App::new(store, None).await.unwrap();
+    let collector = ConfiguredCollector::Inventory(collectors::inventory::InventoryConfig {
+        paths: vec![path],
+    });
+    app.collect(&collector).await.unwrap();
+    let s = common::Running::start(app).await;
+    let gql = |q: &'static str| {
+        let (client, addr) = (s.client.clone(), s.addr);
+        async move {
+            client
+                .post(format!("http://{addr}/graphql"))
+                .json(&json!({ "query": q }))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // 600 + 600 × 600 relations: over the budget.
+    let v = gql(r#"{ resource(id: "svc:hub") { relations { from { relations { to { relations { kind } } } } } } }"#).await;
+    assert_eq!(
+        v["errors"][0]["extensions"]["code"],
+        "TOO_LARGE",
+        "{}",
+        &v.to_string()[..300.min(v.to_string().len())]
+    );
+    assert!(error_message(&v).contains("more than 250000 objects"));
+    // 600 + 600: fine.
+    let v =
+        gql(r#"{ resource(id: "svc:hub") { relations { from { relations { kind } } } } }"#).await;
+    assert!(v["errors"].is_null(), "{v}");
+    assert_eq!(
+        v["data"]["resource"]["relations"].as_array().unwrap().len(),
+        600
+    );
+    drop(db);
+}

@@ -44,6 +44,63 @@ fn committed_schema_matches_the_binary() {
         text(&out.stdout) == committed,
         "schema/infragraph.graphql is stale: run `cargo run -- schema > schema/infragraph.graphql`"
     );
+    // The field types the core issue gives as a contract (descriptions
+    // aside): clients generate code from them.
+    let field = |ty: &str, name: &str| -> String {
+        let start = committed
+            .find(&format!("\ntype {ty} {{"))
+            .unwrap_or_else(|| panic!("no type {ty}"));
+        let body = &committed[start..];
+        let body = &body[..body.find("\n}").unwrap()];
+        body.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(&format!("{name}(")) || l.starts_with(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {ty}.{name}"))
+            .to_string()
+    };
+    for (ty, want) in [
+        ("Query", "resource(id: ID!): Resource"),
+        ("Query", "impact(failed: [ID!]"),
+        ("Query", "dependencies(id: ID!"),
+        ("Resource", "id: ID!"),
+        ("Resource", "kind: String!"),
+        ("Resource", "name: String!"),
+        ("Resource", "labels: [Label!]!"),
+        ("Resource", "status: ResourceStatus!"),
+        ("Resource", "firstSeen: DateTime!"),
+        ("Resource", "sources: [Provenance!]!"),
+        (
+            "Resource",
+            "relations(direction: Direction, kind: String): [Relation!]!",
+        ),
+        ("Relation", "kind: String!"),
+        ("Relation", "from: Resource!"),
+        ("Relation", "to: Resource!"),
+        ("ResourceConnection", "totalCount: Int!"),
+        ("ImpactedResource", "resource: Resource!"),
+        ("ImpactedResource", "depth: Int!"),
+        ("ImpactedResource", "path: [Relation!]!"),
+        (
+            "Mutation",
+            "assertResource(id: ID!, kind: String!, name: String, labels: [LabelInput!]): Resource!",
+        ),
+        (
+            "Mutation",
+            "assertRelation(from: ID!, to: ID!, kind: String!): Relation!",
+        ),
+        ("Mutation", "retractResource(id: ID!): Boolean!"),
+        (
+            "Mutation",
+            "retractRelation(from: ID!, to: ID!, kind: String!): Boolean!",
+        ),
+    ] {
+        let name = want.split(['(', ':']).next().unwrap();
+        let got = field(ty, name);
+        assert!(
+            got.starts_with(want),
+            "{ty}.{name}: `{got}`, the contract says `{want}`"
+        );
+    }
 }
 
 #[test]
