@@ -745,9 +745,6 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
             for (ix, path) in &members {
                 let r = snap.resource(*ix);
                 if is_gateway(&r.kind) {
-                    let keys = add_path(&mut b, path);
-                    b.node(&r.id, keys, styled(&r.kind, name_line(r)));
-                    drawn += 1;
                     continue;
                 }
                 let mut p = path.clone();
@@ -771,9 +768,35 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
                         .or_default() += 1;
                 }
             }
-            for (path, kinds) in &counts {
-                if drawn >= opts.max_nodes {
-                    break;
+            // Gateways are drawn while they fit beside the counts; past
+            // the cap (hundreds of VPCs) they are counted too.
+            let fold_gateways =
+                drawn + gateways + counts.len() + usize::from(lbs > 0) > opts.max_nodes;
+            for (ix, path) in &members {
+                let r = snap.resource(*ix);
+                if !is_gateway(&r.kind) {
+                    continue;
+                }
+                if fold_gateways {
+                    *counts
+                        .entry(path.clone())
+                        .or_default()
+                        .entry(r.kind.clone())
+                        .or_default() += 1;
+                } else {
+                    let keys = add_path(&mut b, path);
+                    b.node(&r.id, keys, styled(&r.kind, name_line(r)));
+                    drawn += 1;
+                }
+            }
+            // What the cap leaves out even as counts, said in the note.
+            let room = opts.max_nodes.saturating_sub(drawn + usize::from(lbs > 0));
+            let (mut left_groups, mut left_items) = (0usize, 0usize);
+            for (i, (path, kinds)) in counts.iter().enumerate() {
+                if i >= room {
+                    left_groups += 1;
+                    left_items += kinds.values().sum::<usize>();
+                    continue;
                 }
                 let keys = add_path(&mut b, path);
                 let mut lines: Vec<String> = kinds
@@ -806,9 +829,14 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
                 drawn += 1;
             }
             notes.push(format!(
-                "{} hosts folded into per-{} counts{}; narrow with --scope ID (cap {} nodes)",
+                "{} hosts folded into per-{} counts{}{}; narrow with --scope ID (cap {} nodes)",
                 thousands(hosts_placed),
                 if level == 1 { "subnet" } else { "zone" },
+                if fold_gateways {
+                    format!(", {} gateways counted too", thousands(gateways))
+                } else {
+                    String::new()
+                },
                 if lbs > 0 {
                     format!(", {} load balancers into one", thousands(lbs))
                 } else {
@@ -816,6 +844,13 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
                 },
                 opts.max_nodes
             ));
+            if left_groups > 0 {
+                notes.push(format!(
+                    "{} more groups ({} resources) over the cap, not drawn",
+                    thousands(left_groups),
+                    thousands(left_items)
+                ));
+            }
         }
     }
     // Other relations between drawn nodes (gateway routes, peering, reachability).

@@ -643,6 +643,79 @@ fn large_scopes_are_folded_and_capped_with_a_note() {
     assert!(p.nodes.values().any(|(_, a)| a["label"].contains(" ×")));
 }
 
+/// Hundreds of VPCs, each with a gateway: the gateways alone are over the
+/// cap, so they are counted with the hosts instead of drawn, every host is
+/// in a count, and the note says so.
+#[test]
+fn gateways_over_the_cap_are_counted_not_drawn() {
+    let mut r = vec![
+        res("region:r1", "region", "r1", &[]),
+        res("zone:a", "availability_zone", "zone-a", &[]),
+    ];
+    let mut l = vec![rel("zone:a", "region:r1", "contained_in")];
+    for v in 0..400 {
+        let vpc = format!("vpc:{v}");
+        r.push(res(&vpc, "vpc", &format!("v{v}"), &[]));
+        l.push(rel(&vpc, "region:r1", "contained_in"));
+        let igw = format!("igw:{v}");
+        r.push(res(&igw, "internet_gateway", "igw", &[]));
+        l.push(rel(&igw, &vpc, "contained_in"));
+        for sn in 0..2 {
+            let subnet = format!("subnet:{v}-{sn}");
+            r.push(res(&subnet, "subnet", &subnet, &[]));
+            l.push(rel(&subnet, &vpc, "contained_in"));
+            l.push(rel(&subnet, "zone:a", "contained_in"));
+            let host = format!("host:{v}-{sn}");
+            r.push(res(&host, "host", &host, &[]));
+            l.push(rel(&host, &subnet, "contained_in"));
+        }
+    }
+    let snap = Snapshot::build(r, l, 0);
+    let d = diagram::build(&snap, Kind::Network, &Options::default()).unwrap();
+    let p = parse(&d.dot());
+    let drawn = p.nodes.keys().filter(|k| !k.starts_with("legend:")).count();
+    assert!(drawn <= 300, "{drawn} nodes");
+    assert!(
+        !p.nodes.keys().any(|k| k.starts_with("igw:")),
+        "gateways drawn"
+    );
+    // Every host, gateway and subnet is in a drawn count, or in the note's
+    // rest.
+    let counted = |what: &str| -> usize {
+        p.nodes
+            .iter()
+            .filter(|(k, _)| k.starts_with("fold:"))
+            .flat_map(|(_, (_, a))| a["label"].lines().map(str::to_string).collect::<Vec<_>>())
+            .filter_map(|line| {
+                let (n, rest) = line.split_once(' ')?;
+                rest.starts_with(what)
+                    .then(|| n.replace(',', "").parse::<usize>().unwrap())
+            })
+            .sum()
+    };
+    let rest: usize = d
+        .notes
+        .iter()
+        .find_map(|n| {
+            let (_, after) = n.split_once(" groups (")?;
+            after.split_once(' ')?.0.replace(',', "").parse().ok()
+        })
+        .unwrap_or(0);
+    // Subnets are counted in their VPC-zone node at this level.
+    assert_eq!(
+        counted("host") + counted("internet gateway") + counted("subnet") + rest,
+        800 + 400 + 800,
+        "{:?}",
+        d.notes
+    );
+    assert!(counted("host") > 0, "{:?}", d.notes);
+    assert!(
+        d.notes[0].contains("400 gateways counted too"),
+        "{:?}",
+        d.notes
+    );
+}
+
 mod http {
     use super::*;
     use infragraph::app::App;
