@@ -60,7 +60,8 @@ pub const MAX_REPORT_BODY: usize = 16 << 20;
 /// Largest page of `resources`.
 pub const MAX_PAGE: usize = 10_000;
 /// Most objects one request may list (resources of a page, relations of a
-/// resource, entries of an impact list), counted as they are resolved.
+/// resource, entries of an impact list or table, dependencies, the critical
+/// resources a SPOF takes down), counted as they are resolved.
 /// The complexity limit is checked before anything runs and cannot know
 /// that a hub has thousands of relations: nesting `relations` three deep
 /// through one would list millions. A hub's whole impact on the medium
@@ -449,15 +450,28 @@ async fn diagram_http(
             return text(StatusCode::BAD_REQUEST, e);
         }
     }
-    if let Err(e) = crate::diagram::server_max_nodes(opts.max_nodes) {
+    if let Err(e) = crate::diagram::server_max_nodes(opts.max_nodes.max(opts.failed.len())) {
         return text(StatusCode::BAD_REQUEST, e.to_string());
     }
-    let snap = state.app.snapshot();
-    // One render per core at a time: the others wait their turn.
-    let Ok(_permit) = RENDERS.acquire().await else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into());
+    // Two `dot` processes at a time; a request that waits longer than
+    // RENDER_WAIT for its turn is told to come back. DOT text needs none.
+    let permit = if format == Format::Dot {
+        None
+    } else {
+        match tokio::time::timeout(RENDER_WAIT, RENDERS.acquire()).await {
+            Ok(Ok(p)) => Some(p),
+            _ => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy: other diagrams are being rendered; try again shortly".into(),
+                );
+            }
+        }
     };
+    let snap = state.app.snapshot();
     let result = tokio::task::spawn_blocking(move || {
+        // Held by the render itself, not by the request that may go away.
+        let _permit = permit;
         let d = crate::diagram::build(&snap, kind, &opts)?;
         crate::diagram::render(&d.dot(), format).map_err(DiagramOrRender::Render)
     })
@@ -495,6 +509,8 @@ async fn diagram_http(
 
 /// Diagram renders (`dot` processes) running at once, server-wide.
 static RENDERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// How long a diagram request waits for a render slot before a 503.
+const RENDER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 enum DiagramOrRender {
     Diagram(crate::diagram::DiagramError),
@@ -1372,11 +1388,12 @@ impl Impact {
     /// impacted resource of a large failure fast: `[{"id", "kind", "status",
     /// "depth", "remaining", "total"}]`, down first. No paths (ask `down` /
     /// `degraded` for those).
-    async fn table(&self) -> ImpactTable {
-        ImpactTable {
+    async fn table(&self, ctx: &Context<'_>) -> async_graphql::Result<ImpactTable> {
+        list(ctx, self.result.down.len() + self.result.degraded.len())?;
+        Ok(ImpactTable {
             snap: self.snap.clone(),
             result: self.result.clone(),
-        }
+        })
     }
     /// Down and degraded counts per resource kind.
     async fn counts_by_kind(&self) -> Vec<KindCount> {
@@ -1434,9 +1451,15 @@ impl Spof {
         }
     }
     /// The critical resources it takes down (not itself), by id.
-    async fn takes_down(&self, first: Option<i32>) -> Vec<Resource> {
+    async fn takes_down(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Vec<Resource>> {
         let n = first.map_or(usize::MAX, |f| f.max(0) as usize);
-        self.spof
+        list(ctx, n.min(self.spof.critical_down.len()))?;
+        Ok(self
+            .spof
             .critical_down
             .iter()
             .take(n)
@@ -1444,7 +1467,7 @@ impl Spof {
                 snap: self.snap.clone(),
                 ix,
             })
-            .collect()
+            .collect())
     }
     /// How many critical resources it takes down.
     async fn takes_down_count(&self) -> i32 {
@@ -1703,6 +1726,7 @@ impl Query {
             None => 0,
         };
         let page = &matching[start..(start + first as usize).min(matching.len())];
+        list(ctx, page.len())?;
         let edges: Vec<ResourceEdge> = page
             .iter()
             .map(|&ix| ResourceEdge {
@@ -1811,6 +1835,9 @@ impl Query {
             )
             .map_err(|e| client_error("BAD_INPUT", e.to_string()))?,
         };
+        crate::diagram::server_max_nodes(opts.failed.len()).map_err(|e| {
+            client_error("BAD_INPUT", format!("failed lists too many resources: {e}"))
+        })?;
         let kind = match kind {
             DiagramKind::Network => Kind::Network,
             DiagramKind::Dependencies => Kind::Dependencies,
@@ -1848,8 +1875,9 @@ impl Query {
                     ix,
                     "it has no present relations, so it needs nothing now (with changedSince, the relations it lost in that window are listed)",
                 )?;
-                Ok(snap
-                    .dependencies(ix, max_depth)
+                let deps = snap.dependencies(ix, max_depth);
+                list(ctx, deps.len())?;
+                Ok(deps
                     .into_iter()
                     .map(|dep| Dependency {
                         snap: snap.clone(),
@@ -1869,6 +1897,7 @@ impl Query {
                 )
                 .await
                 .map_err(internal)?;
+                list(ctx, found.len())?;
                 Ok(found
                     .into_iter()
                     .map(|c| Dependency {

@@ -351,9 +351,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("cannot create {}", p.display()))?;
                     let mut w = std::io::BufWriter::new(f);
                     // The inventory collector reads a file by its extension.
-                    if p.extension()
-                        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-                    {
+                    if p.extension().is_some_and(|e| e == "json") {
                         crate::generate::write_json(&estate, &mut w)?;
                     } else {
                         crate::generate::write_yaml(&estate, &mut w)?;

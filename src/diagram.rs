@@ -38,7 +38,7 @@ pub const SERVER_MAX_NODES: usize = 2000;
 pub fn server_max_nodes(n: usize) -> Result<usize, DiagramError> {
     if n > SERVER_MAX_NODES {
         return Err(DiagramError::Invalid(format!(
-            "max_nodes {n} is over the server's limit of {SERVER_MAX_NODES}; draw larger diagrams with `infragraph diagram`"
+            "{n} nodes (max_nodes, or failed resources, which are always drawn) is over the server's limit of {SERVER_MAX_NODES}; draw larger diagrams with `infragraph diagram`"
         )));
     }
     Ok(n)

@@ -42,67 +42,66 @@ pub async fn changed_dependencies(
     // Relations retired in the window whose failure semantics made `to` a
     // dependency of `from`, where `from` is the resource or one of its deps.
     let retired: Vec<Change> = store.retired_relations_since(since).await?;
-    // Followed in rounds until one adds nothing, each round from what the
-    // ones before it found: a chain of retired relations (a → b → c, both
-    // dropped) is followed to its end whatever the order of the ids, and a
-    // resource found two ways gets the shorter (the earlier round's) depth.
-    loop {
-        let mut found: Vec<(Ix, Dependency)> = Vec::new();
-        for c in &retired {
-            let (to, kind) = c.relation.as_ref().expect("filtered");
-            let Some(rule) = ImpactRule::of(kind) else {
-                continue;
-            };
-            // The needing end and the needed end of the retired relation.
-            let (needer, needed) = if rule.to_reaches_from {
-                (c.resource_id.as_str(), to.as_str())
-            } else {
-                (to.as_str(), c.resource_id.as_str())
-            };
-            let (Some(needer), Some(needed)) = (snap.lookup(needer), snap.lookup(needed)) else {
-                continue;
-            };
-            if needed == ix || depth_of.contains_key(&needed) {
-                continue;
-            }
-            let base = if needer == ix {
-                Some((0, Vec::new()))
-            } else {
-                depth_of
-                    .get(&needer)
-                    .map(|&i| (deps[i].depth, deps[i].path.clone()))
-            };
-            let Some((depth, mut path)) = base else {
-                continue;
-            };
+    // Each retired relation as needing end → (needed end, relation), in the
+    // change log's order.
+    let mut needs: HashMap<Ix, Vec<(Ix, Option<crate::graph::RelIx>)>> = HashMap::new();
+    for c in &retired {
+        let (to, kind) = c.relation.as_ref().expect("filtered");
+        let Some(rule) = ImpactRule::of(kind) else {
+            continue;
+        };
+        let (needer, needed) = if rule.to_reaches_from {
+            (c.resource_id.as_str(), to.as_str())
+        } else {
+            (to.as_str(), c.resource_id.as_str())
+        };
+        let (Some(needer), Some(needed)) = (snap.lookup(needer), snap.lookup(needed)) else {
+            continue;
+        };
+        let rel = snap.lookup_relation(&c.resource_id, to, kind);
+        needs.entry(needer).or_default().push((needed, rel));
+    }
+    // Breadth first, by depth, from the resource and everything it needs
+    // now: a chain of retired relations (a → b → c, both dropped) is
+    // followed to its end whatever order the ids sort in, and a resource
+    // reached several ways gets its least depth.
+    if !needs.is_empty() {
+        use std::cmp::Reverse;
+        // Least depth first; among equals, in the order they were found.
+        let mut heap = std::collections::BinaryHeap::new();
+        let mut seq = 0u64;
+        heap.push(Reverse((0u32, seq, ix)));
+        for d in &deps {
+            seq += 1;
+            heap.push(Reverse((d.depth, seq, d.node)));
+        }
+        while let Some(Reverse((depth, _, u))) = heap.pop() {
             if max_depth.is_some_and(|m| depth + 1 > m) {
                 continue;
             }
-            if found
-                .iter()
-                .any(|(n, d)| *n == needed && d.depth <= depth + 1)
-            {
+            let Some(list) = needs.get(&u) else {
                 continue;
-            }
-            if let Some(rel) = snap.lookup_relation(&c.resource_id, to, kind) {
-                path.push(rel);
-            }
-            found.retain(|(n, _)| *n != needed);
-            found.push((
-                needed,
-                Dependency {
-                    node: needed,
+            };
+            let path = if u == ix {
+                Vec::new()
+            } else {
+                deps[depth_of[&u]].path.clone()
+            };
+            for &(v, rel) in list {
+                if v == ix || depth_of.contains_key(&v) {
+                    continue;
+                }
+                let mut p = path.clone();
+                p.extend(rel);
+                depth_of.insert(v, deps.len());
+                deps.push(Dependency {
+                    node: v,
                     depth: depth + 1,
-                    path,
-                },
-            ));
-        }
-        if found.is_empty() {
-            break;
-        }
-        for (needed, dep) in found {
-            depth_of.insert(needed, deps.len());
-            deps.push(dep);
+                    path: p,
+                });
+                seq += 1;
+                heap.push(Reverse((depth + 1, seq, v)));
+            }
         }
     }
     let ids: Vec<String> = deps

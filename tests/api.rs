@@ -925,5 +925,22 @@ async fn relations_through_a_hub_stop_at_the_object_budget() {
         v["data"]["resource"]["relations"].as_array().unwrap().len(),
         600
     );
+    // The impact table too: aliases of a 601-entry table, 420 × 601 over
+    // the budget, 10 within it.
+    for (n, over) in [(420, true), (10, false)] {
+        let tables: String = (0..n).map(|i| format!(" t{i}: table")).collect();
+        let q = format!(r#"{{ impact(failed: ["svc:hub"]) {{ downCount{tables} }} }}"#);
+        let q: &'static str = Box::leak(q.into_boxed_str());
+        let v = gql(q).await;
+        if over {
+            assert_eq!(
+                v["errors"][0]["extensions"]["code"], "TOO_LARGE",
+                "{n} tables"
+            );
+        } else {
+            assert!(v["errors"].is_null(), "{n} tables");
+            assert_eq!(v["data"]["impact"]["downCount"], 601);
+        }
+    }
     drop(db);
 }

@@ -518,9 +518,16 @@ async fn changed_dependencies_follow_chains_of_removed_relations(url: String) {
   - {{id: '{top}', kind: service}}
   - {{id: '{mid}', kind: service}}
   - {{id: '{bottom}', kind: database}}
+  - {{id: '{top}-p1', kind: service}}
+  - {{id: '{top}-p2', kind: service}}
+  - {{id: '{top}-p3', kind: service}}
 relations:
   - {{from: '{top}', to: '{mid}', kind: depends_on}}
   - {{from: '{mid}', to: '{bottom}', kind: depends_on}}
+  - {{from: '{top}', to: '{top}-p1', kind: depends_on}}
+  - {{from: '{top}-p1', to: '{top}-p2', kind: depends_on}}
+  - {{from: '{top}-p2', to: '{top}-p3', kind: depends_on}}
+  - {{from: '{top}-p3', to: '{bottom}', kind: depends_on}}
 "
             ),
         );
@@ -536,7 +543,13 @@ relations:
   - {{id: '{top}', kind: service}}
   - {{id: '{mid}', kind: service}}
   - {{id: '{bottom}', kind: database}}
-relations: []
+  - {{id: '{top}-p1', kind: service}}
+  - {{id: '{top}-p2', kind: service}}
+  - {{id: '{top}-p3', kind: service}}
+relations:
+  - {{from: '{top}', to: '{top}-p1', kind: depends_on}}
+  - {{from: '{top}-p1', to: '{top}-p2', kind: depends_on}}
+  - {{from: '{top}-p2', to: '{top}-p3', kind: depends_on}}
 "
             ),
         );
@@ -557,7 +570,14 @@ relations: []
             })
             .collect();
         got.sort();
-        let mut want = vec![(mid.to_string(), 1), (bottom.to_string(), 2)];
+        // bottom was needed two ways, both removed: through mid (depth 2)
+        // and through the still-present chain p1 → p2 → p3 (depth 4); p3
+        // changed (it lost a relation it needed).
+        let mut want = vec![
+            (mid.to_string(), 1),
+            (bottom.to_string(), 2),
+            (format!("{top}-p3"), 3),
+        ];
         want.sort();
         assert_eq!(got, want, "{top} → {mid} → {bottom}");
         // With a depth limit, the chain stops there.

@@ -441,20 +441,36 @@ fn normalize_url(url: &str) -> anyhow::Result<(Backend, String)> {
 /// the password) and any query parameter whose name contains "password"
 /// (`?password=`, `?sslpassword=`, which the drivers accept too).
 pub fn redact(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
+    // The user part ends at the last `@` of the URL (an unescaped `?` or
+    // `@` may be in the password); the query starts after it.
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
     };
-    let mut out = match base.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((userinfo, host)) => match userinfo.split_once(':') {
-                Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-                None => base.to_string(),
-            },
-            None => base.to_string(),
-        },
-        None => base.to_string(),
+    let (userinfo, after) = match rest.rsplit_once('@') {
+        Some((u, a)) => (Some(u), a),
+        None => (None, rest),
     };
+    let (host, query) = match after.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (after, None),
+    };
+    let mut out = String::new();
+    if let Some(scheme) = scheme {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    if let Some(u) = userinfo {
+        match u.split_once(':') {
+            Some((user, _password)) => {
+                out.push_str(user);
+                out.push_str(":***");
+            }
+            None => out.push_str(u),
+        }
+        out.push('@');
+    }
+    out.push_str(host);
     if let Some(q) = query {
         let params: Vec<String> = q
             .split('&')
@@ -647,6 +663,8 @@ mod tests {
             redact("sqlite:///tmp/a.db?mode=rwc"),
             "sqlite:///tmp/a.db?mode=rwc"
         );
+        assert_eq!(redact("postgres://u:p?w@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         let err = normalize_url("mysql://root@h/db?password=hunter2")
             .unwrap_err()
             .to_string();

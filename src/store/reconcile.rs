@@ -163,6 +163,19 @@ struct Counts {
     retired: i64,
 }
 
+/// A run just recorded, read back. Its errors are made plain text: the
+/// run is in, and a "database is locked" here must not make the caller
+/// record it again.
+fn read_back(got: anyhow::Result<Option<Run>>, id: i64) -> anyhow::Result<Run> {
+    match got {
+        Ok(Some(run)) => Ok(run),
+        Ok(None) => Err(anyhow::anyhow!("run {id} vanished after it was recorded")),
+        Err(e) => Err(anyhow::anyhow!(
+            "run {id} was recorded, but reading it back failed: {e:#}"
+        )),
+    }
+}
+
 /// How long a SQLite run waits for another process's run to finish.
 pub const LOCKED_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
@@ -258,9 +271,7 @@ impl Store {
                     retired = counts.retired,
                     "run recorded"
                 );
-                self.run(run_id)
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("run {run_id} vanished after commit"))
+                read_back(self.run(run_id).await, run_id)
             }
             Err(Failure::Invalid(msg)) => {
                 tx.rollback().await?;
@@ -307,9 +318,7 @@ impl Store {
         .fetch_one(self.pool())
         .await?;
         let id: i64 = row.try_get(0)?;
-        self.run(id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("run {id} vanished after insert"))
+        read_back(self.run(id).await, id)
     }
 }
 
