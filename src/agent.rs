@@ -310,7 +310,8 @@ pub fn agent_index(app: &App, snap: &Arc<Snapshot>) -> Arc<AgentIndex> {
         }
         let attr = |k: &str| r.attributes.get(k).and_then(|v| v.as_str());
         match r.kind.as_str() {
-            "service" => {
+            // An agent's services, under the kind an inventory gave them.
+            "service" | "service_instance" => {
                 let Some(host) = attr("host") else {
                     continue;
                 };
@@ -607,6 +608,23 @@ pub fn run_input(app: &App, report: &HostReport, join: bool) -> RunInput {
         };
         if same_boot {
             r.attributes["boot_time"] = old.into();
+        }
+    }
+    // An inventory may already call `svc:NAME@HOST` something else (a
+    // service_instance, as the demo does): the agent's observation takes
+    // that kind instead of being dropped as a conflicting guess, so the
+    // agent is one of its sources and its endpoints are kept, and other
+    // hosts' connections to them find it.
+    for r in &mut batch.resources {
+        if !(r.placeholder && r.kind == "service") {
+            continue;
+        }
+        if let Some(ix) = snap.lookup(&r.id) {
+            let stored = snap.resource(ix);
+            if stored.status == crate::model::Status::Present && stored.kind != r.kind {
+                r.kind = stored.kind.clone();
+                r.placeholder = false;
+            }
         }
     }
     // An agent's `svc:NAME@HOST` is an instance of the declared `svc:NAME`

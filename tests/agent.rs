@@ -1456,3 +1456,53 @@ async fn another_instance_or_one_another_agent_reports_is_not_joined() {
         );
     }
 }
+
+/// An inventory that already declares `svc:ledger@db-1` as a
+/// service_instance (as the demo does for its instances): the agent's
+/// observation of that service takes the declared kind instead of being
+/// dropped, so its endpoint is kept and another host's connection to it
+/// becomes a dependency on it, not on an external address.
+#[tokio::test]
+async fn a_service_the_inventory_declares_as_an_instance_keeps_its_endpoints() {
+    let s = Server::start().await;
+    s.admin(
+        "mutation { assertResource(id: \"svc:ledger@db-1\", kind: \"service_instance\") { id } }",
+    )
+    .await;
+    let ledger = json!({"pid": 70, "name": "ledgerd", "unit": "ledger.service"});
+    let checkout = json!({"pid": 90, "name": "checkout", "unit": "checkout.service"});
+    let db = report(
+        "db-1",
+        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 7000, "process": ledger}]),
+        json!([]),
+        "10.0.0.7",
+    );
+    assert_eq!(s.post(Some(DB1), bytes(&db)).await.0, 200);
+    let web = report(
+        "web-1",
+        json!([]),
+        json!([
+            {"local_address": "10.0.0.5", "local_port": 40000, "remote_address": "10.0.0.7", "remote_port": 7000, "process": checkout}
+        ]),
+        "10.0.0.5",
+    );
+    assert_eq!(s.post(Some(WEB1), bytes(&web)).await.0, 200);
+    let v = s
+        .gql("{ resource(id: \"svc:ledger@db-1\") { kind sources { source } relations(direction: INCOMING, kind: \"depends_on\") { from { id } } } }")
+        .await;
+    assert_eq!(v["resource"]["kind"], "service_instance", "{v}");
+    let sources: Vec<&str> = v["resource"]["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["source"].as_str().unwrap())
+        .collect();
+    assert!(sources.contains(&"agent:db-1"), "{v}");
+    assert_eq!(
+        v["resource"]["relations"],
+        json!([{"from": {"id": "svc:checkout@web-1"}}]),
+        "{v}"
+    );
+    let v = s.gql("{ resource(id: \"ext:10.0.0.7\") { id } }").await;
+    assert!(v["resource"].is_null(), "{v}");
+}
