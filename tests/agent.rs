@@ -106,6 +106,20 @@ fn report(host: &str, listeners: Value, connections: Value, addr: &str) -> Value
     })
 }
 
+/// db-1's report with `ledger` listening on 10.0.0.7:7000, and the
+/// process that calls it from web-1.
+fn ledger_on_db1() -> (Value, Value) {
+    let ledger = json!({"pid": 70, "name": "ledgerd", "unit": "ledger.service"});
+    let checkout = json!({"pid": 90, "name": "checkout", "unit": "checkout.service"});
+    let db = report(
+        "db-1",
+        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 7000, "process": ledger}]),
+        json!([]),
+        "10.0.0.7",
+    );
+    (db, checkout)
+}
+
 fn bytes(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).unwrap()
 }
@@ -1156,14 +1170,7 @@ async fn drift_compares_declared_services_with_observed_instances() {
     ] {
         s.admin(q).await;
     }
-    let ledger = json!({"pid": 70, "name": "ledgerd", "unit": "ledger.service"});
-    let checkout = json!({"pid": 90, "name": "checkout", "unit": "checkout.service"});
-    let db = report(
-        "db-1",
-        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 7000, "process": ledger}]),
-        json!([]),
-        "10.0.0.7",
-    );
+    let (db, checkout) = ledger_on_db1();
     assert_eq!(s.post(Some(ADMIN), bytes(&db)).await.0, 200);
     let web = report(
         "web-1",
@@ -1469,14 +1476,7 @@ async fn a_service_the_inventory_declares_as_an_instance_keeps_its_endpoints() {
         "mutation { assertResource(id: \"svc:ledger@db-1\", kind: \"service_instance\") { id } }",
     )
     .await;
-    let ledger = json!({"pid": 70, "name": "ledgerd", "unit": "ledger.service"});
-    let checkout = json!({"pid": 90, "name": "checkout", "unit": "checkout.service"});
-    let db = report(
-        "db-1",
-        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 7000, "process": ledger}]),
-        json!([]),
-        "10.0.0.7",
-    );
+    let (db, checkout) = ledger_on_db1();
     assert_eq!(s.post(Some(DB1), bytes(&db)).await.0, 200);
     let web = report(
         "web-1",

@@ -754,6 +754,18 @@ mod http {
         (status, ct, r.bytes().await.unwrap().to_vec())
     }
 
+    async fn graphql(addr: std::net::SocketAddr, query: &str) -> serde_json::Value {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/graphql"))
+            .json(&json!({ "query": query }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn endpoints_serve_dot_svg_png_and_graphql() {
         let (addr, _db, _stop) = start().await;
@@ -787,41 +799,21 @@ mod http {
             "{}",
             String::from_utf8_lossy(&body)
         );
-        let v: serde_json::Value = reqwest::Client::new()
-            .post(format!("http://{addr}/graphql"))
-            .json(&json!({"query": "{ diagram(kind: NETWORK, maxNodes: 100000) }"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = graphql(addr, "{ diagram(kind: NETWORK, maxNodes: 100000) }").await;
         assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_INPUT", "{v}");
         // GraphQL: DOT text.
-        let v: serde_json::Value = reqwest::Client::new()
-            .post(format!("http://{addr}/graphql"))
-            .json(&json!({"query": "{ diagram(kind: DEPENDENCIES, around: \"svc:checkout\", hops: 1) }"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = graphql(
+            addr,
+            "{ diagram(kind: DEPENDENCIES, around: \"svc:checkout\", hops: 1) }",
+        )
+        .await;
         let dot = v["data"]["diagram"]
             .as_str()
             .unwrap_or_else(|| panic!("{v}"));
         let p = parse(dot);
         assert!(p.nodes["svc:checkout"].1["label"].starts_with("checkout ×3"));
         assert!(p.nodes.contains_key("db:orders"));
-        let v: serde_json::Value = reqwest::Client::new()
-            .post(format!("http://{addr}/graphql"))
-            .json(&json!({"query": "{ diagram(kind: IMPACT, failed: [\"nope\"]) }"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = graphql(addr, "{ diagram(kind: IMPACT, failed: [\"nope\"]) }").await;
         assert_eq!(v["errors"][0]["extensions"]["code"], "UNKNOWN_RESOURCE");
         if !dot_available("endpoints_serve_dot_svg_png_and_graphql (svg/png part)") {
             return;
