@@ -39,6 +39,7 @@ fn input(batch: &ScopeBatch) -> RunInput {
         scope: "generated".into(),
         started_at: now_ms(),
         outcome: Ok(Collection {
+            notes: Vec::new(),
             batches: vec![batch.clone()],
             warnings: vec![],
         }),

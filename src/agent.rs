@@ -216,6 +216,7 @@ pub async fn sweep(app: &App) -> anyhow::Result<Vec<String>> {
             scope: host.clone(),
             started_at: now_ms(),
             outcome: Ok(Collection {
+                notes: Vec::new(),
                 batches: vec![ScopeBatch {
                     scope: host.clone(),
                     complete: true,
@@ -657,27 +658,21 @@ pub fn run_input(app: &App, report: &HostReport, join: bool) -> RunInput {
         collector: COLLECTOR.into(),
         scope: report.host.hostname.clone(),
         started_at,
-        // A report with limitations (processes it could not inspect) that
-        // has sockets it could not tie to a process may name a service
-        // differently or miss it: it is partial, and a partial run retires
-        // nothing. When every socket has its process, nothing was missed.
+        // A report replaces the host's previous one, limitations or not.
+        // An agent that cannot inspect other users' processes still sees
+        // every socket (/proc/net lists them all): it names their services
+        // by port (`port-5432`) or `unknown`, the same way every time, so
+        // what is absent from its report is gone. Its limitations are
+        // noted on the run, which stays complete (it was partial, and a
+        // non-root agent never retired a connection that ended).
         outcome: Ok(Collection {
+            notes: report.limitations.clone(),
             batches: vec![batch],
-            warnings: if unowned_sockets(report) {
-                report.limitations.clone()
-            } else {
-                Vec::new()
-            },
+            warnings: Vec::new(),
         }),
         retract: Vec::new(),
         additive: false,
     }
-}
-
-/// Whether a report has a listener or connection without its process.
-fn unowned_sockets(report: &HostReport) -> bool {
-    report.listeners.iter().any(|l| l.process.is_none())
-        || report.connections.iter().any(|c| c.process.is_none())
 }
 
 /// This machine's interfaces: addresses from the kernel, MACs from /sys.

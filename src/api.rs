@@ -72,11 +72,36 @@ pub const MAX_OBJECTS: usize = 250_000;
 #[derive(Default)]
 struct Listed(std::sync::atomic::AtomicUsize);
 
+/// Gives every request its own [`Listed`] counter, whichever way it is
+/// executed: the budget is part of the schema, not of one HTTP handler.
+struct ObjectBudget;
+
+impl async_graphql::extensions::ExtensionFactory for ObjectBudget {
+    fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
+        Arc::new(ObjectBudget)
+    }
+}
+
+#[async_trait::async_trait]
+impl async_graphql::extensions::Extension for ObjectBudget {
+    async fn prepare_request(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        request: async_graphql::Request,
+        next: async_graphql::extensions::NextPrepareRequest<'_>,
+    ) -> async_graphql::ServerResult<async_graphql::Request> {
+        next.run(ctx, request.data(Listed::default())).await
+    }
+}
+
 /// Counts `n` more listed objects; an error once the request is over
-/// [`MAX_OBJECTS`].
+/// [`MAX_OBJECTS`]. Every request carries its counter ([`ObjectBudget`]);
+/// one without would be a bug, and is refused rather than left unbounded.
 fn list(ctx: &Context<'_>, n: usize) -> async_graphql::Result<()> {
     let Some(listed) = ctx.data_opt::<Listed>() else {
-        return Ok(());
+        return Err(internal(anyhow::anyhow!(
+            "a request without its object budget (the schema lacks the ObjectBudget extension)"
+        )));
     };
     let before = listed.0.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     if before + n > MAX_OBJECTS {
@@ -95,6 +120,7 @@ pub fn schema() -> InfraSchema {
     Schema::build(Query, Mutation, EmptySubscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
+        .extension(ObjectBudget)
         .finish()
 }
 
@@ -123,7 +149,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/diagrams/{file}", get(diagram_http))
         .route("/", get(|| async { Redirect::temporary("/graphql") }))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        // Applied by the body extractors, so an oversized GraphQL request
+        // gets a GraphQL-shaped 413 (a layer answered in plain text).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .merge(agents)
         .with_state(state)
 }
@@ -334,9 +362,31 @@ async fn graphql(
         .data(loader)
         .data(state.app.snapshot())
         .data(state.app.clone())
-        .data(auth)
-        .data(Listed::default());
-    GraphQLResponse::from(state.schema.execute(req).await).into_response()
+        .data(auth);
+    // The answer is abandoned after the timeout; work already on the
+    // blocking pool finishes there, bounded by the complexity limit and the
+    // object budget.
+    let timeout = state.app.query_timeout();
+    match tokio::time::timeout(timeout, state.schema.execute(req)).await {
+        Ok(answer) => GraphQLResponse::from(answer).into_response(),
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "query abandoned after the query timeout"
+            );
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({ "errors": [{
+                    "message": format!(
+                        "the query took longer than {} ms (query_timeout) and was abandoned: ask for less (page lists, narrow selectors, fewer aliases)",
+                        timeout.as_millis()
+                    ),
+                    "extensions": { "code": "TIMEOUT" },
+                }] })),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// A GraphQL-shaped error answer for a request that never reached the
@@ -454,11 +504,12 @@ async fn diagram_http(
         return text(StatusCode::BAD_REQUEST, e.to_string());
     }
     // Two `dot` processes at a time; a request that waits longer than
-    // RENDER_WAIT for its turn is told to come back. DOT text needs none.
+    // the render wait for its turn is told to come back. DOT text needs none.
     let permit = if format == Format::Dot {
         None
     } else {
-        match tokio::time::timeout(RENDER_WAIT, RENDERS.acquire()).await {
+        let slots = state.app.render_slots().clone();
+        match tokio::time::timeout(state.app.render_wait(), slots.acquire_owned()).await {
             Ok(Ok(p)) => Some(p),
             _ => {
                 return text(
@@ -507,11 +558,6 @@ async fn diagram_http(
     }
 }
 
-/// Diagram renders (`dot` processes) running at once, server-wide.
-static RENDERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
-/// How long a diagram request waits for a render slot before a 503.
-const RENDER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
 enum DiagramOrRender {
     Diagram(crate::diagram::DiagramError),
     Render(crate::diagram::RenderError),
@@ -540,6 +586,18 @@ fn to_dt(ms: Millis) -> DateTime<Utc> {
 
 fn snap<'a>(ctx: &'a Context<'_>) -> &'a Arc<Snapshot> {
     ctx.data_unchecked::<Arc<Snapshot>>()
+}
+
+/// Runs a graph computation on the blocking pool. An impact, a scan of a
+/// million resources or a path search takes milliseconds to a second of
+/// CPU; on an async worker it would hold up other requests, `/healthz`
+/// among them, and the query timeout could not answer until it ended.
+async fn compute<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> async_graphql::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| internal(anyhow::anyhow!("query task failed: {e}")))
 }
 
 /// A client error with a code in `extensions.code`.
@@ -1708,17 +1766,22 @@ impl Query {
         }
         let want = status.unwrap_or(ResourceStatus::Present);
         let needle = search.map(|s| s.to_lowercase());
-        let matching: Vec<Ix> = (0..snap.resources.len() as Ix)
-            .filter(|&ix| {
-                let r = snap.resource(ix);
-                ResourceStatus::from(r.status) == want
-                    && kind.as_ref().is_none_or(|k| &r.kind == k)
-                    && selectors.iter().all(|s| s.matches(&r.labels))
-                    && needle.as_ref().is_none_or(|n| {
-                        r.id.to_lowercase().contains(n) || r.name.to_lowercase().contains(n)
-                    })
-            })
-            .collect();
+        let scanned = snap.clone();
+        let matching: Vec<Ix> = compute(move || {
+            let snap = scanned;
+            (0..snap.resources.len() as Ix)
+                .filter(|&ix| {
+                    let r = snap.resource(ix);
+                    ResourceStatus::from(r.status) == want
+                        && kind.as_ref().is_none_or(|k| &r.kind == k)
+                        && selectors.iter().all(|s| s.matches(&r.labels))
+                        && needle.as_ref().is_none_or(|n| {
+                            r.id.to_lowercase().contains(n) || r.name.to_lowercase().contains(n)
+                        })
+                })
+                .collect()
+        })
+        .await?;
         let start = match &after {
             // Resources are sorted by id, so the cursor (an id) finds its place
             // even when that resource has since gone.
@@ -1763,43 +1826,52 @@ impl Query {
         r#where: Option<SelectorInput>,
         max_depth: Option<i32>,
     ) -> async_graphql::Result<Impact> {
-        let snap = snap(ctx);
-        let mut ixs = resolve_failed(snap, &failed)?;
-        if let Some(w) = r#where {
-            let sel = w.parse()?;
-            if sel.is_empty() {
+        let snap = snap(ctx).clone();
+        let mut ixs = resolve_failed(&snap, &failed)?;
+        let sel = match r#where {
+            Some(w) => {
+                let sel = w.parse()?;
+                if sel.is_empty() {
+                    return Err(client_error(
+                        "BAD_SELECTOR",
+                        "where selects every resource: give kind, labels or containedIn",
+                    ));
+                }
+                Some(sel)
+            }
+            None => None,
+        };
+        compute(move || {
+            if let Some(sel) = sel {
+                let chosen = snap
+                    .select(&sel)
+                    .map_err(|e| client_error("UNKNOWN_RESOURCE", e))?;
+                if chosen.is_empty() {
+                    // As the CLI: a typo in the selector must not quietly
+                    // shrink the failed set.
+                    return Err(client_error(
+                        "BAD_SELECTOR",
+                        format!("where '{sel}' matches no present resource"),
+                    ));
+                }
+                ixs.extend(chosen);
+            }
+            ixs.sort_unstable();
+            ixs.dedup();
+            if ixs.is_empty() {
                 return Err(client_error(
-                    "BAD_SELECTOR",
-                    "where selects every resource: give kind, labels or containedIn",
+                    "BAD_INPUT",
+                    "nothing failed: name resources in failed, or a where selector that matches some",
                 ));
             }
-            let chosen = snap
-                .select(&sel)
-                .map_err(|e| client_error("UNKNOWN_RESOURCE", e))?;
-            if chosen.is_empty() {
-                // As the CLI: a typo in the selector must not quietly
-                // shrink the failed set.
-                return Err(client_error(
-                    "BAD_SELECTOR",
-                    format!("where '{sel}' matches no present resource"),
-                ));
-            }
-            ixs.extend(chosen);
-        }
-        ixs.sort_unstable();
-        ixs.dedup();
-        if ixs.is_empty() {
-            return Err(client_error(
-                "BAD_INPUT",
-                "nothing failed: name resources in failed, or a where selector that matches some",
-            ));
-        }
-        let result = snap.impact(&ixs, max_depth.map(|d| d.max(0) as u32));
-        Ok(Impact {
-            snap: snap.clone(),
-            result: Arc::new(result),
-            failed: ixs,
+            let result = snap.impact(&ixs, max_depth.map(|d| d.max(0) as u32));
+            Ok(Impact {
+                snap,
+                result: Arc::new(result),
+                failed: ixs,
+            })
         })
+        .await?
     }
 
     /// A diagram as Graphviz DOT text (render it with `dot -Tsvg`, or fetch
@@ -1875,7 +1947,8 @@ impl Query {
                     ix,
                     "it has no present relations, so it needs nothing now (with changedSince, the relations it lost in that window are listed)",
                 )?;
-                let deps = snap.dependencies(ix, max_depth);
+                let walked = snap.clone();
+                let deps = compute(move || walked.dependencies(ix, max_depth)).await?;
                 list(ctx, deps.len())?;
                 Ok(deps
                     .into_iter()
@@ -1976,7 +2049,9 @@ impl Query {
                 "it has no present relations, so it connects to nothing now",
             )?;
         }
-        Ok(snap.path(a, b).map(|p| {
+        let walked = snap.clone();
+        let found = compute(move || walked.path(a, b)).await?;
+        Ok(found.map(|p| {
             p.into_iter()
                 .map(|ix| Relation {
                     snap: snap.clone(),
@@ -2007,82 +2082,90 @@ impl Query {
     /// that "not observed" means something) and observed dependencies never
     /// declared.
     #[graphql(complexity = "DIAGRAM_COST + child_complexity")]
-    async fn drift(&self, ctx: &Context<'_>) -> Drift {
-        let snap = snap(ctx);
-        // Resources an agent reports on: hosts and what runs on them.
-        let watched: std::collections::HashSet<&str> = snap
-            .relations
-            .iter()
-            .filter(|r| {
-                r.status == model::Status::Present
-                    && r.kind == "runs_on"
-                    && r.sources.iter().any(|s| s.source.starts_with("agent:"))
-            })
-            .flat_map(|r| [r.from.as_str(), r.to.as_str()])
-            .collect();
-        // Compare at service level: an instance stands for its service.
-        let mut service_of: std::collections::HashMap<&str, &str> = Default::default();
-        for r in snap.relations.iter() {
-            if r.status == model::Status::Present && r.kind == "instance_of" {
-                service_of.entry(r.from.as_str()).or_insert(r.to.as_str());
+    async fn drift(&self, ctx: &Context<'_>) -> async_graphql::Result<Drift> {
+        let owned = snap(ctx).clone();
+        compute(move || {
+            let snap = &owned;
+            // Resources an agent reports on: hosts and what runs on them.
+            let watched: std::collections::HashSet<&str> = snap
+                .relations
+                .iter()
+                .filter(|r| {
+                    r.status == model::Status::Present
+                        && r.kind == "runs_on"
+                        && r.sources.iter().any(|s| s.source.starts_with("agent:"))
+                })
+                .flat_map(|r| [r.from.as_str(), r.to.as_str()])
+                .collect();
+            // Compare at service level: an instance stands for its service.
+            let mut service_of: std::collections::HashMap<&str, &str> = Default::default();
+            for r in snap.relations.iter() {
+                if r.status == model::Status::Present && r.kind == "instance_of" {
+                    service_of.entry(r.from.as_str()).or_insert(r.to.as_str());
+                }
             }
-        }
-        let key = |id: &'_ str| -> String { service_of.get(id).copied().unwrap_or(id).to_string() };
-        let watched_keys: std::collections::HashSet<String> =
-            watched.iter().map(|id| key(id)).collect();
-        let deps: Vec<(usize, &model::Relation, Vec<Evidence>)> = snap
-            .relations
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.status == model::Status::Present && r.kind == "depends_on")
-            .map(|(ix, r)| (ix, r, evidence_of(r)))
-            .collect();
-        let observed: std::collections::HashSet<(String, String)> = deps
-            .iter()
-            .filter(|(_, _, ev)| ev.contains(&Evidence::Observed))
-            .map(|(_, r, _)| (key(&r.from), key(&r.to)))
-            .collect();
-        let declared: std::collections::HashSet<(String, String)> = deps
-            .iter()
-            .filter(|(_, _, ev)| ev.contains(&Evidence::Declared))
-            .map(|(_, r, _)| (key(&r.from), key(&r.to)))
-            .collect();
-        let mut declared_not_observed = Vec::new();
-        let mut observed_not_declared = Vec::new();
-        for (ix, r, ev) in &deps {
-            let pair = (key(&r.from), key(&r.to));
-            let rel = || Relation {
-                snap: snap.clone(),
-                ix: *ix as crate::graph::RelIx,
-            };
-            if *ev == [Evidence::Declared]
-                && watched_keys.contains(&pair.0)
-                && !observed.contains(&pair)
-            {
-                declared_not_observed.push(rel());
-            } else if *ev == [Evidence::Observed] && !declared.contains(&pair) {
-                observed_not_declared.push(rel());
+            let key =
+                |id: &'_ str| -> String { service_of.get(id).copied().unwrap_or(id).to_string() };
+            let watched_keys: std::collections::HashSet<String> =
+                watched.iter().map(|id| key(id)).collect();
+            let deps: Vec<(usize, &model::Relation, Vec<Evidence>)> = snap
+                .relations
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.status == model::Status::Present && r.kind == "depends_on")
+                .map(|(ix, r)| (ix, r, evidence_of(r)))
+                .collect();
+            let observed: std::collections::HashSet<(String, String)> = deps
+                .iter()
+                .filter(|(_, _, ev)| ev.contains(&Evidence::Observed))
+                .map(|(_, r, _)| (key(&r.from), key(&r.to)))
+                .collect();
+            let declared: std::collections::HashSet<(String, String)> = deps
+                .iter()
+                .filter(|(_, _, ev)| ev.contains(&Evidence::Declared))
+                .map(|(_, r, _)| (key(&r.from), key(&r.to)))
+                .collect();
+            let mut declared_not_observed = Vec::new();
+            let mut observed_not_declared = Vec::new();
+            for (ix, r, ev) in &deps {
+                let pair = (key(&r.from), key(&r.to));
+                let rel = || Relation {
+                    snap: snap.clone(),
+                    ix: *ix as crate::graph::RelIx,
+                };
+                if *ev == [Evidence::Declared]
+                    && watched_keys.contains(&pair.0)
+                    && !observed.contains(&pair)
+                {
+                    declared_not_observed.push(rel());
+                } else if *ev == [Evidence::Observed] && !declared.contains(&pair) {
+                    observed_not_declared.push(rel());
+                }
             }
-        }
-        Drift {
-            declared_not_observed,
-            observed_not_declared,
-        }
+            Drift {
+                declared_not_observed,
+                observed_not_declared,
+            }
+        })
+        .await
     }
 
     /// Dependency cycles: groups of resources that depend on each other
     /// (depends_on) in a loop, largest first.
     #[graphql(complexity = "DIAGRAM_COST + 10 * child_complexity")]
-    async fn cycles(&self, ctx: &Context<'_>) -> Vec<Cycle> {
-        let snap = snap(ctx);
-        snap.cycles()
-            .into_iter()
-            .map(|(members, cycle)| Cycle {
-                snap: snap.clone(),
-                members,
-                cycle,
-            })
-            .collect()
+    async fn cycles(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Cycle>> {
+        let snap = snap(ctx).clone();
+        compute(move || {
+            snap.cycles()
+                .into_iter()
+                .map(|(members, cycle)| Cycle {
+                    snap: snap.clone(),
+                    members,
+                    cycle,
+                })
+                .collect()
+        })
+        .await
     }
 
     /// Recent collection runs, newest first (default 20).
@@ -2126,6 +2209,7 @@ async fn manual(
             scope: String::new(),
             started_at: now_ms(),
             outcome: Ok(Collection {
+                notes: Vec::new(),
                 batches: vec![batch],
                 warnings: Vec::new(),
             }),

@@ -33,7 +33,24 @@ pub struct App {
     /// The store's run mark when the current snapshot was loaded:
     /// `(floor, highest run id, runs above floor)` (see [`Store::run_mark`]).
     store_mark: std::sync::Mutex<(i64, (i64, i64))>,
+    /// How long a GraphQL request may take, in milliseconds.
+    query_timeout_ms: std::sync::atomic::AtomicU64,
+    /// Diagram renders (`dot` processes) that may run at once.
+    render_slots: Arc<tokio::sync::Semaphore>,
+    /// How long a diagram request waits for a render slot, in milliseconds.
+    render_wait_ms: std::sync::atomic::AtomicU64,
 }
+
+/// Diagram renders that run at once: each `dot` may take a core for
+/// seconds, and anyone who can reach the server can ask for one.
+pub const RENDER_SLOTS: usize = 2;
+/// How long a diagram request waits for a render slot before it is told to
+/// come back (503).
+pub const DEFAULT_RENDER_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a GraphQL request may take unless `query_timeout` says
+/// otherwise.
+pub const DEFAULT_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How far below the highest run id the mark counts runs: a run that
 /// commits this many ids late is still noticed.
@@ -64,9 +81,55 @@ impl App {
             agents,
             listener_cache: Default::default(),
             store_mark: std::sync::Mutex::new((0, (0, 0))),
+            query_timeout_ms: std::sync::atomic::AtomicU64::new(
+                DEFAULT_QUERY_TIMEOUT.as_millis() as u64
+            ),
+            render_slots: Arc::new(tokio::sync::Semaphore::new(RENDER_SLOTS)),
+            render_wait_ms: std::sync::atomic::AtomicU64::new(
+                DEFAULT_RENDER_WAIT.as_millis() as u64
+            ),
         };
         app.refresh().await?;
         Ok(Arc::new(app))
+    }
+
+    /// How long a GraphQL request may take before it is abandoned with a
+    /// `TIMEOUT` error.
+    pub fn query_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.query_timeout_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Sets [`App::query_timeout`].
+    pub fn set_query_timeout(&self, timeout: std::time::Duration) {
+        self.query_timeout_ms.store(
+            timeout.as_millis().min(u64::MAX as u128) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The diagram render slots ([`RENDER_SLOTS`]); a render holds one
+    /// while `dot` runs.
+    pub fn render_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.render_slots
+    }
+
+    /// How long a diagram request waits for a render slot.
+    pub fn render_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.render_wait_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Sets [`App::render_wait`].
+    pub fn set_render_wait(&self, wait: std::time::Duration) {
+        self.render_wait_ms.store(
+            wait.as_millis().min(u64::MAX as u128) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// The current snapshot. Hold it for the whole of a request so that every

@@ -410,6 +410,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     agent_stale_after: None,
                     agent_gone_after: None,
                     store_check_interval: None,
+                    query_timeout: None,
                 },
             };
             let url = cli
@@ -1108,6 +1109,9 @@ pub async fn serve(
             .unwrap_or(crate::agent::DEFAULT_GONE_AFTER),
     };
     let app = App::with_agents(store, token, agents).await?;
+    if let Some(t) = cfg.query_timeout {
+        app.set_query_timeout(t);
+    }
     if app.token.is_none() {
         tracing::warn!(
             "no token configured (--token-file or INFRAGRAPH_TOKEN): mutations are disabled"

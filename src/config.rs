@@ -30,6 +30,9 @@ pub struct ConfigFile {
     /// How often to look for runs other processes committed (replicas,
     /// `infragraph collect`) and reload the graph when there are (default 5s).
     pub store_check_interval: Option<String>,
+    /// How long a GraphQL request may take before it is abandoned with a
+    /// TIMEOUT error (default 30s).
+    pub query_timeout: Option<String>,
     /// Names for services found by agents, by port: `{ "5432" = "postgresql" }`.
     #[serde(default)]
     pub service_ports: std::collections::BTreeMap<String, String>,
@@ -85,6 +88,8 @@ pub struct Config {
     pub agent_gone_after: Option<Duration>,
     /// How often to check the store for other processes' runs.
     pub store_check_interval: Option<Duration>,
+    /// See [`ConfigFile::query_timeout`].
+    pub query_timeout: Option<Duration>,
 }
 
 /// Default interval between runs of a collector.
@@ -179,6 +184,12 @@ impl Config {
                 ),
                 d => d,
             },
+            query_timeout: match duration("query_timeout", file.query_timeout)? {
+                Some(d) if d < Duration::from_millis(100) => {
+                    anyhow::bail!("{}: query_timeout must be at least 100ms", path.display())
+                }
+                d => d,
+            },
             agent_tokens_file: file
                 .agent_tokens_file
                 .map(|p| if p.is_relative() { base.join(p) } else { p }),
@@ -217,6 +228,7 @@ mod tests {
             Path::new("conf/infragraph.toml"),
             r#"
 listen = "127.0.0.1:9000"
+query_timeout = "2m"
 [[collectors]]
 type = "inventory"
 interval = "5m"
@@ -228,6 +240,7 @@ options = { paths = ["/abs/x.json"] }
         )
         .unwrap();
         assert_eq!(cfg.listen.unwrap().port(), 9000);
+        assert_eq!(cfg.query_timeout, Some(Duration::from_secs(120)));
         assert_eq!(cfg.collectors.len(), 2);
         assert_eq!(cfg.collectors[0].interval, Duration::from_secs(300));
         assert_eq!(cfg.collectors[0].collector.scope(), "conf/demo.yaml");
@@ -264,5 +277,15 @@ options = { paths = ["/abs/x.json"] }
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("unknown field `path`"), "{e:#}");
+        let e = Config::parse(p, "query_timeout = \"10ms\"\n").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("c.toml: query_timeout must be at least 100ms"),
+            "{e:#}"
+        );
+        let e = Config::parse(p, "query_timeout = \"forever\"\n").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("c.toml: query_timeout: 'forever' is not a duration"),
+            "{e:#}"
+        );
     }
 }

@@ -908,6 +908,13 @@ const SERVICE_KINDS: [&str; 6] = [
 ];
 
 fn dependencies(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
+    if opts.hops.is_some() && opts.around.is_none() {
+        // As the CLI: hops count from a resource, and would otherwise be
+        // dropped without a word.
+        return Err(DiagramError::Invalid(
+            "hops counts from a resource: give around as well".into(),
+        ));
+    }
     let around = opts
         .around
         .as_deref()

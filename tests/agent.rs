@@ -149,6 +149,7 @@ fn ec2_run(hosts: Vec<collectors::ObservedResource>) -> infragraph::store::RunIn
         scope: "123456789012/us-east-1".into(),
         started_at: 0,
         outcome: Ok(collectors::Collection {
+            notes: Vec::new(),
             batches: vec![collectors::ScopeBatch {
                 scope: "123456789012/us-east-1".into(),
                 complete: true,
@@ -490,45 +491,48 @@ async fn late_and_replayed_reports_are_refused() {
     assert_eq!(v["resource"]["status"], "PRESENT");
 }
 
-/// A report whose agent could not inspect every process (not root) is
-/// partial: its services may be named differently or missing, so it
-/// retires nothing; the limitation is the run's warning.
+/// A report whose agent could not inspect every process (not root) still
+/// sees every socket, and names the ones it cannot tie to a process by port
+/// the same way each time: it replaces the host's previous report like any
+/// other (what vanished is retired), with its limitations noted on the run.
 #[tokio::test]
-async fn a_report_with_limitations_is_partial_and_retires_nothing() {
+async fn a_report_with_limitations_replaces_the_previous_one() {
     let s = Server::start().await;
     let checkout = json!({"pid": 900, "name": "checkout"});
-    let full = report(
+    let limitations = json!([
+        "3 processes could not be inspected (other users' processes need root); 2 sockets have no known process"
+    ]);
+    let mut first = report(
         "web-1",
-        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 8080, "process": checkout}]),
-        json!([]),
+        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 8080, "process": checkout},
+               {"protocol": "tcp", "address": "0.0.0.0", "port": 5432}]),
+        json!([{"local_address": "10.0.0.5", "local_port": 40000,
+                "remote_address": "203.0.113.9", "remote_port": 443}]),
         "10.0.0.5",
     );
-    let (status, answer) = s.post(Some(WEB1), bytes(&full)).await;
+    first["limitations"] = limitations.clone();
+    let (status, answer) = s.post(Some(WEB1), bytes(&first)).await;
     assert_eq!(
         (status, answer["status"].as_str()),
         (200, Some("ok")),
         "{answer}"
     );
-    let mut limited = report(
-        "web-1",
-        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 8080}]),
-        json!([]),
-        "10.0.0.5",
-    );
-    limited["limitations"] = json!([
-        "3 processes could not be inspected (other users' processes need root); 1 sockets have no known process"
-    ]);
-    let (status, answer) = s.post(Some(WEB1), bytes(&limited)).await;
-    assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["status"], "partial", "{answer}");
-    assert_eq!(answer["retired"], 0, "{answer}");
     let v = s
         .gql(
-            "{ resource(id: \"svc:checkout@web-1\") { status } runs(last: 1) { status warnings } }",
+            r#"{ port: resource(id: "svc:port-5432@web-1") { status }
+                 client: resource(id: "svc:unknown@web-1") { status relations(direction: OUTGOING, kind: "depends_on") { to { id } } }
+                 host: resource(id: "host:web-1") { attributes }
+                 runs(last: 1) { status warnings } }"#,
         )
         .await;
-    assert_eq!(v["resource"]["status"], "PRESENT");
-    assert_eq!(v["runs"][0]["status"], "PARTIAL");
+    assert_eq!(v["port"]["status"], "PRESENT", "{v}");
+    assert_eq!(v["client"]["status"], "PRESENT", "{v}");
+    assert_eq!(
+        v["client"]["relations"][0]["to"]["id"], "ext:203.0.113.9",
+        "{v}"
+    );
+    assert_eq!(v["host"]["attributes"]["limited_view"], true, "{v}");
+    assert_eq!(v["runs"][0]["status"], "OK", "{v}");
     assert!(
         v["runs"][0]["warnings"][0]
             .as_str()
@@ -536,25 +540,28 @@ async fn a_report_with_limitations_is_partial_and_retires_nothing() {
             .contains("could not be inspected"),
         "{v}"
     );
-    // A report whose every socket has its process missed nothing, whatever
-    // its limitations: it is complete and retires what is no longer there.
-    let mut owned = report(
+    // The next report, as limited: checkout and the unowned client
+    // connection have ended; the unowned listener is named as before.
+    let mut second = report(
         "web-1",
-        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 22, "process": {"pid": 1, "name": "sshd"}}]),
+        json!([{"protocol": "tcp", "address": "0.0.0.0", "port": 5432}]),
         json!([]),
         "10.0.0.5",
     );
-    owned["limitations"] = limited["limitations"].clone();
-    let (_, answer) = s.post(Some(WEB1), bytes(&owned)).await;
+    second["limitations"] = limitations;
+    let (_, answer) = s.post(Some(WEB1), bytes(&second)).await;
     assert_eq!(answer["status"], "ok", "{answer}");
+    assert!(answer["retired"].as_i64().unwrap() >= 3, "{answer}");
     let v = s
-        .gql("{ resource(id: \"host:web-1\") { attributes } }")
+        .gql(
+            r#"{ checkout: resource(id: "svc:checkout@web-1") { status }
+                 port: resource(id: "svc:port-5432@web-1") { status }
+                 client: resource(id: "svc:unknown@web-1") { status } }"#,
+        )
         .await;
-    assert_eq!(v["resource"]["attributes"]["limited_view"], true, "{v}");
-    let v = s
-        .gql("{ resource(id: \"svc:checkout@web-1\") { status } }")
-        .await;
-    assert_eq!(v["resource"]["status"], "GONE");
+    assert_eq!(v["checkout"]["status"], "GONE", "{v}");
+    assert_eq!(v["client"]["status"], "GONE", "{v}");
+    assert_eq!(v["port"]["status"], "PRESENT", "{v}");
 }
 
 /// A busy host's report (8,000 connections, over 1 MiB of JSON) is

@@ -15,6 +15,7 @@ const TOKEN: &str = "test-token-0123456789";
 
 struct Server {
     addr: SocketAddr,
+    app: Arc<App>,
     _db: common::TestDb,
     client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -38,11 +39,16 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(infragraph::cli::serve_on(listener, app, async move {
-            let _ = rx.await;
-        }));
+        tokio::spawn(infragraph::cli::serve_on(
+            listener,
+            app.clone(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Server {
             addr,
+            app,
             _db: db,
             client: reqwest::Client::new(),
             stop: Some(tx),
@@ -396,6 +402,13 @@ async fn limits_on_depth_and_body_size_and_the_edges() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
+    // Said as GraphQL says errors, not in plain text.
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(
+        error_message(&v),
+        "request body larger than 1048576 bytes",
+        "{v}"
+    );
     // The same without a length announced (chunked): 413 too, said plainly.
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -893,7 +906,7 @@ async fn relations_through_a_hub_stop_at_the_object_budget() {
         paths: vec![path],
     });
     app.collect(&collector).await.unwrap();
-    let s = common::Running::start(app).await;
+    let s = common::Running::start(app.clone()).await;
     let gql = |q: &'static str| {
         let (client, addr) = (s.client.clone(), s.addr);
         async move {
@@ -917,6 +930,24 @@ async fn relations_through_a_hub_stop_at_the_object_budget() {
         &v.to_string()[..300.min(v.to_string().len())]
     );
     assert!(error_message(&v).contains("more than 250000 objects"));
+    // The budget belongs to the schema, not to the HTTP handler: the same
+    // query executed on the schema directly is refused the same way.
+    let direct = infragraph::api::schema()
+        .execute(
+            async_graphql::Request::new(
+                r#"{ resource(id: "svc:hub") { relations { from { relations { to { relations { kind } } } } } } }"#,
+            )
+            .data(app.snapshot())
+            .data(app.clone()),
+        )
+        .await;
+    let direct = serde_json::to_value(&direct).unwrap();
+    assert_eq!(
+        direct["errors"][0]["extensions"]["code"],
+        "TOO_LARGE",
+        "{}",
+        &direct.to_string()[..300.min(direct.to_string().len())]
+    );
     // 600 + 600: fine.
     let v =
         gql(r#"{ resource(id: "svc:hub") { relations { from { relations { kind } } } } }"#).await;
@@ -943,4 +974,65 @@ async fn relations_through_a_hub_stop_at_the_object_budget() {
         }
     }
     drop(db);
+}
+
+/// A request that runs past `query_timeout` is abandoned with a GraphQL
+/// error saying so (503, code TIMEOUT), and the server goes on. The slow
+/// request is a write that waits for SQLite's lock, held by another
+/// connection: it is slow for as long as the test says, on any machine.
+/// Abandoned, it writes nothing; once the lock is free the same write
+/// goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_timeout_is_abandoned_with_a_timeout_error() {
+    use sqlx::Connection;
+    let s = Server::start(Some(TOKEN)).await;
+    let m = r#"mutation { assertResource(id: "svc:late", kind: "service") { id } }"#;
+    let mut other = sqlx::AnyConnection::connect(&format!("{}?mode=rw", s._db.url))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    s.app
+        .set_query_timeout(std::time::Duration::from_millis(500));
+    let t = std::time::Instant::now();
+    let resp = s
+        .client
+        .post(format!("http://{}/graphql", s.addr))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "query": m }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["errors"][0]["extensions"]["code"], "TIMEOUT", "{v}");
+    assert!(
+        error_message(&v).contains("longer than 500 ms (query_timeout)"),
+        "{v}"
+    );
+    // Reads go on meanwhile.
+    let v = s
+        .gql(
+            r#"{ impact(failed: ["host:db-1"]) { downCount } }"#,
+            json!({}),
+        )
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    s.app
+        .set_query_timeout(infragraph::app::DEFAULT_QUERY_TIMEOUT);
+    let v = s
+        .gql(r#"{ resource(id: "svc:late") { id } }"#, json!({}))
+        .await;
+    assert!(v["data"]["resource"].is_null(), "abandoned, written: {v}");
+    let v = s.gql_with(m, json!({}), Some(TOKEN)).await;
+    assert!(v["errors"].is_null(), "{v}");
+    assert_eq!(v["data"]["assertResource"]["id"], "svc:late");
 }

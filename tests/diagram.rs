@@ -726,6 +726,7 @@ mod http {
         std::net::SocketAddr,
         common::TestDb,
         tokio::sync::oneshot::Sender<()>,
+        Arc<App>,
     ) {
         let db = common::TestDb::sqlite();
         let store = Store::connect(&db.url).await.unwrap();
@@ -737,10 +738,14 @@ mod http {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(infragraph::cli::serve_on(listener, app, async move {
-            let _ = rx.await;
-        }));
-        (addr, db, tx)
+        tokio::spawn(infragraph::cli::serve_on(
+            listener,
+            app.clone(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        (addr, db, tx, app)
     }
 
     async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
@@ -766,9 +771,52 @@ mod http {
             .unwrap()
     }
 
+    /// Renders take turns on the server's render slots: with every slot
+    /// busy, an image waits for one and, past the render wait, is told to
+    /// come back (503) without running `dot`; DOT text needs no slot; a
+    /// slot that frees in time serves the waiting request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn renders_wait_for_a_slot_and_are_turned_away_after_the_wait() {
+        let (addr, _db, _stop, app) = start().await;
+        app.set_render_wait(std::time::Duration::from_millis(300));
+        let held = app
+            .render_slots()
+            .clone()
+            .acquire_many_owned(infragraph::app::RENDER_SLOTS as u32)
+            .await
+            .unwrap();
+        let t = std::time::Instant::now();
+        let (s, _, body) = get(addr, "/diagrams/network.svg").await;
+        assert_eq!(s, 503, "{}", String::from_utf8_lossy(&body));
+        assert!(
+            String::from_utf8_lossy(&body).contains("other diagrams are being rendered"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(t.elapsed() >= std::time::Duration::from_millis(300));
+        let (s, _, _) = get(addr, "/diagrams/network.dot").await;
+        assert_eq!(s, 200);
+        if !dot_available("renders_wait_for_a_slot_and_are_turned_away_after_the_wait") {
+            return;
+        }
+        app.set_render_wait(std::time::Duration::from_secs(60));
+        let waiting = tokio::spawn(get(addr, "/diagrams/network.svg"));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!waiting.is_finished(), "rendered without a free slot");
+        drop(held);
+        let (s, ct, _) = waiting.await.unwrap();
+        assert_eq!(s, 200);
+        assert_eq!(ct, "image/svg+xml");
+        // Every slot is back once the render is done.
+        assert_eq!(
+            app.render_slots().available_permits(),
+            infragraph::app::RENDER_SLOTS
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn endpoints_serve_dot_svg_png_and_graphql() {
-        let (addr, _db, _stop) = start().await;
+        let (addr, _db, _stop, _app) = start().await;
         let (s, ct, body) = get(addr, "/diagrams/network.dot?scope=vpc:prod").await;
         assert_eq!(s, 200);
         assert!(ct.starts_with("text/vnd.graphviz"), "{ct}");
@@ -787,6 +835,16 @@ mod http {
         assert!(String::from_utf8_lossy(&body).contains("at least one failed"));
         let (s, _, _) = get(addr, "/diagrams/dependencies.svg?hops=x").await;
         assert_eq!(s, 400);
+        // Hops without a resource to count from are refused, not dropped.
+        let (s, _, body) = get(addr, "/diagrams/dependencies.dot?hops=1").await;
+        assert_eq!(s, 400);
+        assert!(
+            String::from_utf8_lossy(&body).contains("give around as well"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let v = graphql(addr, "{ diagram(kind: DEPENDENCIES, hops: 1) }").await;
+        assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_INPUT", "{v}");
         let (s, _, _) = get(addr, "/diagrams/flowchart.svg").await;
         assert_eq!(s, 404);
         // The server draws at most 2,000 nodes a request, and says so.

@@ -86,6 +86,22 @@ async fn full_run_retires_what_vanished_and_keeps_history(url: String) {
     assert_eq!(ops, vec![ChangeOp::Retire, ChangeOp::Create]);
     let runs = store.runs(10).await.unwrap();
     assert_eq!(runs.len(), 2);
+    // Another file's relation to the retired resource is refused, saying
+    // it is gone rather than unknown.
+    let q = f.write(
+        "other.yaml",
+        "resources:\n  - {id: svc:z, kind: service}\nrelations:\n  - {from: svc:z, to: svc:y, kind: depends_on}\n",
+    );
+    let run = load(&store, std::slice::from_ref(&q)).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let err = run.error.unwrap_or_default();
+    assert!(
+        err.contains(&format!(
+            "{}:4: relation 'depends_on' points to resource 'svc:y', which is gone (no source has reported it since 20",
+            q.display()
+        )),
+        "{err}"
+    );
     store.close().await;
 }
 
@@ -175,7 +191,11 @@ async fn apply(
             collector: "test".into(),
             scope: "all".into(),
             started_at: infragraph::model::now_ms(),
-            outcome: Ok(Collection { batches, warnings }),
+            outcome: Ok(Collection {
+                batches,
+                warnings,
+                notes: Vec::new(),
+            }),
             retract: vec![],
             additive: false,
         })
@@ -334,6 +354,7 @@ async fn disagreeing_sources_do_not_flip_the_merged_view(url: String) {
             scope: String::new(),
             started_at: infragraph::model::now_ms(),
             outcome: Ok(Collection {
+                notes: Vec::new(),
                 batches: vec![ScopeBatch {
                     resources: vec![m],
                     ..Default::default()
@@ -456,6 +477,7 @@ async fn manual_assertions_are_additive_and_retractable(url: String) {
         scope: String::new(),
         started_at: infragraph::model::now_ms(),
         outcome: Ok(Collection {
+            notes: Vec::new(),
             batches: vec![batch],
             warnings: vec![],
         }),
@@ -699,6 +721,7 @@ async fn reported_gone_retires_even_in_a_partial_run(url: String) {
             scope: "all".into(),
             started_at: infragraph::model::now_ms(),
             outcome: Ok(Collection {
+                notes: Vec::new(),
                 batches: vec![batch("o", true, &["b"])],
                 warnings: vec![],
             }),
@@ -752,6 +775,7 @@ async fn reported_gone_retires_even_in_a_partial_run(url: String) {
             scope: "all".into(),
             started_at: infragraph::model::now_ms(),
             outcome: Ok(Collection {
+                notes: Vec::new(),
                 batches: vec![r1],
                 warnings: vec![],
             }),
@@ -848,6 +872,7 @@ async fn by_hand(store: &Store, resources: &[&str], relations: &[(&str, &str, &s
             scope: String::new(),
             started_at: infragraph::model::now_ms(),
             outcome: Ok(Collection {
+                notes: Vec::new(),
                 batches: vec![b],
                 warnings: vec![],
             }),

@@ -461,7 +461,11 @@ pub async fn collect_with(cfg: &AwsEc2Config, base: SdkConfig) -> Result<Collect
         took_ms = started.elapsed().as_millis() as u64,
         "EC2 collection finished"
     );
-    Ok(Collection { batches, warnings })
+    Ok(Collection {
+        batches,
+        warnings,
+        notes: Vec::new(),
+    })
 }
 
 fn ec2_client(cfg: &AwsEc2Config, conf: &SdkConfig, region: &str) -> aws_sdk_ec2::Client {

@@ -1213,6 +1213,7 @@ mod tests {
                 .any(|r| r.kind == "runs_on" && r.to == "host:db-1")
         );
         crate::check_contract(&crate::Collection {
+            notes: Vec::new(),
             batches: vec![b],
             warnings: vec![],
         })

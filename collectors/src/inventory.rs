@@ -126,6 +126,7 @@ pub async fn collect(config: &InventoryConfig) -> Result<Collection, CollectErro
         batches.push(batch);
     }
     Ok(Collection {
+        notes: Vec::new(),
         batches,
         warnings: Vec::new(),
     })
@@ -279,12 +280,6 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
             }
             labels.insert(k, value);
         }
-        if !(r.attributes.is_null() || r.attributes.is_object()) {
-            return Err(invalid(
-                line,
-                format!("resource '{id}': 'attributes' must be a map"),
-            ));
-        }
         if let Some(&first) = by_id.get(&id) {
             let prev = &mut resources[first];
             if prev.kind != r.kind {
@@ -340,9 +335,6 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
                 line,
                 format!("relation '{}' from '{from}' to itself", r.kind),
             ));
-        }
-        if !(r.attributes.is_null() || r.attributes.is_object()) {
-            return Err(invalid(line, "relation 'attributes' must be a map".into()));
         }
         let key = (from.clone(), to.clone(), r.kind.clone());
         if let Some(&idx) = seen.get(&key) {
@@ -566,10 +558,33 @@ mod tests {
         assert_eq!(b.relations[0].origin.as_deref(), Some("inv.yaml:9"));
         assert!(b.complete);
         crate::check_contract(&Collection {
+            notes: Vec::new(),
             batches: vec![b],
             warnings: vec![],
         })
         .unwrap();
+    }
+
+    /// `attributes` is any JSON, as the inventory contract says: an array
+    /// or a scalar is kept as given, and a repeated id's objects merge.
+    #[test]
+    fn attributes_may_be_any_json() {
+        let b = yaml(
+            "resources:\n  - {id: a, kind: host, attributes: [1, two]}\n  - {id: b, kind: service, attributes: \"v2\"}\n  - {id: c, kind: service, attributes: {x: 1}}\n  - {id: c, kind: service, attributes: {y: 2}}\nrelations:\n  - {from: b, to: a, kind: runs_on, attributes: 42}\n",
+        )
+        .unwrap();
+        let attrs = |id: &str| {
+            b.resources
+                .iter()
+                .find(|r| r.id == id)
+                .unwrap()
+                .attributes
+                .clone()
+        };
+        assert_eq!(attrs("a"), serde_json::json!([1, "two"]));
+        assert_eq!(attrs("b"), serde_json::json!("v2"));
+        assert_eq!(attrs("c"), serde_json::json!({"x": 1, "y": 2}));
+        assert_eq!(b.relations[0].attributes, serde_json::json!(42));
     }
 
     #[test]

@@ -122,13 +122,24 @@ pub struct Collection {
     /// One batch per scope.
     pub batches: Vec<ScopeBatch>,
     /// What went wrong without stopping the run (a region that failed, ...).
+    /// Any warning makes the run partial: it retires nothing by absence.
     pub warnings: Vec<String>,
+    /// What the collector could not see that does not make its enumeration
+    /// incomplete (an agent without root names other users' sockets by
+    /// port, the same way every time). Recorded with the run's warnings;
+    /// the run stays complete.
+    pub notes: Vec<String>,
 }
 
 impl Collection {
     /// True when every batch is complete and nothing was warned about.
     pub fn is_complete(&self) -> bool {
         self.warnings.is_empty() && self.batches.iter().all(|b| b.complete)
+    }
+
+    /// What the run's record shows: the warnings, then the notes.
+    pub fn remarks(&self) -> Vec<String> {
+        self.warnings.iter().chain(&self.notes).cloned().collect()
     }
 }
 
@@ -178,9 +189,6 @@ pub fn check_contract(collection: &Collection) -> Result<(), String> {
             }
             if !is_kind(&r.kind) {
                 return Err(format!("resource '{}' has invalid kind '{}'", r.id, r.kind));
-            }
-            if !(r.attributes.is_null() || r.attributes.is_object()) {
-                return Err(format!("resource '{}' attributes are not an object", r.id));
             }
         }
         for rel in &batch.relations {

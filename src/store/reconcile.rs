@@ -302,7 +302,7 @@ impl Store {
     async fn record_failed(&self, input: &RunInput, error: String) -> anyhow::Result<Run> {
         tracing::warn!(error = %error, "run failed; nothing written");
         let warnings = match &input.outcome {
-            Ok(c) => c.warnings.clone(),
+            Ok(c) => c.remarks(),
             Err(_) => Vec::new(),
         };
         let row = sqlx::query(
@@ -700,8 +700,21 @@ async fn reconcile(
                     .is_some_and(|r| r.status == Status::Present);
             if !known {
                 let origin = rel.origin.clone().unwrap_or_else(|| source.clone());
+                // One the store has as gone is named so: the fix is to
+                // report it again, not to look for a typo.
+                let what = match existing.get(end) {
+                    Some(row) => format!(
+                        "resource '{end}', which is gone (no source has reported it since {})",
+                        chrono::DateTime::from_timestamp_millis(
+                            row.gone_at.unwrap_or(row.last_seen)
+                        )
+                        .unwrap_or_default()
+                        .format("%Y-%m-%dT%H:%M:%SZ")
+                    ),
+                    None => format!("unknown resource '{end}'"),
+                };
                 return Err(Failure::Invalid(format!(
-                    "{origin}: relation '{}' {role} unknown resource '{end}'",
+                    "{origin}: relation '{}' {role} {what}",
                     rel.kind
                 )));
             }
@@ -1139,7 +1152,7 @@ async fn reconcile(
     .bind(counts.created)
     .bind(counts.updated)
     .bind(counts.retired)
-    .bind(serde_json::to_string(&collection.warnings).map_err(anyhow::Error::from)?)
+    .bind(serde_json::to_string(&collection.remarks()).map_err(anyhow::Error::from)?)
     .bind(run_id)
     .execute(&mut **tx)
     .await?;
