@@ -363,12 +363,31 @@ async fn graphql(
         .data(state.app.snapshot())
         .data(state.app.clone())
         .data(auth);
-    // The answer is abandoned after the timeout; work already on the
-    // blocking pool finishes there, bounded by the complexity limit and the
-    // object budget.
+    // A query is abandoned after the timeout, its answer written into the
+    // response included; what it left on the blocking pool finishes there,
+    // in its compute slot. A mutation is not: each of its fields is a run
+    // of its own, committed as it goes, and cutting it off would leave some
+    // applied behind an answer that says none was (writes wait for the
+    // store instead, as `collect` does).
+    if is_mutation(&req) {
+        // Run to the end on a task of its own, even if the client goes
+        // away meanwhile (which drops this handler).
+        let schema = state.schema.clone();
+        return match tokio::spawn(async move { schema.execute(req).await }).await {
+            Ok(answer) => GraphQLResponse::from(answer).into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "mutation task failed");
+                graphql_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; the server log has the details".into(),
+                )
+            }
+        };
+    }
+    let answer = async { GraphQLResponse::from(state.schema.execute(req).await).into_response() };
     let timeout = state.app.query_timeout();
-    match tokio::time::timeout(timeout, state.schema.execute(req)).await {
-        Ok(answer) => GraphQLResponse::from(answer).into_response(),
+    match tokio::time::timeout(timeout, answer).await {
+        Ok(response) => response,
         Err(_) => {
             tracing::warn!(
                 timeout_ms = timeout.as_millis() as u64,
@@ -386,6 +405,25 @@ async fn graphql(
             )
                 .into_response()
         }
+    }
+}
+
+/// Whether the operation a request runs is a mutation. A document that
+/// does not parse is not (its execution answers the syntax error).
+fn is_mutation(req: &async_graphql::Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let Ok(doc) = async_graphql::parser::parse_query(&req.query) else {
+        return false;
+    };
+    let is =
+        |op: &async_graphql::parser::types::OperationDefinition| op.ty == OperationType::Mutation;
+    match &doc.operations {
+        DocumentOperations::Single(op) => is(&op.node),
+        DocumentOperations::Multiple(ops) => match &req.operation_name {
+            Some(name) => ops.iter().any(|(n, op)| n.as_str() == name && is(&op.node)),
+            // Without a name only a lone operation runs.
+            None => ops.len() == 1 && ops.values().all(|op| is(&op.node)),
+        },
     }
 }
 
@@ -503,6 +541,9 @@ async fn diagram_http(
     if let Err(e) = crate::diagram::server_max_nodes(opts.max_nodes.max(opts.failed.len())) {
         return text(StatusCode::BAD_REQUEST, e.to_string());
     }
+    if let Err(e) = crate::diagram::check_options(kind, &opts) {
+        return text(StatusCode::BAD_REQUEST, e.to_string());
+    }
     // Two `dot` processes at a time; a request that waits longer than
     // the render wait for its turn is told to come back. DOT text needs none.
     let permit = if format == Format::Dot {
@@ -588,16 +629,34 @@ fn snap<'a>(ctx: &'a Context<'_>) -> &'a Arc<Snapshot> {
     ctx.data_unchecked::<Arc<Snapshot>>()
 }
 
-/// Runs a graph computation on the blocking pool. An impact, a scan of a
-/// million resources or a path search takes milliseconds to a second of
-/// CPU; on an async worker it would hold up other requests, `/healthz`
-/// among them, and the query timeout could not answer until it ended.
+/// Runs a graph computation on the blocking pool, in one of the server's
+/// compute slots ([`App::compute_slots`]). An impact, a scan of a million
+/// resources or a path search takes milliseconds to a second of CPU; on an
+/// async worker it would hold up other requests, `/healthz` among them,
+/// and the query timeout could not answer until it ended. The slot is
+/// waited for within the request's deadline and held by the computation
+/// itself, so work a timed-out request leaves behind still counts, and
+/// abandoned requests cannot pile up computations without bound.
 async fn compute<T: Send + 'static>(
+    ctx: &Context<'_>,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> async_graphql::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| internal(anyhow::anyhow!("query task failed: {e}")))
+    let slot = match ctx.data_opt::<Arc<App>>() {
+        Some(app) => Some(
+            app.compute_slots()
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| internal(anyhow::anyhow!("compute slots closed: {e}")))?,
+        ),
+        None => None,
+    };
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        f()
+    })
+    .await
+    .map_err(|e| internal(anyhow::anyhow!("query task failed: {e}")))
 }
 
 /// A client error with a code in `extensions.code`.
@@ -1767,7 +1826,7 @@ impl Query {
         let want = status.unwrap_or(ResourceStatus::Present);
         let needle = search.map(|s| s.to_lowercase());
         let scanned = snap.clone();
-        let matching: Vec<Ix> = compute(move || {
+        let matching: Vec<Ix> = compute(ctx, move || {
             let snap = scanned;
             (0..snap.resources.len() as Ix)
                 .filter(|&ix| {
@@ -1841,7 +1900,7 @@ impl Query {
             }
             None => None,
         };
-        compute(move || {
+        compute(ctx, move || {
             if let Some(sel) = sel {
                 let chosen = snap
                     .select(&sel)
@@ -1915,9 +1974,8 @@ impl Query {
             DiagramKind::Dependencies => Kind::Dependencies,
             DiagramKind::Impact => Kind::Impact,
         };
-        let d = tokio::task::spawn_blocking(move || crate::diagram::build(&snap, kind, &opts))
-            .await
-            .map_err(|e| async_graphql::Error::new(format!("diagram task failed: {e}")))?
+        let d = compute(ctx, move || crate::diagram::build(&snap, kind, &opts))
+            .await?
             .map_err(|e| match e {
                 DiagramError::Unknown(_) => client_error("UNKNOWN_RESOURCE", e.to_string()),
                 DiagramError::Invalid(_) => client_error("BAD_INPUT", e.to_string()),
@@ -1948,7 +2006,7 @@ impl Query {
                     "it has no present relations, so it needs nothing now (with changedSince, the relations it lost in that window are listed)",
                 )?;
                 let walked = snap.clone();
-                let deps = compute(move || walked.dependencies(ix, max_depth)).await?;
+                let deps = compute(ctx, move || walked.dependencies(ix, max_depth)).await?;
                 list(ctx, deps.len())?;
                 Ok(deps
                     .into_iter()
@@ -1961,12 +2019,15 @@ impl Query {
             }
             Some(since) => {
                 let app = ctx.data_unchecked::<Arc<App>>();
-                let found = crate::incident::changed_dependencies(
+                let walked = snap.clone();
+                let deps = compute(ctx, move || walked.dependencies(ix, max_depth)).await?;
+                let found = crate::incident::changed_among(
                     &app.store,
                     snap,
                     ix,
                     max_depth,
                     since.timestamp_millis(),
+                    deps,
                 )
                 .await
                 .map_err(internal)?;
@@ -2014,9 +2075,8 @@ impl Query {
             .map(|s| LabelSelector::parse(s).map_err(|e| client_error("BAD_SELECTOR", e)))
             .collect::<Result<Vec<_>, _>>()?;
         let snap2 = snap.clone();
-        let found = tokio::task::spawn_blocking(move || snap2.spofs(scope.as_ref(), &critical))
-            .await
-            .map_err(|e| internal(e.into()))?
+        let found = compute(ctx, move || snap2.spofs(scope.as_ref(), &critical))
+            .await?
             .map_err(|e| match e {
                 crate::graph::SpofError::UnknownResource(m) => client_error("UNKNOWN_RESOURCE", m),
                 crate::graph::SpofError::NoMatch(m) => client_error("BAD_SELECTOR", m),
@@ -2050,7 +2110,7 @@ impl Query {
             )?;
         }
         let walked = snap.clone();
-        let found = compute(move || walked.path(a, b)).await?;
+        let found = compute(ctx, move || walked.path(a, b)).await?;
         Ok(found.map(|p| {
             p.into_iter()
                 .map(|ix| Relation {
@@ -2065,16 +2125,19 @@ impl Query {
     /// FRESH, STALE (silent longer than `agent_stale_after`) or GONE
     /// (longer than `agent_gone_after`; what it reported is retired).
     #[graphql(complexity = "DIAGRAM_COST + 10 * child_complexity")]
-    async fn agents(&self, ctx: &Context<'_>) -> Vec<AgentHost> {
-        let snap = snap(ctx);
-        let app = ctx.data_unchecked::<Arc<App>>();
-        crate::agent::hosts(snap, &app.agents, now_ms())
-            .into_iter()
-            .map(|host| AgentHost {
-                snap: snap.clone(),
-                host,
-            })
-            .collect()
+    async fn agents(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<AgentHost>> {
+        let snap = snap(ctx).clone();
+        let app = ctx.data_unchecked::<Arc<App>>().clone();
+        compute(ctx, move || {
+            crate::agent::hosts(&snap, &app.agents, now_ms())
+                .into_iter()
+                .map(|host| AgentHost {
+                    snap: snap.clone(),
+                    host,
+                })
+                .collect()
+        })
+        .await
     }
 
     /// Where declarations and observations disagree: declared dependencies
@@ -2084,7 +2147,7 @@ impl Query {
     #[graphql(complexity = "DIAGRAM_COST + child_complexity")]
     async fn drift(&self, ctx: &Context<'_>) -> async_graphql::Result<Drift> {
         let owned = snap(ctx).clone();
-        compute(move || {
+        compute(ctx, move || {
             let snap = &owned;
             // Resources an agent reports on: hosts and what runs on them.
             let watched: std::collections::HashSet<&str> = snap
@@ -2155,7 +2218,7 @@ impl Query {
     #[graphql(complexity = "DIAGRAM_COST + 10 * child_complexity")]
     async fn cycles(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Cycle>> {
         let snap = snap(ctx).clone();
-        compute(move || {
+        compute(ctx, move || {
             snap.cycles()
                 .into_iter()
                 .map(|(members, cycle)| Cycle {

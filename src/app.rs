@@ -37,6 +37,8 @@ pub struct App {
     query_timeout_ms: std::sync::atomic::AtomicU64,
     /// Diagram renders (`dot` processes) that may run at once.
     render_slots: Arc<tokio::sync::Semaphore>,
+    /// Graph computations of GraphQL requests that may run at once.
+    compute_slots: Arc<tokio::sync::Semaphore>,
     /// How long a diagram request waits for a render slot, in milliseconds.
     render_wait_ms: std::sync::atomic::AtomicU64,
 }
@@ -85,6 +87,9 @@ impl App {
                 DEFAULT_QUERY_TIMEOUT.as_millis() as u64
             ),
             render_slots: Arc::new(tokio::sync::Semaphore::new(RENDER_SLOTS)),
+            compute_slots: Arc::new(tokio::sync::Semaphore::new(
+                2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+            )),
             render_wait_ms: std::sync::atomic::AtomicU64::new(
                 DEFAULT_RENDER_WAIT.as_millis() as u64
             ),
@@ -114,6 +119,15 @@ impl App {
     /// while `dot` runs.
     pub fn render_slots(&self) -> &Arc<tokio::sync::Semaphore> {
         &self.render_slots
+    }
+
+    /// The slots graph computations of GraphQL requests (impact, paths,
+    /// scans, SPOFs, diagram builds) take on the blocking pool: twice the
+    /// cores, so that CPU-bound work a timed-out request leaves behind
+    /// cannot pile up without bound, and a long computation cannot keep
+    /// the short ones of others waiting for long.
+    pub fn compute_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.compute_slots
     }
 
     /// How long a diagram request waits for a render slot.

@@ -907,14 +907,21 @@ const SERVICE_KINDS: [&str; 6] = [
     "external_endpoint",
 ];
 
-fn dependencies(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
-    if opts.hops.is_some() && opts.around.is_none() {
+/// The checks on a diagram's options that need no graph, made before a
+/// server request waits for a render slot (and again by [`build`]).
+pub fn check_options(kind: Kind, opts: &Options) -> Result<(), DiagramError> {
+    if kind == Kind::Dependencies && opts.hops.is_some() && opts.around.is_none() {
         // As the CLI: hops count from a resource, and would otherwise be
         // dropped without a word.
         return Err(DiagramError::Invalid(
             "hops counts from a resource: give around as well".into(),
         ));
     }
+    Ok(())
+}
+
+fn dependencies(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
+    check_options(Kind::Dependencies, opts)?;
     let around = opts
         .around
         .as_deref()

@@ -36,7 +36,22 @@ pub async fn changed_dependencies(
     max_depth: Option<u32>,
     since: Millis,
 ) -> anyhow::Result<Vec<ChangedDependency>> {
-    let mut deps: Vec<Dependency> = snap.dependencies(ix, max_depth);
+    let deps = snap.dependencies(ix, max_depth);
+    changed_among(store, snap, ix, max_depth, since, deps).await
+}
+
+/// [`changed_dependencies`] from `deps`, the resource's present
+/// dependencies ([`Snapshot::dependencies`] with the same `max_depth`),
+/// for a caller that walks them elsewhere (the server, on its blocking
+/// pool).
+pub async fn changed_among(
+    store: &Store,
+    snap: &Snapshot,
+    ix: Ix,
+    max_depth: Option<u32>,
+    since: Millis,
+    mut deps: Vec<Dependency>,
+) -> anyhow::Result<Vec<ChangedDependency>> {
     let mut depth_of: HashMap<Ix, usize> =
         deps.iter().enumerate().map(|(i, d)| (d.node, i)).collect();
     // Relations retired in the window whose failure semantics made `to` a

@@ -23,7 +23,11 @@ struct Server {
 
 impl Server {
     async fn start(token: Option<&str>) -> Server {
-        let db = common::TestDb::sqlite();
+        Self::start_on(common::TestDb::sqlite(), token).await
+    }
+
+    /// A server on `db`, loaded with the demo inventory.
+    async fn start_on(db: common::TestDb, token: Option<&str>) -> Server {
         let store = Store::connect(&db.url).await.unwrap();
         let collector = ConfiguredCollector::Inventory(collectors::inventory::InventoryConfig {
             paths: vec![common::demo_inventory()],
@@ -976,21 +980,24 @@ async fn relations_through_a_hub_stop_at_the_object_budget() {
     drop(db);
 }
 
-/// A request that runs past `query_timeout` is abandoned with a GraphQL
+/// A query that runs past `query_timeout` is abandoned with a GraphQL
 /// error saying so (503, code TIMEOUT), and the server goes on. The slow
-/// request is a write that waits for SQLite's lock, held by another
-/// connection: it is slow for as long as the test says, on any machine.
-/// Abandoned, it writes nothing; once the lock is free the same write
-/// goes through.
+/// query reads a table another connection holds locked: slow for as long
+/// as the test says, on any machine. Meanwhile `/healthz` and queries
+/// answered from the graph go on, and once the lock is gone the store
+/// answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_past_the_timeout_is_abandoned_with_a_timeout_error() {
+async fn a_query_past_the_timeout_is_abandoned_with_a_timeout_error() {
     use sqlx::Connection;
-    let s = Server::start(Some(TOKEN)).await;
-    let m = r#"mutation { assertResource(id: "svc:late", kind: "service") { id } }"#;
-    let mut other = sqlx::AnyConnection::connect(&format!("{}?mode=rw", s._db.url))
-        .await
-        .unwrap();
-    sqlx::query("BEGIN IMMEDIATE")
+    let test = "a_query_past_the_timeout_is_abandoned_with_a_timeout_error";
+    let Some(db) = common::TestDb::postgres(test).await else {
+        return;
+    };
+    let url = db.url.clone();
+    let s = Server::start_on(db, None).await;
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
         .execute(&mut other)
         .await
         .unwrap();
@@ -1000,8 +1007,7 @@ async fn a_request_past_the_timeout_is_abandoned_with_a_timeout_error() {
     let resp = s
         .client
         .post(format!("http://{}/graphql", s.addr))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "query": m }))
+        .json(&json!({ "query": "{ runs(last: 1) { id } }" }))
         .send()
         .await
         .unwrap();
@@ -1017,7 +1023,13 @@ async fn a_request_past_the_timeout_is_abandoned_with_a_timeout_error() {
         error_message(&v).contains("longer than 500 ms (query_timeout)"),
         "{v}"
     );
-    // Reads go on meanwhile.
+    let health = s
+        .client
+        .get(format!("http://{}/healthz", s.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
     let v = s
         .gql(
             r#"{ impact(failed: ["host:db-1"]) { downCount } }"#,
@@ -1026,13 +1038,61 @@ async fn a_request_past_the_timeout_is_abandoned_with_a_timeout_error() {
         .await;
     assert!(v["errors"].is_null(), "{v}");
     sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    let v = s.gql("{ runs(last: 1) { id status } }", json!({})).await;
+    assert!(v["errors"].is_null(), "{v}");
+    assert_eq!(v["data"]["runs"][0]["status"], "OK", "{v}");
+}
+
+/// A mutation is not cut off by `query_timeout`: each of its fields is a
+/// run committed as it goes, and an answer saying "abandoned" after some
+/// landed would lie. Held up by SQLite's lock (another connection's write)
+/// past the timeout, it waits and lands; one whose client went away
+/// meanwhile lands too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutation_waits_past_the_timeout_and_lands_even_if_its_client_left() {
+    use sqlx::Connection;
+    let s = Server::start(Some(TOKEN)).await;
+    let mut other = sqlx::AnyConnection::connect(&format!("{}?mode=rw", s._db.url))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
     s.app
-        .set_query_timeout(infragraph::app::DEFAULT_QUERY_TIMEOUT);
-    let v = s
-        .gql(r#"{ resource(id: "svc:late") { id } }"#, json!({}))
-        .await;
-    assert!(v["data"]["resource"].is_null(), "abandoned, written: {v}");
-    let v = s.gql_with(m, json!({}), Some(TOKEN)).await;
+        .set_query_timeout(std::time::Duration::from_millis(200));
+    let post = |id: &str| {
+        let req = s
+            .client
+            .post(format!("http://{}/graphql", s.addr))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "query": format!(
+                r#"mutation {{ assertResource(id: "{id}", kind: "service") {{ id }} }}"#
+            ) }));
+        tokio::spawn(async move { req.send().await.unwrap() })
+    };
+    let waits = post("svc:late");
+    let leaves = post("svc:left");
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert!(!waits.is_finished(), "answered while the store was locked");
+    leaves.abort();
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    let resp = waits.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
     assert!(v["errors"].is_null(), "{v}");
     assert_eq!(v["data"]["assertResource"]["id"], "svc:late");
+    // The other one lands although nobody waits for its answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (resources, _) = s.app.store.load_all().await.unwrap();
+        if resources.iter().any(|r| r.id == "svc:left") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a mutation whose client left was dropped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -796,6 +796,9 @@ mod http {
         assert!(t.elapsed() >= std::time::Duration::from_millis(300));
         let (s, _, _) = get(addr, "/diagrams/network.dot").await;
         assert_eq!(s, 200);
+        // Bad options are refused at once, not after the wait (a 503).
+        let (s, _, _) = get(addr, "/diagrams/dependencies.svg?hops=1").await;
+        assert_eq!(s, 400);
         if !dot_available("renders_wait_for_a_slot_and_are_turned_away_after_the_wait") {
             return;
         }

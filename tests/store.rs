@@ -24,7 +24,38 @@ both_backends!(
     relations_follow_their_ends_whoever_asserted_them,
     disagreeing_sources_do_not_flip_the_merged_view,
     relations_ending_at_a_resource_are_read_through_an_index,
+    attributes_of_any_json_merge_without_erasing_other_sources,
 );
+
+/// Attributes may be any JSON. One source's scalar is kept as given; beside
+/// another source's object it goes under `value`, and erases none of that
+/// object's keys (an agent's endpoints, an instance's IP).
+async fn attributes_of_any_json_merge_without_erasing_other_sources(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let f = Files::new();
+    let a = f.write(
+        "a.yaml",
+        "resources:\n  - {id: svc:foo, kind: service, attributes: owned-by-x}\n  - {id: svc:bar, kind: service, attributes: [1, 2]}\n",
+    );
+    let b = f.write(
+        "b.yaml",
+        "resources:\n  - {id: svc:foo, kind: service, attributes: {endpoints: ['10.0.0.1:80']}}\n",
+    );
+    for p in [&a, &b] {
+        assert_eq!(
+            load(&store, std::slice::from_ref(p)).await.status,
+            RunStatus::Ok
+        );
+    }
+    let (res, _) = store.load_all().await.unwrap();
+    let attrs = |id: &str| res.iter().find(|r| r.id == id).unwrap().attributes.clone();
+    assert_eq!(attrs("svc:bar"), serde_json::json!([1, 2]));
+    assert_eq!(
+        attrs("svc:foo"),
+        serde_json::json!({"endpoints": ["10.0.0.1:80"], "value": "owned-by-x"})
+    );
+    store.close().await;
+}
 
 async fn load(store: &Store, files: &[std::path::PathBuf]) -> infragraph::model::Run {
     ConfiguredCollector::Inventory(InventoryConfig {

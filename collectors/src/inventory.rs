@@ -362,11 +362,7 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
 }
 
 fn merge_attributes(into: &mut serde_json::Value, from: serde_json::Value) {
-    match (into, from) {
-        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => a.extend(b),
-        (_, serde_json::Value::Null) => {}
-        (slot, other) => *slot = other,
-    }
+    *into = crate::merge_attributes([&*into, &from]);
 }
 
 /// serde's messages end with " at line X column Y"; we put the line first.

@@ -115,6 +115,32 @@ pub struct ScopeBatch {
     pub gone: Vec<String>,
 }
 
+/// Merges the attributes several reports give one resource or relation,
+/// in precedence order (a later one wins a key). Attributes may be any
+/// JSON. Objects merge key by key. A value that is not an object is kept
+/// as given when no report has an object; beside objects it goes under the
+/// key `value`, so one source's scalar never erases what the others report
+/// (an agent's endpoints, an instance's private IP).
+pub fn merge_attributes<'a>(
+    values: impl IntoIterator<Item = &'a serde_json::Value>,
+) -> serde_json::Value {
+    use serde_json::Value;
+    let values: Vec<&Value> = values.into_iter().filter(|v| !v.is_null()).collect();
+    if !values.iter().any(|v| v.is_object()) {
+        return values.last().map_or(Value::Null, |v| (*v).clone());
+    }
+    let mut merged = serde_json::Map::new();
+    for v in values {
+        match v {
+            Value::Object(o) => merged.extend(o.iter().map(|(k, v)| (k.clone(), v.clone()))),
+            other => {
+                merged.insert("value".into(), other.clone());
+            }
+        }
+    }
+    Value::Object(merged)
+}
+
 /// The result of one collection run. Partial results are values: a run that
 /// half-worked returns what it has, with incomplete batches and warnings.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -218,4 +244,28 @@ pub fn is_kind(kind: &str) -> bool {
     matches!(chars.next(), Some('a'..='z'))
         && kind.len() <= 64
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn attributes_merge_without_erasing_objects() {
+        let m = |v: &[serde_json::Value]| merge_attributes(v.iter());
+        assert_eq!(m(&[]), serde_json::Value::Null);
+        assert_eq!(m(&[json!("a"), json!(null)]), json!("a"));
+        assert_eq!(m(&[json!("a"), json!([1])]), json!([1]));
+        assert_eq!(
+            m(&[json!({"x": 1, "y": 1}), json!({"y": 2})]),
+            json!({"x": 1, "y": 2})
+        );
+        // A scalar beside objects, before or after them, erases nothing.
+        assert_eq!(
+            m(&[json!({"endpoints": ["a:1"]}), json!("team-x")]),
+            json!({"endpoints": ["a:1"], "value": "team-x"})
+        );
+        assert_eq!(m(&[json!(7), json!({"x": 1})]), json!({"value": 7, "x": 1}));
+    }
 }

@@ -705,11 +705,9 @@ async fn reconcile(
                 let what = match existing.get(end) {
                     Some(row) => format!(
                         "resource '{end}', which is gone (no source has reported it since {})",
-                        chrono::DateTime::from_timestamp_millis(
-                            row.gone_at.unwrap_or(row.last_seen)
-                        )
-                        .unwrap_or_default()
-                        .format("%Y-%m-%dT%H:%M:%SZ")
+                        chrono::DateTime::from_timestamp_millis(row.last_seen)
+                            .unwrap_or_default()
+                            .format("%Y-%m-%dT%H:%M:%SZ")
                     ),
                     None => format!("unknown resource '{end}'"),
                 };
@@ -1221,14 +1219,13 @@ fn merge_resource(
     present.sort_by(|a, b| precedence(a.0, a.1.first_seen).cmp(&precedence(b.0, b.1.first_seen)));
     let mut name = None;
     let mut labels = BTreeMap::new();
-    let mut attributes = Value::Null;
     for (_, s) in &present {
         if s.name.is_some() {
             name = s.name.clone();
         }
         labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        merge_json(&mut attributes, &s.attributes);
     }
+    let attributes = collectors::merge_attributes(present.iter().map(|(_, s)| &s.attributes));
     ResRow {
         kind,
         name: name.unwrap_or_else(|| id.to_string()),
@@ -1267,10 +1264,7 @@ fn merge_relation(sources: &Sources<RelSource>, old: Option<&RelRow>, now: Milli
         return row;
     }
     present.sort_by(|a, b| precedence(a.0, a.1.first_seen).cmp(&precedence(b.0, b.1.first_seen)));
-    let mut attributes = Value::Null;
-    for (_, s) in &present {
-        merge_json(&mut attributes, &s.attributes);
-    }
+    let attributes = collectors::merge_attributes(present.iter().map(|(_, s)| &s.attributes));
     RelRow {
         attributes,
         status: Status::Present,
@@ -1281,18 +1275,6 @@ fn merge_relation(sources: &Sources<RelSource>, old: Option<&RelRow>, now: Milli
             .max()
             .unwrap_or(now),
         gone_at: None,
-    }
-}
-
-fn merge_json(into: &mut Value, from: &Value) {
-    match (into, from) {
-        (_, Value::Null) => {}
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                a.insert(k.clone(), v.clone());
-            }
-        }
-        (slot, other) => *slot = other.clone(),
     }
 }
 
