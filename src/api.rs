@@ -90,7 +90,45 @@ impl async_graphql::extensions::Extension for ObjectBudget {
         request: async_graphql::Request,
         next: async_graphql::extensions::NextPrepareRequest<'_>,
     ) -> async_graphql::ServerResult<async_graphql::Request> {
-        next.run(ctx, request.data(Listed::default())).await
+        next.run(
+            ctx,
+            request.data(Listed::default()).data(RequestSlots(Arc::new(
+                tokio::sync::Semaphore::new(SLOTS_PER_REQUEST),
+            ))),
+        )
+        .await
+    }
+}
+
+/// Compute slots one request may hold at once: many aliases of a heavy
+/// field run a few at a time, leaving the server's other slots to other
+/// requests.
+const SLOTS_PER_REQUEST: usize = 2;
+
+/// A request's own share of the compute slots ([`SLOTS_PER_REQUEST`]).
+struct RequestSlots(Arc<tokio::sync::Semaphore>);
+
+/// When a query must be answered by, and its timeout. Checked where work
+/// starts or lists (`compute`, `list`): a tokio timeout only fires when
+/// the request waits, and a query answered from memory may never wait.
+struct Deadline(std::time::Instant, std::time::Duration);
+
+/// The error of a query past its deadline.
+fn timed_out(timeout: std::time::Duration) -> async_graphql::Error {
+    client_error(
+        "TIMEOUT",
+        format!(
+            "the query took longer than {} ms (query_timeout) and was abandoned: ask for less (page lists, narrow selectors, fewer aliases)",
+            timeout.as_millis()
+        ),
+    )
+}
+
+/// An error once the request is past its deadline.
+fn check_deadline(ctx: &Context<'_>) -> async_graphql::Result<()> {
+    match ctx.data_opt::<Deadline>() {
+        Some(d) if std::time::Instant::now() >= d.0 => Err(timed_out(d.1)),
+        _ => Ok(()),
     }
 }
 
@@ -98,6 +136,7 @@ impl async_graphql::extensions::Extension for ObjectBudget {
 /// [`MAX_OBJECTS`]. Every request carries its counter ([`ObjectBudget`]);
 /// one without would be a bug, and is refused rather than left unbounded.
 fn list(ctx: &Context<'_>, n: usize) -> async_graphql::Result<()> {
+    check_deadline(ctx)?;
     let Some(listed) = ctx.data_opt::<Listed>() else {
         return Err(internal(anyhow::anyhow!(
             "a request without its object budget (the schema lacks the ObjectBudget extension)"
@@ -369,7 +408,8 @@ async fn graphql(
     // of its own, committed as it goes, and cutting it off would leave some
     // applied behind an answer that says none was (writes wait for the
     // store instead, as `collect` does).
-    if is_mutation(&req) {
+    let mut req = req;
+    if is_mutation(&mut req) {
         // Run to the end on a task of its own, even if the client goes
         // away meanwhile (which drops this handler).
         let schema = state.schema.clone();
@@ -384,8 +424,24 @@ async fn graphql(
             }
         };
     }
-    let answer = async { GraphQLResponse::from(state.schema.execute(req).await).into_response() };
     let timeout = state.app.query_timeout();
+    let req = req.data(Deadline(std::time::Instant::now() + timeout, timeout));
+    let answer = async {
+        let answer = state.schema.execute(req).await;
+        // Past the deadline inside the execution: the same 503 as past it
+        // while waiting.
+        let late = answer.errors.iter().any(|e| {
+            e.extensions
+                .as_ref()
+                .and_then(|x| x.get("code"))
+                .is_some_and(|c| *c == async_graphql::Value::from("TIMEOUT"))
+        });
+        let mut response = GraphQLResponse::from(answer).into_response();
+        if late {
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        }
+        response
+    };
     match tokio::time::timeout(timeout, answer).await {
         Ok(response) => response,
         Err(_) => {
@@ -396,10 +452,7 @@ async fn graphql(
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 axum::Json(serde_json::json!({ "errors": [{
-                    "message": format!(
-                        "the query took longer than {} ms (query_timeout) and was abandoned: ask for less (page lists, narrow selectors, fewer aliases)",
-                        timeout.as_millis()
-                    ),
+                    "message": timed_out(timeout).message,
                     "extensions": { "code": "TIMEOUT" },
                 }] })),
             )
@@ -410,16 +463,18 @@ async fn graphql(
 
 /// Whether the operation a request runs is a mutation. A document that
 /// does not parse is not (its execution answers the syntax error).
-fn is_mutation(req: &async_graphql::Request) -> bool {
+fn is_mutation(req: &mut async_graphql::Request) -> bool {
     use async_graphql::parser::types::{DocumentOperations, OperationType};
-    let Ok(doc) = async_graphql::parser::parse_query(&req.query) else {
+    let name = req.operation_name.clone();
+    // Parsed once: execution reuses the document.
+    let Ok(doc) = req.parsed_query() else {
         return false;
     };
     let is =
         |op: &async_graphql::parser::types::OperationDefinition| op.ty == OperationType::Mutation;
     match &doc.operations {
         DocumentOperations::Single(op) => is(&op.node),
-        DocumentOperations::Multiple(ops) => match &req.operation_name {
+        DocumentOperations::Multiple(ops) => match &name {
             Some(name) => ops.iter().any(|(n, op)| n.as_str() == name && is(&op.node)),
             // Without a name only a lone operation runs.
             None => ops.len() == 1 && ops.values().all(|op| is(&op.node)),
@@ -560,11 +615,28 @@ async fn diagram_http(
             }
         }
     };
+    // The build is a graph computation like a query's, in any format: it
+    // takes a compute slot, on the same terms.
+    let compute_slot = match tokio::time::timeout(
+        state.app.render_wait(),
+        state.app.compute_slots().clone().acquire_owned(),
+    )
+    .await
+    {
+        Ok(Ok(p)) => p,
+        _ => {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy: the server's graph computations are all taken; try again shortly".into(),
+            );
+        }
+    };
     let snap = state.app.snapshot();
     let result = tokio::task::spawn_blocking(move || {
-        // Held by the render itself, not by the request that may go away.
+        // Held by the work itself, not by the request that may go away.
         let _permit = permit;
         let d = crate::diagram::build(&snap, kind, &opts)?;
+        drop(compute_slot);
         crate::diagram::render(&d.dot(), format).map_err(DiagramOrRender::Render)
     })
     .await;
@@ -641,18 +713,26 @@ async fn compute<T: Send + 'static>(
     ctx: &Context<'_>,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> async_graphql::Result<T> {
+    check_deadline(ctx)?;
+    let closed =
+        |e: tokio::sync::AcquireError| internal(anyhow::anyhow!("compute slots closed: {e}"));
+    let own = match ctx.data_opt::<RequestSlots>() {
+        Some(slots) => Some(slots.0.clone().acquire_owned().await.map_err(closed)?),
+        None => None,
+    };
     let slot = match ctx.data_opt::<Arc<App>>() {
         Some(app) => Some(
             app.compute_slots()
                 .clone()
                 .acquire_owned()
                 .await
-                .map_err(|e| internal(anyhow::anyhow!("compute slots closed: {e}")))?,
+                .map_err(closed)?,
         ),
         None => None,
     };
+    check_deadline(ctx)?;
     tokio::task::spawn_blocking(move || {
-        let _slot = slot;
+        let _slots = (own, slot);
         f()
     })
     .await
@@ -1148,15 +1228,17 @@ impl ImpactedResource {
     }
     /// The explaining path: relations from a failed resource to this one,
     /// each with its kind and sources.
-    async fn path(&self) -> Vec<Relation> {
-        self.result
-            .path(&self.snap, &self.item)
+    async fn path(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Relation>> {
+        check_deadline(ctx)?;
+        let path = self.result.path(&self.snap, &self.item);
+        list(ctx, path.len())?;
+        Ok(path
             .into_iter()
             .map(|ix| Relation {
                 snap: self.snap.clone(),
                 ix,
             })
-            .collect()
+            .collect())
     }
     /// For services with instances and load balancers with targets: how
     /// many are still up.
@@ -1606,24 +1688,28 @@ pub struct Cycle {
 #[Object]
 impl Cycle {
     /// Every resource in the strongly connected group, by id.
-    async fn resources(&self) -> Vec<Resource> {
-        self.members
+    async fn resources(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Resource>> {
+        list(ctx, self.members.len())?;
+        Ok(self
+            .members
             .iter()
             .map(|&ix| Resource {
                 snap: self.snap.clone(),
                 ix,
             })
-            .collect()
+            .collect())
     }
     /// One cycle through the group's first resource, as depends_on relations.
-    async fn relations(&self) -> Vec<Relation> {
-        self.cycle
+    async fn relations(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Relation>> {
+        list(ctx, self.cycle.len())?;
+        Ok(self
+            .cycle
             .iter()
             .map(|&ix| Relation {
                 snap: self.snap.clone(),
                 ix,
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -1648,15 +1734,17 @@ impl Dependency {
         self.dep.depth as i32
     }
     /// Relations from the asking resource to this one.
-    async fn path(&self) -> Vec<Relation> {
-        self.dep
+    async fn path(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Relation>> {
+        list(ctx, self.dep.path.len())?;
+        Ok(self
+            .dep
             .path
             .iter()
             .map(|&ix| Relation {
                 snap: self.snap.clone(),
                 ix,
             })
-            .collect()
+            .collect())
     }
     /// With `changedSince`: its changes in the window, newest first; otherwise null.
     async fn changes(&self) -> Option<Vec<Change>> {
@@ -2019,18 +2107,30 @@ impl Query {
             }
             Some(since) => {
                 let app = ctx.data_unchecked::<Arc<App>>();
+                // The store's reads here, the graph's work on the blocking
+                // pool.
+                use crate::incident::{changed_of, ids_of, with_retired};
+                let since = since.timestamp_millis();
+                let retired = app
+                    .store
+                    .retired_relations_since(since)
+                    .await
+                    .map_err(internal)?;
                 let walked = snap.clone();
-                let deps = compute(ctx, move || walked.dependencies(ix, max_depth)).await?;
-                let found = crate::incident::changed_among(
-                    &app.store,
-                    snap,
-                    ix,
-                    max_depth,
-                    since.timestamp_millis(),
-                    deps,
-                )
-                .await
-                .map_err(internal)?;
+                let (deps, ids) = compute(ctx, move || {
+                    let deps = walked.dependencies(ix, max_depth);
+                    let deps = with_retired(&walked, ix, max_depth, deps, &retired);
+                    let ids = ids_of(&walked, &deps);
+                    (deps, ids)
+                })
+                .await?;
+                let history = app
+                    .store
+                    .history_many(&ids, Some(since))
+                    .await
+                    .map_err(internal)?;
+                let walked = snap.clone();
+                let found = compute(ctx, move || changed_of(&walked, deps, history)).await?;
                 list(ctx, found.len())?;
                 Ok(found
                     .into_iter()

@@ -37,30 +37,40 @@ pub async fn changed_dependencies(
     since: Millis,
 ) -> anyhow::Result<Vec<ChangedDependency>> {
     let deps = snap.dependencies(ix, max_depth);
-    changed_among(store, snap, ix, max_depth, since, deps).await
+    let retired = store.retired_relations_since(since).await?;
+    let deps = with_retired(snap, ix, max_depth, deps, &retired);
+    let history = store
+        .history_many(&ids_of(snap, &deps), Some(since))
+        .await?;
+    Ok(changed_of(snap, deps, history))
 }
 
-/// [`changed_dependencies`] from `deps`, the resource's present
-/// dependencies ([`Snapshot::dependencies`] with the same `max_depth`),
-/// for a caller that walks them elsewhere (the server, on its blocking
-/// pool).
-pub async fn changed_among(
-    store: &Store,
+/// The ids of dependencies, for [`Store::history_many`].
+pub fn ids_of(snap: &Snapshot, deps: &[Dependency]) -> Vec<String> {
+    deps.iter()
+        .map(|d| snap.resource(d.node).id.clone())
+        .collect()
+}
+
+/// The first step of [`changed_dependencies`], on the graph alone: `deps`
+/// (the resource's present dependencies, [`Snapshot::dependencies`] with
+/// the same `max_depth`) with what the `retired` relations (the store's
+/// relation retirements in the window, oldest first) made it need.
+pub fn with_retired(
     snap: &Snapshot,
     ix: Ix,
     max_depth: Option<u32>,
-    since: Millis,
     mut deps: Vec<Dependency>,
-) -> anyhow::Result<Vec<ChangedDependency>> {
+    retired: &[Change],
+) -> Vec<Dependency> {
     let mut depth_of: HashMap<Ix, usize> =
         deps.iter().enumerate().map(|(i, d)| (d.node, i)).collect();
     // Relations retired in the window whose failure semantics made `to` a
     // dependency of `from`, where `from` is the resource or one of its deps.
-    let retired: Vec<Change> = store.retired_relations_since(since).await?;
     // Each retired relation as needing end → (needed end, relation), in the
     // change log's order.
     let mut needs: HashMap<Ix, Vec<(Ix, Option<crate::graph::RelIx>)>> = HashMap::new();
-    for c in &retired {
+    for c in retired {
         let (to, kind) = c.relation.as_ref().expect("filtered");
         let Some(rule) = ImpactRule::of(kind) else {
             continue;
@@ -119,15 +129,21 @@ pub async fn changed_among(
             }
         }
     }
-    let ids: Vec<String> = deps
-        .iter()
-        .map(|d| snap.resource(d.node).id.clone())
-        .collect();
-    let mut history = store.history_many(&ids, Some(since)).await?;
+    deps
+}
+
+/// The last step of [`changed_dependencies`]: the dependencies with their
+/// changes in `history` (by id, newest first), most recently changed first.
+pub fn changed_of(
+    snap: &Snapshot,
+    deps: Vec<Dependency>,
+    mut history: HashMap<String, Vec<Change>>,
+) -> Vec<ChangedDependency> {
     let mut out: Vec<ChangedDependency> = deps
         .into_iter()
         .filter_map(|d| {
             let id = &snap.resource(d.node).id;
+            let changes = history.remove(id)?;
             let on_path: std::collections::HashSet<(&str, &str, &str)> = d
                 .path
                 .iter()
@@ -139,9 +155,7 @@ pub async fn changed_among(
             // Its own changes and those of its outgoing relations (what it
             // needs); an incoming relation (a new dependant of a hub) is not
             // an upstream change unless it is on the path.
-            let changes: Vec<Change> = history
-                .remove(id)
-                .unwrap_or_default()
+            let changes: Vec<Change> = changes
                 .into_iter()
                 .filter(|c| match &c.relation {
                     None => true,
@@ -167,5 +181,5 @@ pub async fn changed_among(
             .then(a.dependency.depth.cmp(&b.dependency.depth))
             .then(a.dependency.node.cmp(&b.dependency.node))
     });
-    Ok(out)
+    out
 }

@@ -1096,3 +1096,107 @@ async fn a_mutation_waits_past_the_timeout_and_lands_even_if_its_client_left() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// The deadline is checked inside the execution too, where work starts or
+/// lists: a query answered from memory in one go, which a tokio timeout
+/// never interrupts, stops there. With no time at all, every field that
+/// computes or lists answers TIMEOUT (503); one that does neither answers.
+#[tokio::test]
+async fn the_deadline_holds_inside_a_query_answered_from_memory() {
+    let s = Server::start(None).await;
+    s.app.set_query_timeout(std::time::Duration::ZERO);
+    for q in [
+        r#"{ impact(failed: ["host:db-1"]) { downCount } }"#,
+        r#"{ resources(first: 5) { edges { node { id } } } }"#,
+        r#"{ resource(id: "svc:payments") { relations { kind } } }"#,
+    ] {
+        let resp = s
+            .client
+            .post(format!("http://{}/graphql", s.addr))
+            .json(&json!({ "query": q }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 503, "{q}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["errors"][0]["extensions"]["code"], "TIMEOUT", "{q}: {v}");
+    }
+    let v = s
+        .gql(r#"{ resource(id: "svc:payments") { id kind } }"#, json!({}))
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+    s.app
+        .set_query_timeout(infragraph::app::DEFAULT_QUERY_TIMEOUT);
+    let v = s
+        .gql(
+            r#"{ impact(failed: ["host:db-1"]) { downCount } }"#,
+            json!({}),
+        )
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+}
+
+/// Paths count against the object budget: the dependencies of the head of
+/// a chain of 800 services list 800 paths of 1 to 800 relations (320,400
+/// in all), over the budget; their depths alone are fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_count_against_the_object_budget() {
+    let f = common::Files::new();
+    let mut inv = String::from("resources:\n");
+    for i in 0..801 {
+        inv.push_str(&format!("  - {{id: 'svc:c{i}', kind: service}}\n"));
+    }
+    inv.push_str("relations:\n");
+    for i in 0..800 {
+        inv.push_str(&format!(
+            "  - {{from: 'svc:c{i}', to: 'svc:c{}', kind: depends_on}}\n",
+            i + 1
+        ));
+    }
+    let path = f.write("chain.yaml", &inv);
+    let db = common::TestDb::sqlite();
+    let store = Store::connect(&db.url).await.unwrap();
+    let app: Arc<App> = App::new(store, None).await.unwrap();
+    app.collect(&ConfiguredCollector::Inventory(
+        collectors::inventory::InventoryConfig { paths: vec![path] },
+    ))
+    .await
+    .unwrap();
+    let s = common::Running::start(app).await;
+    let v = s
+        .graphql(
+            r#"{ dependencies(id: "svc:c0") { depth path { kind } } }"#,
+            json!({}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        v["errors"][0]["extensions"]["code"],
+        "TOO_LARGE",
+        "{}",
+        &v.to_string()[..300.min(v.to_string().len())]
+    );
+    let v = s
+        .graphql(
+            r#"{ dependencies(id: "svc:c0") { depth } }"#,
+            json!({}),
+            None,
+        )
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+    assert_eq!(v["data"]["dependencies"].as_array().unwrap().len(), 800);
+    // The same through impact: the tail's failure takes the chain down.
+    let v = s
+        .graphql(
+            r#"{ impact(failed: ["svc:c800"]) { down { path { kind } } } }"#,
+            json!({}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        v["errors"][0]["extensions"]["code"],
+        "TOO_LARGE",
+        "{}",
+        &v.to_string()[..300.min(v.to_string().len())]
+    );
+}

@@ -799,6 +799,22 @@ mod http {
         // Bad options are refused at once, not after the wait (a 503).
         let (s, _, _) = get(addr, "/diagrams/dependencies.svg?hops=1").await;
         assert_eq!(s, 400);
+        // A diagram's build takes a compute slot, whatever the format: with
+        // them all taken, DOT text waits and is turned away too.
+        let computing = app
+            .compute_slots()
+            .clone()
+            .acquire_many_owned(app.compute_slots().available_permits() as u32)
+            .await
+            .unwrap();
+        let (s, _, body) = get(addr, "/diagrams/network.dot").await;
+        assert_eq!(s, 503, "{}", String::from_utf8_lossy(&body));
+        assert!(
+            String::from_utf8_lossy(&body).contains("graph computations are all taken"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        drop(computing);
         if !dot_available("renders_wait_for_a_slot_and_are_turned_away_after_the_wait") {
             return;
         }
