@@ -1,8 +1,9 @@
 //! The HTTP edge: GraphQL (async-graphql on axum), GraphiQL, `/healthz`.
 //!
 //! Every request takes one graph snapshot and resolves all nested fields from
-//! it in memory, so a deep query costs no SQL per object. Only `runs` and
-//! `history` read the store, `history` batched through a DataLoader. Writes
+//! it in memory, so a deep query costs no SQL per object. Only `runs`,
+//! `history` (batched through a DataLoader) and `dependencies` with
+//! `changedSince` read the store. Writes
 //! (mutations) need the bearer token and go through [`App`], which refreshes
 //! the graph afterwards.
 
@@ -98,6 +99,26 @@ impl async_graphql::extensions::Extension for ObjectBudget {
         )
         .await
     }
+
+    /// Every field checks the deadline before it resolves: fields answered
+    /// from memory (introspection, a shared history, counts) reach neither
+    /// `compute` nor `list`, and a tokio timeout cannot interrupt them.
+    async fn resolve(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        info: async_graphql::extensions::ResolveInfo<'_>,
+        next: async_graphql::extensions::NextResolve<'_>,
+    ) -> async_graphql::ServerResult<Option<async_graphql::Value>> {
+        if let Some(d) = ctx.data_opt::<Deadline>()
+            && std::time::Instant::now() >= d.0
+        {
+            let e = timed_out(d.1);
+            let mut err = async_graphql::ServerError::new(e.message, None);
+            err.extensions = e.extensions;
+            return Err(err);
+        }
+        next.run(ctx, info).await
+    }
 }
 
 /// Compute slots one request may hold at once: many aliases of a heavy
@@ -136,7 +157,6 @@ fn check_deadline(ctx: &Context<'_>) -> async_graphql::Result<()> {
 /// [`MAX_OBJECTS`]. Every request carries its counter ([`ObjectBudget`]);
 /// one without would be a bug, and is refused rather than left unbounded.
 fn list(ctx: &Context<'_>, n: usize) -> async_graphql::Result<()> {
-    check_deadline(ctx)?;
     let Some(listed) = ctx.data_opt::<Listed>() else {
         return Err(internal(anyhow::anyhow!(
             "a request without its object budget (the schema lacks the ObjectBudget extension)"
@@ -151,7 +171,7 @@ fn list(ctx: &Context<'_>, n: usize) -> async_graphql::Result<()> {
             ),
         ));
     }
-    Ok(())
+    check_deadline(ctx)
 }
 
 /// Builds the schema with its limits. Data is attached per request.
@@ -427,15 +447,26 @@ async fn graphql(
     let timeout = state.app.query_timeout();
     let req = req.data(Deadline(std::time::Instant::now() + timeout, timeout));
     let answer = async {
-        let answer = state.schema.execute(req).await;
+        let mut answer = state.schema.execute(req).await;
+        let has = |answer: &async_graphql::Response, code: &str| {
+            answer.errors.iter().any(|e| {
+                e.extensions
+                    .as_ref()
+                    .and_then(|x| x.get("code"))
+                    .is_some_and(|c| *c == async_graphql::Value::from(code))
+            })
+        };
         // Past the deadline inside the execution: the same 503 as past it
         // while waiting.
-        let late = answer.errors.iter().any(|e| {
-            e.extensions
-                .as_ref()
-                .and_then(|x| x.get("code"))
-                .is_some_and(|c| *c == async_graphql::Value::from("TIMEOUT"))
-        });
+        let late = has(&answer, "TIMEOUT");
+        if late || has(&answer, "TOO_LARGE") {
+            // Stopped part way: what was resolved is not the answer (the
+            // rest of a list is missing, or null where the schema says it
+            // cannot be), so none of it is sent, and each error once.
+            answer.data = async_graphql::Value::Null;
+            let mut seen = std::collections::HashSet::new();
+            answer.errors.retain(|e| seen.insert(e.message.clone()));
+        }
         let mut response = GraphQLResponse::from(answer).into_response();
         if late {
             *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
@@ -515,7 +546,9 @@ async fn healthz(State(state): State<AppState>) -> Response {
 /// parameters `scope`, `show_reachability`, `around`, `hops`, `group_by`,
 /// `failed` (repeated or comma-separated), `max_nodes`. Errors are plain
 /// text with the reason: 400 bad input, 404 unknown id or view, 503 when
-/// Graphviz is missing or too slow, 500 when it fails.
+/// Graphviz is missing or too slow, or when no render slot (SVG and PNG)
+/// or compute slot (every format) frees within the render wait, 500 when
+/// it fails.
 async fn diagram_http(
     State(state): State<AppState>,
     axum::extract::Path(file): axum::extract::Path<String>,
@@ -992,6 +1025,7 @@ impl Resource {
             .await
             .map_err(|e| internal(anyhow::anyhow!("{e}")))?
             .unwrap_or_default();
+        list(ctx, changes.len())?;
         Ok(changes.into_iter().map(Change::from).collect())
     }
 }
@@ -1514,6 +1548,9 @@ pub struct Impact {
     snap: Arc<Snapshot>,
     result: Arc<ImpactResult>,
     failed: Vec<Ix>,
+    /// `countsByKind`, computed with the impact (a walk over the answer,
+    /// which aliases would otherwise repeat on the async worker).
+    by_kind: Vec<(String, usize, usize)>,
 }
 
 impl Impact {
@@ -1542,14 +1579,16 @@ impl Impact {
 #[Object]
 impl Impact {
     /// The resources that failed: the ids given plus those the `where` selector chose.
-    async fn failed(&self) -> Vec<Resource> {
-        self.failed
+    async fn failed(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Resource>> {
+        list(ctx, self.failed.len())?;
+        Ok(self
+            .failed
             .iter()
             .map(|&ix| Resource {
                 snap: self.snap.clone(),
                 ix,
             })
-            .collect()
+            .collect())
     }
     /// The failed resources and everything the rules force down, by depth
     /// then id. Page with `first` and `offset`.
@@ -1596,13 +1635,12 @@ impl Impact {
     }
     /// Down and degraded counts per resource kind.
     async fn counts_by_kind(&self) -> Vec<KindCount> {
-        self.result
-            .counts_by_kind(&self.snap)
-            .into_iter()
+        self.by_kind
+            .iter()
             .map(|(kind, down, degraded)| KindCount {
-                kind,
-                down: down as i32,
-                degraded: degraded as i32,
+                kind: kind.clone(),
+                down: *down as i32,
+                degraded: *degraded as i32,
             })
             .collect()
     }
@@ -2012,10 +2050,12 @@ impl Query {
                 ));
             }
             let result = snap.impact(&ixs, max_depth.map(|d| d.max(0) as u32));
+            let by_kind = result.counts_by_kind(&snap);
             Ok(Impact {
                 snap,
                 result: Arc::new(result),
                 failed: ixs,
+                by_kind,
             })
         })
         .await?
@@ -2211,6 +2251,7 @@ impl Query {
         }
         let walked = snap.clone();
         let found = compute(ctx, move || walked.path(a, b)).await?;
+        list(ctx, found.as_ref().map_or(0, Vec::len))?;
         Ok(found.map(|p| {
             p.into_iter()
                 .map(|ix| Relation {
@@ -2235,9 +2276,13 @@ impl Query {
                     snap: snap.clone(),
                     host,
                 })
-                .collect()
+                .collect::<Vec<_>>()
         })
         .await
+        .and_then(|hosts| {
+            list(ctx, hosts.len())?;
+            Ok(hosts)
+        })
     }
 
     /// Where declarations and observations disagree: declared dependencies
@@ -2311,6 +2356,13 @@ impl Query {
             }
         })
         .await
+        .and_then(|d| {
+            list(
+                ctx,
+                d.declared_not_observed.len() + d.observed_not_declared.len(),
+            )?;
+            Ok(d)
+        })
     }
 
     /// Dependency cycles: groups of resources that depend on each other

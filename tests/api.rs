@@ -1097,10 +1097,11 @@ async fn a_mutation_waits_past_the_timeout_and_lands_even_if_its_client_left() {
     }
 }
 
-/// The deadline is checked inside the execution too, where work starts or
-/// lists: a query answered from memory in one go, which a tokio timeout
-/// never interrupts, stops there. With no time at all, every field that
-/// computes or lists answers TIMEOUT (503); one that does neither answers.
+/// The deadline is checked inside the execution too, before every field
+/// and where work starts or lists: a query answered from memory in one go,
+/// which a tokio timeout never interrupts, stops there. With no time at
+/// all, every query answers TIMEOUT (503), introspection included, with no
+/// data.
 #[tokio::test]
 async fn the_deadline_holds_inside_a_query_answered_from_memory() {
     let s = Server::start(None).await;
@@ -1109,6 +1110,8 @@ async fn the_deadline_holds_inside_a_query_answered_from_memory() {
         r#"{ impact(failed: ["host:db-1"]) { downCount } }"#,
         r#"{ resources(first: 5) { edges { node { id } } } }"#,
         r#"{ resource(id: "svc:payments") { relations { kind } } }"#,
+        r#"{ resource(id: "svc:payments") { id kind } }"#,
+        r#"{ __schema { types { name fields { name } } } }"#,
     ] {
         let resp = s
             .client
@@ -1120,11 +1123,9 @@ async fn the_deadline_holds_inside_a_query_answered_from_memory() {
         assert_eq!(resp.status(), 503, "{q}");
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v["errors"][0]["extensions"]["code"], "TIMEOUT", "{q}: {v}");
+        assert!(v["data"].is_null(), "{q}: {v}");
+        assert_eq!(v["errors"].as_array().unwrap().len(), 1, "{q}: {v}");
     }
-    let v = s
-        .gql(r#"{ resource(id: "svc:payments") { id kind } }"#, json!({}))
-        .await;
-    assert!(v["errors"].is_null(), "{v}");
     s.app
         .set_query_timeout(infragraph::app::DEFAULT_QUERY_TIMEOUT);
     let v = s
@@ -1176,6 +1177,14 @@ async fn paths_count_against_the_object_budget() {
         "{}",
         &v.to_string()[..300.min(v.to_string().len())]
     );
+    // Stopped part way, it sends no partial answer that could pass for a
+    // whole one, and says why once.
+    assert!(
+        v["data"].is_null(),
+        "{}",
+        &v.to_string()[..300.min(v.to_string().len())]
+    );
+    assert_eq!(v["errors"].as_array().unwrap().len(), 1);
     let v = s
         .graphql(
             r#"{ dependencies(id: "svc:c0") { depth } }"#,
