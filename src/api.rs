@@ -110,11 +110,23 @@ impl async_graphql::extensions::Extension for ObjectBudget {
         next: async_graphql::extensions::NextResolve<'_>,
     ) -> async_graphql::ServerResult<Option<async_graphql::Value>> {
         if let Some(d) = ctx.data_opt::<Deadline>()
-            && std::time::Instant::now() >= d.0
+            && d.passed()
         {
-            let e = timed_out(d.1);
+            let e = timed_out(d.timeout);
             let mut err = async_graphql::ServerError::new(e.message, None);
             err.extensions = e.extensions;
+            err.path = std::iter::once(info.path_node)
+                .chain(info.path_node.parents())
+                .map(|n| match n.segment {
+                    async_graphql::context::QueryPathSegment::Name(f) => {
+                        async_graphql::PathSegment::Field(f.to_string())
+                    }
+                    async_graphql::context::QueryPathSegment::Index(i) => {
+                        async_graphql::PathSegment::Index(i)
+                    }
+                })
+                .collect();
+            err.path.reverse();
             return Err(err);
         }
         next.run(ctx, info).await
@@ -129,17 +141,41 @@ const SLOTS_PER_REQUEST: usize = 2;
 /// A request's own share of the compute slots ([`SLOTS_PER_REQUEST`]).
 struct RequestSlots(Arc<tokio::sync::Semaphore>);
 
-/// When a query must be answered by, and its timeout. Checked where work
-/// starts or lists (`compute`, `list`): a tokio timeout only fires when
-/// the request waits, and a query answered from memory may never wait.
-struct Deadline(std::time::Instant, std::time::Duration);
+/// When a request must be answered by, and its timeout. Checked before
+/// every field and where work starts or lists (`compute`, `list`): a tokio
+/// timeout only fires when the request waits, and a query answered from
+/// memory may never wait. A mutation's write, which may wait for the store
+/// as long as it takes, starts it again once applied: what follows it gets
+/// the whole timeout.
+struct Deadline {
+    at: std::sync::Mutex<std::time::Instant>,
+    timeout: std::time::Duration,
+}
+
+impl Deadline {
+    fn new(timeout: std::time::Duration) -> Deadline {
+        Deadline {
+            at: std::sync::Mutex::new(std::time::Instant::now() + timeout),
+            timeout,
+        }
+    }
+
+    fn passed(&self) -> bool {
+        std::time::Instant::now() >= *self.at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn restart(&self) {
+        *self.at.lock().unwrap_or_else(|e| e.into_inner()) =
+            std::time::Instant::now() + self.timeout;
+    }
+}
 
 /// The error of a query past its deadline.
 fn timed_out(timeout: std::time::Duration) -> async_graphql::Error {
     client_error(
         "TIMEOUT",
         format!(
-            "the query took longer than {} ms (query_timeout) and was abandoned: ask for less (page lists, narrow selectors, fewer aliases)",
+            "the request took longer than {} ms (query_timeout) and was stopped: what it had not resolved by then is not in the answer (a mutation's writes that had started were applied); ask for less (page lists, narrow selectors, fewer aliases)",
             timeout.as_millis()
         ),
     )
@@ -148,7 +184,7 @@ fn timed_out(timeout: std::time::Duration) -> async_graphql::Error {
 /// An error once the request is past its deadline.
 fn check_deadline(ctx: &Context<'_>) -> async_graphql::Result<()> {
     match ctx.data_opt::<Deadline>() {
-        Some(d) if std::time::Instant::now() >= d.0 => Err(timed_out(d.1)),
+        Some(d) if d.passed() => Err(timed_out(d.timeout)),
         _ => Ok(()),
     }
 }
@@ -427,14 +463,22 @@ async fn graphql(
     // in its compute slot. A mutation is not: each of its fields is a run
     // of its own, committed as it goes, and cutting it off would leave some
     // applied behind an answer that says none was (writes wait for the
-    // store instead, as `collect` does).
+    // store instead, as `collect` does). Its fields check the deadline
+    // before they start, as a query's do, so a write that has not started
+    // by then is not, and the answer says which fields were resolved.
     let mut req = req;
-    if is_mutation(&mut req) {
+    let mutation = is_mutation(&mut req);
+    let timeout = state.app.query_timeout();
+    let req = req.data(Deadline::new(timeout));
+    if mutation {
         // Run to the end on a task of its own, even if the client goes
         // away meanwhile (which drops this handler).
         let schema = state.schema.clone();
         return match tokio::spawn(async move { schema.execute(req).await }).await {
-            Ok(answer) => GraphQLResponse::from(answer).into_response(),
+            Ok(mut answer) => {
+                once_each(&mut answer);
+                GraphQLResponse::from(answer).into_response()
+            }
             Err(e) => {
                 tracing::error!(error = %e, "mutation task failed");
                 graphql_error(
@@ -444,8 +488,6 @@ async fn graphql(
             }
         };
     }
-    let timeout = state.app.query_timeout();
-    let req = req.data(Deadline(std::time::Instant::now() + timeout, timeout));
     let answer = async {
         let mut answer = state.schema.execute(req).await;
         let has = |answer: &async_graphql::Response, code: &str| {
@@ -462,11 +504,10 @@ async fn graphql(
         if late || has(&answer, "TOO_LARGE") {
             // Stopped part way: what was resolved is not the answer (the
             // rest of a list is missing, or null where the schema says it
-            // cannot be), so none of it is sent, and each error once.
+            // cannot be), so none of it is sent.
             answer.data = async_graphql::Value::Null;
-            let mut seen = std::collections::HashSet::new();
-            answer.errors.retain(|e| seen.insert(e.message.clone()));
         }
+        once_each(&mut answer);
         let mut response = GraphQLResponse::from(answer).into_response();
         if late {
             *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
@@ -490,6 +531,20 @@ async fn graphql(
                 .into_response()
         }
     }
+}
+
+/// Keeps one error per message and top-level field: an item of a long list
+/// past a limit fails each following item the same way (thousands of
+/// copies), while the fields that failed stay named.
+fn once_each(answer: &mut async_graphql::Response) {
+    let mut seen = std::collections::HashSet::new();
+    answer.errors.retain(|e| {
+        let top = match e.path.first() {
+            Some(async_graphql::PathSegment::Field(f)) => f.clone(),
+            _ => String::new(),
+        };
+        seen.insert((e.message.clone(), top))
+    });
 }
 
 /// Whether the operation a request runs is a mutation. A document that
@@ -632,24 +687,9 @@ async fn diagram_http(
     if let Err(e) = crate::diagram::check_options(kind, &opts) {
         return text(StatusCode::BAD_REQUEST, e.to_string());
     }
-    // Two `dot` processes at a time; a request that waits longer than
-    // the render wait for its turn is told to come back. DOT text needs none.
-    let permit = if format == Format::Dot {
-        None
-    } else {
-        let slots = state.app.render_slots().clone();
-        match tokio::time::timeout(state.app.render_wait(), slots.acquire_owned()).await {
-            Ok(Ok(p)) => Some(p),
-            _ => {
-                return text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy: other diagrams are being rendered; try again shortly".into(),
-                );
-            }
-        }
-    };
     // The build is a graph computation like a query's, in any format: it
-    // takes a compute slot, on the same terms.
+    // takes a compute slot, on the same terms, and gives it back before
+    // the render.
     let compute_slot = match tokio::time::timeout(
         state.app.render_wait(),
         state.app.compute_slots().clone().acquire_owned(),
@@ -665,14 +705,40 @@ async fn diagram_http(
         }
     };
     let snap = state.app.snapshot();
-    let result = tokio::task::spawn_blocking(move || {
+    let built = tokio::task::spawn_blocking(move || {
         // Held by the work itself, not by the request that may go away.
-        let _permit = permit;
-        let d = crate::diagram::build(&snap, kind, &opts)?;
-        drop(compute_slot);
-        crate::diagram::render(&d.dot(), format).map_err(DiagramOrRender::Render)
+        let _slot = compute_slot;
+        crate::diagram::build(&snap, kind, &opts).map(|d| d.dot())
     })
     .await;
+    let result = match built {
+        Ok(Ok(dot)) => {
+            // Two `dot` processes at a time; a request that waits longer
+            // than the render wait for its turn is told to come back. DOT
+            // text needs none.
+            let permit = if format == Format::Dot {
+                None
+            } else {
+                let slots = state.app.render_slots().clone();
+                match tokio::time::timeout(state.app.render_wait(), slots.acquire_owned()).await {
+                    Ok(Ok(p)) => Some(p),
+                    _ => {
+                        return text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "busy: other diagrams are being rendered; try again shortly".into(),
+                        );
+                    }
+                }
+            };
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                crate::diagram::render(&dot, format).map_err(DiagramOrRender::Render)
+            })
+            .await
+        }
+        Ok(Err(e)) => Ok(Err(DiagramOrRender::Diagram(e))),
+        Err(e) => Err(e),
+    };
     match result {
         Ok(Ok(bytes)) => (
             StatusCode::OK,
@@ -993,9 +1059,11 @@ impl Resource {
             Direction::Incoming => (false, true),
             Direction::Both => (true, true),
         };
-        let found: Vec<Relation> = self
-            .snap
-            .relations_of(self.ix, out, inc)
+        let all = self.snap.relations_of(self.ix, out, inc);
+        // Every relation read counts, matching or not: aliases of a kind
+        // that matches none would otherwise scan a hub for free.
+        list(ctx, all.len())?;
+        let found: Vec<Relation> = all
             .into_iter()
             .filter(|&r| {
                 kind.as_ref()
@@ -1006,7 +1074,6 @@ impl Resource {
                 ix,
             })
             .collect();
-        list(ctx, found.len())?;
         Ok(found)
     }
     /// Its change log (and that of its relations), newest first. Batched:
@@ -2171,7 +2238,11 @@ impl Query {
                     .map_err(internal)?;
                 let walked = snap.clone();
                 let found = compute(ctx, move || changed_of(&walked, deps, history)).await?;
-                list(ctx, found.len())?;
+                // Each dependency and each of its changes.
+                list(
+                    ctx,
+                    found.len() + found.iter().map(|c| c.changes.len()).sum::<usize>(),
+                )?;
                 Ok(found
                     .into_iter()
                     .map(|c| Dependency {
@@ -2378,9 +2449,13 @@ impl Query {
                     members,
                     cycle,
                 })
-                .collect()
+                .collect::<Vec<_>>()
         })
         .await
+        .and_then(|cycles| {
+            list(ctx, cycles.len())?;
+            Ok(cycles)
+        })
     }
 
     /// Recent collection runs, newest first (default 20).
@@ -2414,6 +2489,7 @@ fn writer(ctx: &Context<'_>) -> async_graphql::Result<Arc<App>> {
 }
 
 async fn manual(
+    ctx: &Context<'_>,
     app: &App,
     batch: ScopeBatch,
     retract: Vec<(String, Key)>,
@@ -2433,6 +2509,9 @@ async fn manual(
         })
         .await
         .map_err(internal)?;
+    if let Some(d) = ctx.data_opt::<Deadline>() {
+        d.restart();
+    }
     if let Some(err) = run.error {
         return Err(client_error("BAD_INPUT", err));
     }
@@ -2486,7 +2565,7 @@ impl Mutation {
             relations: vec![],
             gone: Vec::new(),
         };
-        manual(&app, batch, vec![]).await?;
+        manual(ctx, &app, batch, vec![]).await?;
         let snap = app.snapshot();
         let ix = resolve(&snap, &id)?;
         Ok(Resource { snap, ix })
@@ -2522,7 +2601,7 @@ impl Mutation {
             relations: vec![rel],
             gone: Vec::new(),
         };
-        manual(&app, batch, vec![]).await?;
+        manual(ctx, &app, batch, vec![]).await?;
         let snap = app.snapshot();
         let ix = snap
             .lookup_relation(&from, &to, &kind)
@@ -2549,6 +2628,7 @@ impl Mutation {
             return Ok(false);
         }
         manual(
+            ctx,
             &app,
             ScopeBatch::default(),
             vec![(String::new(), Key::Resource(id.to_string()))],
@@ -2579,6 +2659,7 @@ impl Mutation {
             return Ok(false);
         }
         manual(
+            ctx,
             &app,
             ScopeBatch::default(),
             vec![(

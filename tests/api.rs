@@ -960,6 +960,14 @@ async fn relations_through_a_hub_stop_at_the_object_budget() {
         v["data"]["resource"]["relations"].as_array().unwrap().len(),
         600
     );
+    // Relations read count whether they match or not: 500 aliases of a
+    // kind that matches none of the hub's 600 read 300,000.
+    let aliases: String = (0..500)
+        .map(|i| format!(" a{i}: relations(kind: \"zzz\") {{ kind }}"))
+        .collect();
+    let q = format!(r#"{{ resource(id: "svc:hub") {{ id{aliases} }} }}"#);
+    let v = gql(Box::leak(q.into_boxed_str())).await;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "TOO_LARGE", "{v}");
     // The impact table too: aliases of a 601-entry table, 420 × 601 over
     // the budget, 10 within it.
     for (n, over) in [(420, true), (10, false)] {
@@ -1071,6 +1079,15 @@ async fn a_mutation_waits_past_the_timeout_and_lands_even_if_its_client_left() {
             ) }));
         tokio::spawn(async move { req.send().await.unwrap() })
     };
+    // A write that has not started by the deadline is not started: with
+    // no time at all the field is refused, and nothing is written.
+    s.app.set_query_timeout(std::time::Duration::ZERO);
+    let resp = post("svc:never").await.unwrap();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["errors"][0]["extensions"]["code"], "TIMEOUT", "{v}");
+    assert_eq!(v["errors"][0]["path"][0], "assertResource", "{v}");
+    s.app
+        .set_query_timeout(std::time::Duration::from_millis(200));
     let waits = post("svc:late");
     let leaves = post("svc:left");
     tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
@@ -1087,6 +1104,7 @@ async fn a_mutation_waits_past_the_timeout_and_lands_even_if_its_client_left() {
     loop {
         let (resources, _) = s.app.store.load_all().await.unwrap();
         if resources.iter().any(|r| r.id == "svc:left") {
+            assert!(!resources.iter().any(|r| r.id == "svc:never"));
             break;
         }
         assert!(
