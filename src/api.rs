@@ -148,25 +148,36 @@ struct RequestSlots(Arc<tokio::sync::Semaphore>);
 /// as long as it takes, starts it again once applied: what follows it gets
 /// the whole timeout.
 struct Deadline {
-    at: std::sync::Mutex<std::time::Instant>,
+    /// When the request started; `at` counts from here, in nanoseconds.
+    base: std::time::Instant,
+    at: std::sync::atomic::AtomicU64,
     timeout: std::time::Duration,
 }
 
 impl Deadline {
     fn new(timeout: std::time::Duration) -> Deadline {
-        Deadline {
-            at: std::sync::Mutex::new(std::time::Instant::now() + timeout),
+        let d = Deadline {
+            base: std::time::Instant::now(),
+            at: Default::default(),
             timeout,
-        }
+        };
+        d.restart();
+        d
+    }
+
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos().min(u64::MAX as u128) as u64
     }
 
     fn passed(&self) -> bool {
-        std::time::Instant::now() >= *self.at.lock().unwrap_or_else(|e| e.into_inner())
+        self.now() >= self.at.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn restart(&self) {
-        *self.at.lock().unwrap_or_else(|e| e.into_inner()) =
-            std::time::Instant::now() + self.timeout;
+        let at = self
+            .now()
+            .saturating_add(self.timeout.as_nanos().min(u64::MAX as u128) as u64);
+        self.at.store(at, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -175,7 +186,7 @@ fn timed_out(timeout: std::time::Duration) -> async_graphql::Error {
     client_error(
         "TIMEOUT",
         format!(
-            "the request took longer than {} ms (query_timeout) and was stopped: what it had not resolved by then is not in the answer (a mutation's writes that had started were applied); ask for less (page lists, narrow selectors, fewer aliases)",
+            "the request took longer than {} ms (query_timeout) and was stopped: what it had not resolved by then is not in the answer; ask for less (page lists, narrow selectors, fewer aliases)",
             timeout.as_millis()
         ),
     )
@@ -476,7 +487,7 @@ async fn graphql(
         let schema = state.schema.clone();
         return match tokio::spawn(async move { schema.execute(req).await }).await {
             Ok(mut answer) => {
-                once_each(&mut answer);
+                settle_mutation(&mut answer);
                 GraphQLResponse::from(answer).into_response()
             }
             Err(e) => {
@@ -506,8 +517,8 @@ async fn graphql(
             // rest of a list is missing, or null where the schema says it
             // cannot be), so none of it is sent.
             answer.data = async_graphql::Value::Null;
+            once_each(&mut answer);
         }
-        once_each(&mut answer);
         let mut response = GraphQLResponse::from(answer).into_response();
         if late {
             *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
@@ -531,6 +542,45 @@ async fn graphql(
                 .into_response()
         }
     }
+}
+
+/// A mutation's answer, where limits stopped it: a field refused at the
+/// deadline wrote nothing, and says so; a field whose write landed but
+/// whose selection was stopped is null (async-graphql leaves a failed
+/// field's key out, so what remained would pass for the whole selection)
+/// with one error at its own path saying the write was applied.
+fn settle_mutation(answer: &mut async_graphql::Response) {
+    let stopped_code = |e: &async_graphql::ServerError| {
+        e.extensions
+            .as_ref()
+            .and_then(|x| x.get("code"))
+            .is_some_and(|c| {
+                *c == async_graphql::Value::from("TIMEOUT")
+                    || *c == async_graphql::Value::from("TOO_LARGE")
+            })
+    };
+    let mut nulled = Vec::new();
+    for e in answer.errors.iter_mut().filter(|e| stopped_code(e)) {
+        let Some(async_graphql::PathSegment::Field(top)) = e.path.first().cloned() else {
+            continue;
+        };
+        if e.path.len() == 1 {
+            e.message = format!("not started, nothing written: {}", e.message);
+        } else {
+            e.message = format!(
+                "applied (the write landed), but its selection was not resolved: {}",
+                e.message
+            );
+            e.path.truncate(1);
+            nulled.push(top);
+        }
+    }
+    if let async_graphql::Value::Object(fields) = &mut answer.data {
+        for top in nulled {
+            fields.insert(async_graphql::Name::new(top), async_graphql::Value::Null);
+        }
+    }
+    once_each(answer);
 }
 
 /// Keeps one error per message and top-level field: an item of a long list

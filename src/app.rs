@@ -33,14 +33,37 @@ pub struct App {
     /// The store's run mark when the current snapshot was loaded:
     /// `(floor, highest run id, runs above floor)` (see [`Store::run_mark`]).
     store_mark: std::sync::Mutex<(i64, (i64, i64))>,
-    /// How long a GraphQL request may take, in milliseconds.
-    query_timeout_ms: std::sync::atomic::AtomicU64,
+    /// How long a GraphQL request may take.
+    query_timeout: Setting,
     /// Diagram renders (`dot` processes) that may run at once.
     render_slots: Arc<tokio::sync::Semaphore>,
     /// Graph computations of GraphQL requests that may run at once.
     compute_slots: Arc<tokio::sync::Semaphore>,
-    /// How long a diagram request waits for a render slot, in milliseconds.
-    render_wait_ms: std::sync::atomic::AtomicU64,
+    /// How long a diagram request waits for a render slot.
+    render_wait: Setting,
+}
+
+/// A duration the server reads per request and tests (or the
+/// configuration) may change while it runs, kept in milliseconds.
+struct Setting(std::sync::atomic::AtomicU64);
+
+impl Setting {
+    fn new(d: std::time::Duration) -> Setting {
+        let s = Setting(Default::default());
+        s.set(d);
+        s
+    }
+
+    fn get(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn set(&self, d: std::time::Duration) {
+        self.0.store(
+            d.as_millis().min(u64::MAX as u128) as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
 }
 
 /// Diagram renders that run at once: each `dot` may take a core for
@@ -83,16 +106,12 @@ impl App {
             agents,
             listener_cache: Default::default(),
             store_mark: std::sync::Mutex::new((0, (0, 0))),
-            query_timeout_ms: std::sync::atomic::AtomicU64::new(
-                DEFAULT_QUERY_TIMEOUT.as_millis() as u64
-            ),
+            query_timeout: Setting::new(DEFAULT_QUERY_TIMEOUT),
             render_slots: Arc::new(tokio::sync::Semaphore::new(RENDER_SLOTS)),
             compute_slots: Arc::new(tokio::sync::Semaphore::new(
                 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
             )),
-            render_wait_ms: std::sync::atomic::AtomicU64::new(
-                DEFAULT_RENDER_WAIT.as_millis() as u64
-            ),
+            render_wait: Setting::new(DEFAULT_RENDER_WAIT),
         };
         app.refresh().await?;
         Ok(Arc::new(app))
@@ -101,18 +120,12 @@ impl App {
     /// How long a GraphQL request may take before it is abandoned with a
     /// `TIMEOUT` error.
     pub fn query_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(
-            self.query_timeout_ms
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )
+        self.query_timeout.get()
     }
 
     /// Sets [`App::query_timeout`].
     pub fn set_query_timeout(&self, timeout: std::time::Duration) {
-        self.query_timeout_ms.store(
-            timeout.as_millis().min(u64::MAX as u128) as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.query_timeout.set(timeout);
     }
 
     /// The diagram render slots ([`RENDER_SLOTS`]); a render holds one
@@ -132,18 +145,12 @@ impl App {
 
     /// How long a diagram request waits for a render slot.
     pub fn render_wait(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(
-            self.render_wait_ms
-                .load(std::sync::atomic::Ordering::Relaxed),
-        )
+        self.render_wait.get()
     }
 
     /// Sets [`App::render_wait`].
     pub fn set_render_wait(&self, wait: std::time::Duration) {
-        self.render_wait_ms.store(
-            wait.as_millis().min(u64::MAX as u128) as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.render_wait.set(wait);
     }
 
     /// The current snapshot. Hold it for the whole of a request so that every

@@ -905,7 +905,7 @@ async fn relations_through_a_hub_stop_at_the_object_budget() {
     let path = f.write("hub.yaml", &inv);
     let db = common::TestDb::sqlite();
     let store = Store::connect(&db.url).await.unwrap();
-    let app: Arc<App> = App::new(store, None).await.unwrap();
+    let app: Arc<App> = App::new(store, Some(TOKEN.into())).await.unwrap();
     let collector = ConfiguredCollector::Inventory(collectors::inventory::InventoryConfig {
         paths: vec![path],
     });
@@ -960,6 +960,27 @@ async fn relations_through_a_hub_stop_at_the_object_budget() {
         v["data"]["resource"]["relations"].as_array().unwrap().len(),
         600
     );
+    // A mutation's selection has the same budget. Its write lands; the
+    // stopped selection is null, with one error at the field saying so.
+    let v = s
+        .graphql(
+            r#"mutation { assertResource(id: "svc:hub", kind: "service") { id relations { from { relations { to { relations { kind } } } } } } }"#,
+            json!({}),
+            Some(TOKEN),
+        )
+        .await;
+    let shown = &v.to_string()[..400.min(v.to_string().len())];
+    assert_eq!(v["errors"][0]["extensions"]["code"], "TOO_LARGE", "{shown}");
+    assert_eq!(v["errors"].as_array().unwrap().len(), 1, "{shown}");
+    assert_eq!(v["errors"][0]["path"], json!(["assertResource"]), "{shown}");
+    assert!(
+        error_message(&v)
+            .starts_with("applied (the write landed), but its selection was not resolved"),
+        "{shown}"
+    );
+    assert!(v["data"]["assertResource"].is_null(), "{shown}");
+    let v = gql(r#"{ resource(id: "svc:hub") { sources { source } } }"#).await;
+    assert!(v.to_string().contains("\"manual\""), "{v}");
     // Relations read count whether they match or not: 500 aliases of a
     // kind that matches none of the hub's 600 read 300,000.
     let aliases: String = (0..500)
@@ -1085,7 +1106,11 @@ async fn a_mutation_waits_past_the_timeout_and_lands_even_if_its_client_left() {
     let resp = post("svc:never").await.unwrap();
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["errors"][0]["extensions"]["code"], "TIMEOUT", "{v}");
-    assert_eq!(v["errors"][0]["path"][0], "assertResource", "{v}");
+    assert_eq!(v["errors"][0]["path"], json!(["assertResource"]), "{v}");
+    assert!(
+        error_message(&v).starts_with("not started, nothing written"),
+        "{v}"
+    );
     s.app
         .set_query_timeout(std::time::Duration::from_millis(200));
     let waits = post("svc:late");
@@ -1182,48 +1207,19 @@ async fn paths_count_against_the_object_budget() {
     .await
     .unwrap();
     let s = common::Running::start(app).await;
-    let v = s
-        .graphql(
-            r#"{ dependencies(id: "svc:c0") { depth path { kind } } }"#,
-            json!({}),
-            None,
-        )
-        .await;
-    assert_eq!(
-        v["errors"][0]["extensions"]["code"],
-        "TOO_LARGE",
-        "{}",
-        &v.to_string()[..300.min(v.to_string().len())]
-    );
-    // Stopped part way, it sends no partial answer that could pass for a
-    // whole one, and says why once.
-    assert!(
-        v["data"].is_null(),
-        "{}",
-        &v.to_string()[..300.min(v.to_string().len())]
-    );
-    assert_eq!(v["errors"].as_array().unwrap().len(), 1);
-    let v = s
-        .graphql(
-            r#"{ dependencies(id: "svc:c0") { depth } }"#,
-            json!({}),
-            None,
-        )
-        .await;
+    // Over the budget, and stopped part way: no partial answer that could
+    // pass for a whole one, and the reason once.
+    let too_large = |v: &Value| {
+        let shown = &v.to_string()[..300.min(v.to_string().len())];
+        assert_eq!(v["errors"][0]["extensions"]["code"], "TOO_LARGE", "{shown}");
+        assert!(v["data"].is_null(), "{shown}");
+        assert_eq!(v["errors"].as_array().unwrap().len(), 1, "{shown}");
+    };
+    let q = |q: &'static str| s.graphql(q, json!({}), None);
+    too_large(&q(r#"{ dependencies(id: "svc:c0") { depth path { kind } } }"#).await);
+    let v = q(r#"{ dependencies(id: "svc:c0") { depth } }"#).await;
     assert!(v["errors"].is_null(), "{v}");
     assert_eq!(v["data"]["dependencies"].as_array().unwrap().len(), 800);
     // The same through impact: the tail's failure takes the chain down.
-    let v = s
-        .graphql(
-            r#"{ impact(failed: ["svc:c800"]) { down { path { kind } } } }"#,
-            json!({}),
-            None,
-        )
-        .await;
-    assert_eq!(
-        v["errors"][0]["extensions"]["code"],
-        "TOO_LARGE",
-        "{}",
-        &v.to_string()[..300.min(v.to_string().len())]
-    );
+    too_large(&q(r#"{ impact(failed: ["svc:c800"]) { down { path { kind } } } }"#).await);
 }
