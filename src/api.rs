@@ -221,6 +221,12 @@ fn list(ctx: &Context<'_>, n: usize) -> async_graphql::Result<()> {
     check_deadline(ctx)
 }
 
+/// `items`, counted with [`list`].
+fn listed<T>(ctx: &Context<'_>, items: Vec<T>) -> async_graphql::Result<Vec<T>> {
+    list(ctx, items.len())?;
+    Ok(items)
+}
+
 /// Builds the schema with its limits. Data is attached per request.
 pub fn schema() -> InfraSchema {
     Schema::build(Query, Mutation, EmptySubscription)
@@ -2400,10 +2406,7 @@ impl Query {
                 .collect::<Vec<_>>()
         })
         .await
-        .and_then(|hosts| {
-            list(ctx, hosts.len())?;
-            Ok(hosts)
-        })
+        .and_then(|hosts| listed(ctx, hosts))
     }
 
     /// Where declarations and observations disagree: declared dependencies
@@ -2502,10 +2505,7 @@ impl Query {
                 .collect::<Vec<_>>()
         })
         .await
-        .and_then(|cycles| {
-            list(ctx, cycles.len())?;
-            Ok(cycles)
-        })
+        .and_then(|cycles| listed(ctx, cycles))
     }
 
     /// Recent collection runs, newest first (default 20).

@@ -885,6 +885,32 @@ async fn list_amplification_gone_ids_and_empty_critical_are_refused() {
     }
 }
 
+/// A server state on a new SQLite store holding the inventory `text`
+/// (written into `f`), with `token` for writes.
+async fn app_with(
+    f: &common::Files,
+    text: &str,
+    token: Option<&str>,
+) -> (Arc<App>, common::TestDb) {
+    let path = f.write("inventory.yaml", text);
+    let db = common::TestDb::sqlite();
+    let store = Store::connect(&db.url).await.unwrap();
+    let app: Arc<App> = App::new(store, token.map(String::from)).await.unwrap();
+    let run = app
+        .collect(&ConfiguredCollector::Inventory(
+            collectors::inventory::InventoryConfig { paths: vec![path] },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        run.status,
+        infragraph::model::RunStatus::Ok,
+        "{:?}",
+        run.error
+    );
+    (app, db)
+}
+
 /// The complexity limit cannot know that a hub has hundreds of relations:
 /// relations nested three deep through one would list each of them for
 /// each of them. Listing stops at `MAX_OBJECTS` with an error that says
@@ -902,14 +928,7 @@ async fn relations_through_a_hub_stop_at_the_object_budget() {
             "  - {{from: 'svc:s{i}', to: 'svc:hub', kind: depends_on}}\n"
         ));
     }
-    let path = f.write("hub.yaml", &inv);
-    let db = common::TestDb::sqlite();
-    let store = Store::connect(&db.url).await.unwrap();
-    let app: Arc<App> = App::new(store, Some(TOKEN.into())).await.unwrap();
-    let collector = ConfiguredCollector::Inventory(collectors::inventory::InventoryConfig {
-        paths: vec![path],
-    });
-    app.collect(&collector).await.unwrap();
+    let (app, db) = app_with(&f, &inv, Some(TOKEN)).await;
     let s = common::Running::start(app.clone()).await;
     let gql = |q: &'static str| {
         let (client, addr) = (s.client.clone(), s.addr);
@@ -1197,15 +1216,7 @@ async fn paths_count_against_the_object_budget() {
             i + 1
         ));
     }
-    let path = f.write("chain.yaml", &inv);
-    let db = common::TestDb::sqlite();
-    let store = Store::connect(&db.url).await.unwrap();
-    let app: Arc<App> = App::new(store, None).await.unwrap();
-    app.collect(&ConfiguredCollector::Inventory(
-        collectors::inventory::InventoryConfig { paths: vec![path] },
-    ))
-    .await
-    .unwrap();
+    let (app, _db) = app_with(&f, &inv, None).await;
     let s = common::Running::start(app).await;
     // Over the budget, and stopped part way: no partial answer that could
     // pass for a whole one, and the reason once.
