@@ -1059,15 +1059,16 @@ impl Resource {
         &self.r().name
     }
     /// Labels, sorted by key.
-    async fn labels(&self) -> Vec<Label> {
-        self.r()
-            .labels
+    async fn labels(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Label>> {
+        let labels = &self.r().labels;
+        list(ctx, labels.len())?;
+        Ok(labels
             .iter()
             .map(|(k, v)| Label {
                 key: k.clone(),
                 value: v.clone(),
             })
-            .collect()
+            .collect())
     }
     /// Free-form attributes merged over all sources.
     async fn attributes(&self) -> Option<Json<serde_json::Value>> {
@@ -1091,8 +1092,8 @@ impl Resource {
         self.r().gone_at.map(to_dt)
     }
     /// Every source that reported it.
-    async fn sources(&self) -> Vec<Provenance> {
-        provenance(&self.r().sources)
+    async fn sources(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Provenance>> {
+        listed(ctx, provenance(&self.r().sources))
     }
     /// For what host agents report (hosts, their services, the endpoints
     /// they talk to): FRESH while any agent reporting it reported within
@@ -1198,8 +1199,8 @@ impl Relation {
         self.r().status.into()
     }
     /// Every source that reported it.
-    async fn sources(&self) -> Vec<Provenance> {
-        provenance(&self.r().sources)
+    async fn sources(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Provenance>> {
+        listed(ctx, provenance(&self.r().sources))
     }
     /// How we know: DECLARED (an inventory, a cloud API, a manual edit)
     /// and/or OBSERVED (host agents saw the traffic), from the sources that
@@ -2517,6 +2518,12 @@ impl Query {
             .runs(last.unwrap_or(20).clamp(0, 1000) as i64)
             .await
             .map_err(internal)?;
+        // A run's warnings are as many as its collector wrote (one per
+        // failed scope or skipped item): counted with the runs.
+        list(
+            ctx,
+            runs.len() + runs.iter().map(|r| r.warnings.len()).sum::<usize>(),
+        )?;
         Ok(runs.into_iter().map(Run::from).collect())
     }
 }

@@ -163,12 +163,36 @@ pub fn quote(s: &str) -> String {
     out
 }
 
+/// A DOT quoted string naming a node or a cluster: distinct for distinct
+/// names. Escaped as [`quote`], except that every control character is
+/// written as a backslash escape of its own (`\x09`, `\r`): Graphviz keeps
+/// a backslash that does not start `\"` in a name, and a backslash of the
+/// name itself is written doubled, so `a<TAB>b`, `a b` and the text `a\x09b`
+/// stay three nodes. (In [`quote`], which labels use, they read the same,
+/// which is harmless there.)
+pub fn quote_id(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn qid(s: &str) -> Id {
-    Id::Escaped(quote(s))
+    Id::Escaped(quote_id(s))
 }
 
 fn attr(k: &str, v: &str) -> Attribute {
-    Attribute(Id::Plain(k.to_string()), qid(v))
+    Attribute(Id::Plain(k.to_string()), Id::Escaped(quote(v)))
 }
 
 fn nid(s: &str) -> NodeId {
@@ -1502,6 +1526,17 @@ mod tests {
         assert_eq!(quote("a\\"), r#""a\\""#);
         assert_eq!(quote("x\ny"), r#""x\ny""#);
         assert_eq!(quote("}\u{7}"), "\"} \"");
+        // Names stay distinct: a control character is an escape of its
+        // own, never the same text as another name's.
+        assert_eq!(quote_id("a\tb"), r#""a\x09b""#);
+        assert_eq!(quote_id("a\rb"), r#""a\rb""#);
+        assert_eq!(quote_id("a\nb"), r#""a\nb""#);
+        assert_eq!(quote_id(r#"a"b\"#), r#""a\"b\\""#);
+        let names = [
+            "a\tb", "a b", "a\\x09b", "ab", "a\rb", "a\\rb", "a\nb", "a\\nb",
+        ];
+        let quoted: BTreeSet<String> = names.iter().map(|n| quote_id(n)).collect();
+        assert_eq!(quoted.len(), names.len(), "{quoted:?}");
     }
 
     #[test]

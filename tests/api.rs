@@ -918,7 +918,12 @@ async fn app_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relations_through_a_hub_stop_at_the_object_budget() {
     let f = common::Files::new();
-    let mut inv = String::from("resources:\n  - {id: 'svc:hub', kind: service}\n");
+    // The hub also has 600 labels.
+    let labels: Vec<String> = (0..600).map(|i| format!("k{i}: v")).collect();
+    let mut inv = format!(
+        "resources:\n  - {{id: 'svc:hub', kind: service, labels: {{{}}}}}\n",
+        labels.join(", ")
+    );
     for i in 0..600 {
         inv.push_str(&format!("  - {{id: 'svc:s{i}', kind: service}}\n"));
     }
@@ -1023,6 +1028,25 @@ async fn relations_through_a_hub_stop_at_the_object_budget() {
         } else {
             assert!(v["errors"].is_null(), "{n} tables");
             assert_eq!(v["data"]["impact"]["downCount"], 601);
+        }
+    }
+    // Labels count too: 420 aliases of the hub's 600 are over the budget,
+    // 10 are not.
+    for (n, over) in [(420, true), (10, false)] {
+        let aliases: String = (0..n).map(|i| format!(" l{i}: labels {{ key }}")).collect();
+        let q = format!(r#"{{ resource(id: "svc:hub") {{ id{aliases} }} }}"#);
+        let v = gql(Box::leak(q.into_boxed_str())).await;
+        if over {
+            assert_eq!(
+                v["errors"][0]["extensions"]["code"], "TOO_LARGE",
+                "{n} label lists"
+            );
+        } else {
+            assert!(v["errors"].is_null(), "{n} label lists: {v}");
+            assert_eq!(
+                v["data"]["resource"]["l9"].as_array().map(Vec::len),
+                Some(600)
+            );
         }
     }
     drop(db);

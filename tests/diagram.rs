@@ -552,6 +552,32 @@ fn hostile_names_render_as_text_not_markup() {
     }
 }
 
+/// Names that differ only in control characters are different resources,
+/// and stay different nodes in the DOT and in what `dot` draws.
+#[test]
+fn names_differing_in_control_characters_stay_separate_nodes() {
+    let (mut r, mut l) = estate();
+    let names = ["svc:a\tb", "svc:a b", "svc:a\\x09b", "svc:ab", "svc:a\rb"];
+    for n in names {
+        r.push(res(n, "service", "twin", &[]));
+        l.push(rel(n, "svc:web", "depends_on"));
+    }
+    let snap = Snapshot::build(r, l, 0);
+    let (dot, p) = build(&snap, Kind::Dependencies, &Options::default());
+    let twins = p
+        .nodes
+        .values()
+        .filter(|(_, a)| a.get("label").is_some_and(|l| l.starts_with("twin")))
+        .count();
+    assert_eq!(twins, names.len(), "{dot}");
+    if !dot_available("names_differing_in_control_characters_stay_separate_nodes") {
+        return;
+    }
+    let svg = String::from_utf8(diagram::render(&dot, Format::Svg).unwrap()).unwrap();
+    // Each node is a group with its label's text; one per name.
+    assert_eq!(svg.matches(">twin<").count(), names.len(), "{svg}");
+}
+
 #[test]
 fn missing_dot_says_how_to_install_it() {
     let err = diagram::render_with(
