@@ -484,7 +484,7 @@ async fn graphql(
     // before they start, as a query's do, so a write that has not started
     // by then is not, and the answer says which fields were resolved.
     let mut req = req;
-    let mutation = is_mutation(&mut req);
+    let (mutation, order) = operation_of(&mut req);
     let timeout = state.app.query_timeout();
     let req = req.data(Deadline::new(timeout));
     if mutation {
@@ -494,6 +494,7 @@ async fn graphql(
         return match tokio::spawn(async move { schema.execute(req).await }).await {
             Ok(mut answer) => {
                 settle_mutation(&mut answer);
+                order.apply(&mut answer.data);
                 GraphQLResponse::from(answer).into_response()
             }
             Err(e) => {
@@ -507,6 +508,7 @@ async fn graphql(
     }
     let answer = async {
         let mut answer = state.schema.execute(req).await;
+        order.apply(&mut answer.data);
         let has = |answer: &async_graphql::Response, code: &str| {
             answer.errors.iter().any(|e| {
                 e.extensions
@@ -603,24 +605,145 @@ fn once_each(answer: &mut async_graphql::Response) {
     });
 }
 
-/// Whether the operation a request runs is a mutation. A document that
-/// does not parse is not (its execution answers the syntax error).
-fn is_mutation(req: &mut async_graphql::Request) -> bool {
+/// The operation a request runs, read from its document before it runs:
+/// whether it is a mutation (a document that does not parse is not: its
+/// execution answers the syntax error), and the order of the keys its
+/// answer must have.
+fn operation_of(req: &mut async_graphql::Request) -> (bool, KeyOrder) {
     use async_graphql::parser::types::{DocumentOperations, OperationType};
     let name = req.operation_name.clone();
     // Parsed once: execution reuses the document.
     let Ok(doc) = req.parsed_query() else {
-        return false;
+        return (false, KeyOrder::default());
     };
-    let is =
-        |op: &async_graphql::parser::types::OperationDefinition| op.ty == OperationType::Mutation;
-    match &doc.operations {
-        DocumentOperations::Single(op) => is(&op.node),
+    let op = match &doc.operations {
+        DocumentOperations::Single(op) => Some(&op.node),
         DocumentOperations::Multiple(ops) => match &name {
-            Some(name) => ops.iter().any(|(n, op)| n.as_str() == name && is(&op.node)),
+            Some(name) => ops
+                .iter()
+                .find(|(n, _)| n.as_str() == name)
+                .map(|(_, op)| &op.node),
             // Without a name only a lone operation runs.
-            None => ops.len() == 1 && ops.values().all(|op| is(&op.node)),
+            None if ops.len() == 1 => ops.values().next().map(|op| &op.node),
+            None => None,
         },
+    };
+    match op {
+        Some(op) => (
+            op.ty == OperationType::Mutation,
+            KeyOrder::of(doc, &[&op.selection_set.node]),
+        ),
+        None => (false, KeyOrder::default()),
+    }
+}
+
+/// The keys of an answer's objects in the order the query names them, as
+/// GraphQL asks ("ordered by the order in which they appear in the
+/// query"). async-graphql resolves an object's fields concurrently and
+/// keeps them in the order they finish, so a field that waits (a store
+/// read, a graph computation on the blocking pool) comes after those that
+/// did not: `{ a: spofs b: cycles }` came back as b, a, or a, b, by chance.
+/// Built once per request from the document (fragments expanded, type
+/// conditions ignored: a key the answer lacks is skipped), then applied
+/// to every object of the answer.
+#[derive(Default)]
+struct KeyOrder(Vec<(async_graphql::Name, KeyOrder)>);
+
+impl KeyOrder {
+    fn of(
+        doc: &async_graphql::parser::types::ExecutableDocument,
+        sets: &[&async_graphql::parser::types::SelectionSet],
+    ) -> KeyOrder {
+        use async_graphql::parser::types::{Selection, SelectionSet};
+        fn collect<'a>(
+            doc: &'a async_graphql::parser::types::ExecutableDocument,
+            set: &'a SelectionSet,
+            keys: &mut Vec<(&'a async_graphql::Name, Vec<&'a SelectionSet>)>,
+            spread: &mut Vec<&'a async_graphql::Name>,
+        ) {
+            for sel in &set.items {
+                match &sel.node {
+                    Selection::Field(f) => {
+                        let key = &f.node.response_key().node;
+                        let sub = &f.node.selection_set.node;
+                        match keys.iter_mut().find(|(k, _)| *k == key) {
+                            Some((_, subs)) => subs.push(sub),
+                            None => keys.push((key, vec![sub])),
+                        }
+                    }
+                    Selection::FragmentSpread(f) => {
+                        // A fragment spread twice at one level names the
+                        // same keys twice.
+                        let name = &f.node.fragment_name.node;
+                        if spread.contains(&name) {
+                            continue;
+                        }
+                        spread.push(name);
+                        if let Some(def) = doc.fragments.get(name) {
+                            collect(doc, &def.node.selection_set.node, keys, spread);
+                        }
+                    }
+                    Selection::InlineFragment(f) => {
+                        collect(doc, &f.node.selection_set.node, keys, spread)
+                    }
+                }
+            }
+        }
+        let (mut keys, mut spread) = (Vec::new(), Vec::new());
+        for set in sets {
+            collect(doc, set, &mut keys, &mut spread);
+        }
+        KeyOrder(
+            keys.into_iter()
+                .map(|(k, subs)| {
+                    let sub = if subs.iter().all(|s| s.items.is_empty()) {
+                        KeyOrder::default()
+                    } else {
+                        KeyOrder::of(doc, &subs)
+                    };
+                    (k.clone(), sub)
+                })
+                .collect(),
+        )
+    }
+
+    /// Puts `value`'s objects in this order, at every level.
+    fn apply(&self, value: &mut async_graphql::Value) {
+        match value {
+            async_graphql::Value::List(items) => {
+                for item in items {
+                    self.apply(item);
+                }
+            }
+            async_graphql::Value::Object(map) => {
+                // In order already (the usual case): no copy.
+                let mut at = 0;
+                let in_order = map.keys().all(|k| {
+                    while at < self.0.len() && self.0[at].0 != *k {
+                        at += 1;
+                    }
+                    at < self.0.len()
+                });
+                if !in_order {
+                    let mut old = std::mem::take(map);
+                    for (k, _) in &self.0 {
+                        if let Some((k, v)) = old.shift_remove_entry(k) {
+                            map.insert(k, v);
+                        }
+                    }
+                    // Keys the query does not name (none are expected).
+                    map.extend(old);
+                }
+                for (k, sub) in &self.0 {
+                    if !sub.0.is_empty()
+                        && let Some(v) = map.get_mut(k)
+                    {
+                        sub.apply(v);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 

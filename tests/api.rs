@@ -1258,3 +1258,53 @@ async fn paths_count_against_the_object_budget() {
     // The same through impact: the tail's failure takes the chain down.
     too_large(&q(r#"{ impact(failed: ["svc:c800"]) { down { path { kind } } } }"#).await);
 }
+
+/// An answer's keys come in the order the query names them, at every
+/// level, whichever field finished first: a resource's history reads the
+/// store and used to come after its id; whole-graph aliases run on the
+/// blocking pool and used to come back in the order they finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_keep_the_order_of_the_query() {
+    let f = common::Files::new();
+    let inv = "resources:\n  - {id: 'svc:a', kind: service, labels: {tier: '1'}}\n  - {id: 'svc:b', kind: service}\nrelations:\n  - {from: 'svc:a', to: 'svc:b', kind: depends_on}\n  - {from: 'svc:b', to: 'svc:a', kind: depends_on}\n";
+    let (app, db) = app_with(&f, inv, None).await;
+    let s = common::Running::start(app).await;
+    let raw = |q: String| {
+        let (client, addr) = (s.client.clone(), s.addr);
+        async move {
+            client
+                .post(format!("http://{addr}/graphql"))
+                .json(&json!({ "query": q }))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    // Each key after the one before it.
+    let in_order = |text: &str, keys: &[&str]| {
+        let mut at = 0;
+        for k in keys {
+            let found = text[at..].find(&format!("\"{k}\":"));
+            assert!(found.is_some(), "{k} not after {at}: {keys:?}: {text}");
+            at += found.unwrap_or(0) + 1;
+        }
+    };
+    let text = raw(
+        r#"{ z: runs(last: 1) { id } resource(id: "svc:a") { history { at } ...more } }
+           fragment more on Resource { id k: kind }"#
+            .into(),
+    )
+    .await;
+    in_order(&text, &["z", "resource", "history", "at", "id", "k"]);
+    for _ in 0..10 {
+        let text = raw(
+            "{ a0: spofs { resource { id } } a1: cycles { resources { id } } a2: spofs { takesDownCount } x: runs { id } }".into(),
+        )
+        .await;
+        in_order(&text, &["a0", "a1", "a2", "x"]);
+    }
+    drop(db);
+}
