@@ -37,7 +37,7 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
-    /// Log filter, e.g. debug or infragraph=debug [default: info for serve, error otherwise]
+    /// Log filter, e.g. debug or infragraph=debug [default: info for serve and agent; for collect, progress and warnings; error otherwise]
     #[arg(long, global = true, env = "INFRAGRAPH_LOG")]
     pub log: Option<String>,
     #[command(subcommand)]
@@ -371,7 +371,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Serve { .. } | Command::Agent { .. } => "info",
         // Collectors show their progress (per region, per file); the SDKs
         // and drivers below them only what went wrong.
-        Command::Collect { .. } => "warn,aws_config=error,infragraph=info,collectors=info",
+        // (The outcome, an error included, is printed below: the log lines
+        // that say the same are left out.)
+        Command::Collect { .. } => {
+            "warn,aws_config=error,collectors=info,infragraph::collector=off"
+        }
         _ => "error",
     };
     init_logging(cli.log.as_deref().unwrap_or(default_level));
@@ -531,6 +535,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::from(2))
                 }
                 RunStatus::Ok => {
+                    // Notes that do not make the run partial (relation
+                    // kinds with no impact rule, an agent's limits).
+                    for w in &run.warnings {
+                        eprintln!("warning: {w}");
+                    }
                     println!("{summary}");
                     Ok(ExitCode::SUCCESS)
                 }

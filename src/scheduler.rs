@@ -42,6 +42,8 @@ pub fn spawn(
                             resources = run.resources_seen,
                             relations = run.relations_seen,
                             error = run.error.as_deref().unwrap_or(""),
+                            // What they say: `runs` (each run's warnings).
+                            warnings = run.warnings.len(),
                             "collector run finished"
                         ),
                         Err(err) => tracing::error!(

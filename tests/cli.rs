@@ -120,6 +120,10 @@ fn collect_and_impact_from_the_command_line() {
         "{}",
         text(&out.stdout)
     );
+    // The demo's relation kinds all carry impact: nothing to warn about,
+    // and no log lines that repeat the outcome.
+    let err = text(&out.stderr);
+    assert!(!err.contains("warning") && !err.contains("WARN"), "{err}");
 
     let out = run(&db.url, &["impact", "host:db-1", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -520,4 +524,36 @@ async fn serve_notices_runs_committed_by_other_processes() {
     let out = run(&db.url, &["collect", "inventory", inv.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     wait_for(&addr, q, "PRESENT").await;
+}
+
+/// A relation kind with no impact rule is kept, and the run says so: with
+/// the impact kind it is close to, where a typo would otherwise read as
+/// "nothing breaks".
+#[test]
+fn collect_warns_of_relation_kinds_without_impact() {
+    let db = common::TestDb::sqlite();
+    let f = common::Files::new();
+    let path = f.write(
+        "typo.yaml",
+        "resources:\n  - {id: a, kind: service}\n  - {id: b, kind: service}\nrelations:\n  - {from: a, to: b, kind: dependson}\n",
+    );
+    let out = run(&db.url, &["collect", "inventory", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("typo.yaml:5: relation kind 'dependson' (1 relation) has no impact rule: a failure does not travel along it (did you mean 'depends_on'?)"),
+        "{err}"
+    );
+    assert_eq!(err.matches("dependson").count(), 1, "{err}");
+    // The run is ok (nothing is incomplete) and keeps the note.
+    let out = run(&db.url, &["runs", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["status"], "ok", "{v}");
+    assert!(
+        v[0]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("did you mean 'depends_on'?"),
+        "{v}"
+    );
 }

@@ -126,10 +126,76 @@ pub async fn collect(config: &InventoryConfig) -> Result<Collection, CollectErro
         batches.push(batch);
     }
     Ok(Collection {
-        notes: Vec::new(),
+        notes: kind_notes(&batches),
         batches,
         warnings: Vec::new(),
     })
+}
+
+/// Relation kinds that other collectors write and that carry no impact on
+/// purpose (see the README's table of kinds).
+const INFORMATIONAL_KINDS: [&str; 3] = ["allows_traffic_from", "connected_to", "associated_with"];
+
+/// One note per relation kind that a failure does not travel along (not in
+/// the table of impact kinds): stored and queryable, but `impact` ignores
+/// it, so a typo (`dependson`) would otherwise read as "nothing breaks".
+/// Says how many relations have it, where the first is, and the impact
+/// kind it is close to, if any.
+fn kind_notes(batches: &[ScopeBatch]) -> Vec<String> {
+    const IMPACT: [&str; 6] = [
+        "depends_on",
+        "runs_on",
+        "contained_in",
+        "attached_to",
+        "instance_of",
+        "routes_to",
+    ];
+    let mut kinds: BTreeMap<&str, (usize, Option<&str>)> = BTreeMap::new();
+    for rel in batches.iter().flat_map(|b| &b.relations) {
+        let kind = rel.kind.as_str();
+        if IMPACT.contains(&kind) || INFORMATIONAL_KINDS.contains(&kind) {
+            continue;
+        }
+        let entry = kinds.entry(kind).or_insert((0, rel.origin.as_deref()));
+        entry.0 += 1;
+    }
+    kinds
+        .into_iter()
+        .map(|(kind, (count, first))| {
+            let near = IMPACT
+                .iter()
+                .find(|k| edit_distance(kind, k) <= 2 || kind.replace('_', "") == k.replace('_', ""));
+            let relations = if count == 1 {
+                "1 relation".to_string()
+            } else {
+                format!("{count} relations")
+            };
+            format!(
+                "{}relation kind '{kind}' ({relations}) has no impact rule: a failure does not travel along it{}",
+                first.map(|f| format!("{f}: ")).unwrap_or_default(),
+                near.map(|k| format!(" (did you mean '{k}'?)"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+/// Levenshtein distance, for "did you mean": short ASCII names only.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.iter().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// Parses one inventory document. `name` is used in error messages and as
@@ -188,10 +254,10 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
     let raw: RawFile = match format {
         Format::Yaml => serde_yaml_ng::from_str(text).map_err(|e| {
             let line = e.location().map(|l| l.line());
-            invalid(line, strip_location(&e.to_string()))
+            invalid(line, hint(strip_location(&e.to_string())))
         })?,
         Format::Json => serde_json::from_str(text)
-            .map_err(|e| invalid(Some(e.line()), strip_location(&e.to_string())))?,
+            .map_err(|e| invalid(Some(e.line()), hint(strip_location(&e.to_string()))))?,
     };
     // JSON is YAML too, so one event walk finds the line of every item.
     let lines = item_lines(text);
@@ -255,10 +321,17 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
                     decimal
                 }
                 serde_json::Value::Number(n) => {
+                    // As written (1.50, 1e3), not as the number reads (1.5,
+                    // 1000.0): the quoted text is what was meant.
+                    let lit = lines
+                        .plain_labels
+                        .get(&(i, k.clone()))
+                        .cloned()
+                        .unwrap_or_else(|| n.to_string());
                     return Err(invalid(
                         line,
                         format!(
-                            "resource '{id}': label '{k}' value {n} must be quoted (\"{n}\") to keep its exact text"
+                            "resource '{id}': label '{k}' value {lit} must be quoted (\"{lit}\") to keep its exact text"
                         ),
                     ));
                 }
@@ -363,6 +436,16 @@ fn parse(name: &str, text: &str, format: Format) -> Result<ScopeBatch, CollectEr
 
 fn merge_attributes(into: &mut serde_json::Value, from: serde_json::Value) {
     *into = crate::merge_attributes([&*into, &from]);
+}
+
+/// A parser message with what to do, where the parser's own does not say:
+/// a number too large for a number is meant as text (an id, a serial).
+fn hint(msg: String) -> String {
+    if msg.contains("number out of range") {
+        format!("{msg}: quote it (\"...\") to keep it as text")
+    } else {
+        msg
+    }
 }
 
 /// serde's messages end with " at line X column Y"; we put the line first.
@@ -660,11 +743,45 @@ mod tests {
         let err = yaml("resources:\n  - {id: a, kind: host, labels: {v: 1.50}}\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("label 'v' value 1.5 must be quoted"), "{err}");
+        // The text to quote is the one written, not the number it reads as.
+        assert!(
+            err.contains("label 'v' value 1.50 must be quoted (\"1.50\")"),
+            "{err}"
+        );
+        let err = yaml("resources:\n  - {id: a, kind: host, labels: {v: 1e3}}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("value 1e3 must be quoted (\"1e3\")"), "{err}");
+        let err = yaml(
+            "resources:\n  - {id: a, kind: host, labels: {v: 123456789012345678901234567890}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("quote it"), "{err}");
         let b = yaml("resources:\n  - {id: a, kind: host, labels: {v: \"1.50\", n: 7, b: true}}\n")
             .unwrap();
         assert_eq!(b.resources[0].labels["v"], "1.50");
         assert_eq!(b.resources[0].labels["n"], "7");
+    }
+
+    #[test]
+    fn relation_kinds_without_impact_are_noted_once_each_with_a_near_impact_kind() {
+        let b = yaml(
+            "resources:\n  - {id: a, kind: service}\n  - {id: b, kind: service}\nrelations:\n  - {from: a, to: b, kind: dependson}\n  - {from: a, to: b, kind: talks_to}\n  - {from: b, to: a, kind: talks_to}\n  - {from: a, to: b, kind: depends_on}\n  - {from: a, to: b, kind: connected_to}\n  - {from: a, to: b, kind: run_on}\n",
+        )
+        .unwrap();
+        let notes = kind_notes(&[b]);
+        assert_eq!(
+            notes,
+            [
+                "inv.yaml:5: relation kind 'dependson' (1 relation) has no impact rule: a failure does not travel along it (did you mean 'depends_on'?)",
+                "inv.yaml:10: relation kind 'run_on' (1 relation) has no impact rule: a failure does not travel along it (did you mean 'runs_on'?)",
+                "inv.yaml:6: relation kind 'talks_to' (2 relations) has no impact rule: a failure does not travel along it",
+            ]
+        );
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("routes_to", "routes_to"), 0);
     }
 
     #[test]
