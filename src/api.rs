@@ -2286,6 +2286,9 @@ impl Query {
                         format!("where '{sel}' matches no present resource"),
                     ));
                 }
+                if let Some(why) = snap.selects_everything(&sel, chosen.len()) {
+                    return Err(client_error("BAD_SELECTOR", format!("where {why}")));
+                }
                 ixs.extend(chosen);
             }
             ixs.sort_unstable();

@@ -561,6 +561,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 if chosen.is_empty() {
                     anyhow::bail!("--where '{w}' matches no present resource");
                 }
+                if let Some(why) = snap.selects_everything(&sel, chosen.len()) {
+                    anyhow::bail!("--where {why}");
+                }
                 failed.extend(chosen);
             }
             if failed.is_empty() {

@@ -1805,8 +1805,24 @@ impl Snapshot {
         // failure".
         if is_critical.iter().all(|&w| w == 0) {
             let names: Vec<String> = critical.iter().map(|c| c.to_string()).collect();
+            // `kind=database` reads as a label named kind: say so.
+            let not_labels: Vec<&str> = critical
+                .iter()
+                .map(|c| match c {
+                    LabelSelector::Eq(k, _) | LabelSelector::Ne(k, _) | LabelSelector::Has(k) => {
+                        k.as_str()
+                    }
+                })
+                .filter(|k| matches!(*k, "kind" | "contained_in" | "containedIn" | "id"))
+                .collect();
+            let hint = match not_labels.first() {
+                Some(k) => format!(
+                    " ('{k}' is read as a label key here: the critical set is chosen by labels only, e.g. tier=1)"
+                ),
+                None => String::new(),
+            };
             return Err(SpofError::NoMatch(format!(
-                "no present resource is critical by '{}': nothing to take down (check the label, or name the critical set)",
+                "no present resource is critical by '{}': nothing to take down (check the label, or name the critical set){hint}",
                 names.join(",")
             )));
         }
@@ -2142,6 +2158,19 @@ impl Snapshot {
     fn local(&self) -> &Local {
         self.local
             .get_or_init(|| Local::build(&self.fwd, &self.agg_total))
+    }
+
+    /// Why a what-if's selector is refused when it chose every present
+    /// resource (`chosen` of them), or None. "Everything fails" answers
+    /// nothing, and it is what a typo in a negated label gives
+    /// (`kind!=host` as a label: no resource has a label `kind`).
+    pub fn selects_everything(&self, sel: &Selector, chosen: usize) -> Option<String> {
+        let present: usize = self.present.iter().map(|w| w.count_ones() as usize).sum();
+        (chosen >= present && present > 1).then(|| {
+            format!(
+                "'{sel}' selects every present resource ({present}): a what-if of everything failing answers nothing; check the selector (a label condition key!=value also matches resources without the label, and kind or containedIn are not labels)"
+            )
+        })
     }
 
     /// Number of present resources and present relations in the graph.

@@ -875,6 +875,12 @@ async fn list_amplification_gone_ids_and_empty_critical_are_refused() {
             r#"{ impact(failed: ["host:app-1"], where: {kind: "hots"}) { downCount } }"#,
             "where 'kind=hots' matches no present resource",
         ),
+        // `kind!=host` as a label: no resource has a label kind, so it
+        // matched all 73, and everything failed.
+        (
+            r#"{ impact(where: {labels: ["kind!=host"]}) { downCount } }"#,
+            "where 'label:kind!=host' selects every present resource (73)",
+        ),
     ] {
         let v = s.gql(q, json!({})).await;
         assert_eq!(

@@ -556,4 +556,23 @@ fn collect_warns_of_relation_kinds_without_impact() {
             .contains("did you mean 'depends_on'?"),
         "{v}"
     );
+    // Selectors that cannot mean what they say are refused, saying why.
+    for (args, says) in [
+        (
+            &["spofs", "--critical", "kind=service"][..],
+            "('kind' is read as a label key here: the critical set is chosen by labels only",
+        ),
+        (
+            &["impact", "--where", "label:kind!=service"][..],
+            "--where 'label:kind!=service' selects every present resource (2)",
+        ),
+    ] {
+        let out = run(&db.url, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
 }
