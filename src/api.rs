@@ -214,7 +214,7 @@ fn list(ctx: &Context<'_>, n: usize) -> async_graphql::Result<()> {
         return Err(client_error(
             "TOO_LARGE",
             format!(
-                "this answer would list more than {MAX_OBJECTS} objects: page it (first/offset) or nest relations less deep"
+                "this answer would list more than {MAX_OBJECTS} objects: page the lists that take first/offset, filter relations by kind or direction, or nest relations less deep"
             ),
         ));
     }
@@ -225,6 +225,19 @@ fn list(ctx: &Context<'_>, n: usize) -> async_graphql::Result<()> {
 fn listed<T>(ctx: &Context<'_>, items: Vec<T>) -> async_graphql::Result<Vec<T>> {
     list(ctx, items.len())?;
     Ok(items)
+}
+
+/// A count argument (`maxDepth`, `first`, `offset`, `hops`, ...): none, or 0
+/// or more. A negative one is refused by name, never read as 0.
+fn count_arg(name: &str, v: Option<i32>) -> async_graphql::Result<Option<u32>> {
+    match v {
+        Some(n) if n < 0 => Err(client_error(
+            "BAD_INPUT",
+            format!("{name} must be 0 or more, not {n}"),
+        )),
+        Some(n) => Ok(Some(n as u32)),
+        None => Ok(None),
+    }
 }
 
 /// Builds the schema with its limits. Data is attached per request.
@@ -495,6 +508,7 @@ async fn graphql(
             Ok(mut answer) => {
                 settle_mutation(&mut answer);
                 order.apply(&mut answer.data);
+                explain_limits(&mut answer);
                 GraphQLResponse::from(answer).into_response()
             }
             Err(e) => {
@@ -509,6 +523,7 @@ async fn graphql(
     let answer = async {
         let mut answer = state.schema.execute(req).await;
         order.apply(&mut answer.data);
+        explain_limits(&mut answer);
         let has = |answer: &async_graphql::Response, code: &str| {
             answer.errors.iter().any(|e| {
                 e.extensions
@@ -589,6 +604,31 @@ fn settle_mutation(answer: &mut async_graphql::Response) {
         }
     }
     once_each(answer);
+}
+
+/// async-graphql's refusals for the depth and complexity limits say only
+/// "Query is too complex." / "Query is nested too deep.": given a code, the
+/// limit, and what to do, as the other limits are.
+fn explain_limits(answer: &mut async_graphql::Response) {
+    for e in &mut answer.errors {
+        let (code, message) = match e.message.as_str() {
+            "Query is too complex." => (
+                "TOO_COMPLEX",
+                format!(
+                    "query is too complex: its cost is over {MAX_COMPLEXITY} (a list costs its length, first: or 100 by default, times its fields; whole-graph fields such as spofs, impact and diagram cost more, see the README's limits): ask for smaller pages or fewer aliases"
+                ),
+            ),
+            "Query is nested too deep." => (
+                "TOO_DEEP",
+                format!("query is nested deeper than {MAX_DEPTH} levels"),
+            ),
+            _ => continue,
+        };
+        e.message = message;
+        e.extensions
+            .get_or_insert_with(Default::default)
+            .set("code", code);
+    }
 }
 
 /// Keeps one error per message and top-level field: an item of a long list
@@ -1806,20 +1846,22 @@ impl Impact {
         items: &[Impacted],
         first: Option<i32>,
         offset: Option<i32>,
-    ) -> Vec<ImpactedResource> {
-        let start = (offset.unwrap_or(0).max(0) as usize).min(items.len());
+    ) -> async_graphql::Result<Vec<ImpactedResource>> {
+        let first = count_arg("first", first)?;
+        let offset = count_arg("offset", offset)?;
+        let start = (offset.unwrap_or(0) as usize).min(items.len());
         let end = match first {
-            Some(f) => (start + f.max(0) as usize).min(items.len()),
+            Some(f) => (start + f as usize).min(items.len()),
             None => items.len(),
         };
-        items[start..end]
+        Ok(items[start..end]
             .iter()
             .map(|i| ImpactedResource {
                 snap: self.snap.clone(),
                 result: self.result.clone(),
                 item: *i,
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -1845,7 +1887,7 @@ impl Impact {
         first: Option<i32>,
         offset: Option<i32>,
     ) -> async_graphql::Result<ImpactList> {
-        let page = self.page(&self.result.down, first, offset);
+        let page = self.page(&self.result.down, first, offset)?;
         list(ctx, page.len())?;
         Ok(ImpactList::new(ctx, page))
     }
@@ -1857,7 +1899,7 @@ impl Impact {
         first: Option<i32>,
         offset: Option<i32>,
     ) -> async_graphql::Result<ImpactList> {
-        let page = self.page(&self.result.degraded, first, offset);
+        let page = self.page(&self.result.degraded, first, offset)?;
         list(ctx, page.len())?;
         Ok(ImpactList::new(ctx, page))
     }
@@ -1940,7 +1982,7 @@ impl Spof {
         ctx: &Context<'_>,
         first: Option<i32>,
     ) -> async_graphql::Result<Vec<Resource>> {
-        let n = first.map_or(usize::MAX, |f| f.max(0) as usize);
+        let n = count_arg("first", first)?.map_or(usize::MAX, |f| f as usize);
         list(ctx, n.min(self.spof.critical_down.len()))?;
         Ok(self
             .spof
@@ -2259,6 +2301,7 @@ impl Query {
         max_depth: Option<i32>,
     ) -> async_graphql::Result<Impact> {
         let snap = snap(ctx).clone();
+        let max_depth = count_arg("maxDepth", max_depth)?;
         let mut ixs = resolve_failed(&snap, &failed)?;
         let sel = match r#where {
             Some(w) => {
@@ -2299,7 +2342,7 @@ impl Query {
                     "nothing failed: name resources in failed, or a where selector that matches some",
                 ));
             }
-            let result = snap.impact(&ixs, max_depth.map(|d| d.max(0) as u32));
+            let result = snap.impact(&ixs, max_depth);
             let by_kind = result.counts_by_kind(&snap);
             Ok(Impact {
                 snap,
@@ -2336,11 +2379,12 @@ impl Query {
             scope,
             show_reachability: show_reachability.unwrap_or(false),
             around,
-            hops: hops.map(|h| h.max(0) as u32),
+            hops: count_arg("hops", hops)?,
             group_by,
             failed: failed.into_iter().map(|f| f.0).collect(),
             max_nodes: crate::diagram::server_max_nodes(
-                max_nodes.map_or(crate::diagram::DEFAULT_MAX_NODES, |m| m.max(0) as usize),
+                count_arg("maxNodes", max_nodes)?
+                    .map_or(crate::diagram::DEFAULT_MAX_NODES, |m| m as usize),
             )
             .map_err(|e| client_error("BAD_INPUT", e.to_string()))?,
         };
@@ -2375,7 +2419,7 @@ impl Query {
     ) -> async_graphql::Result<Vec<Dependency>> {
         let snap = snap(ctx);
         let ix = resolve(snap, &id)?;
-        let max_depth = max_depth.map(|d| d.max(0) as u32);
+        let max_depth = count_arg("maxDepth", max_depth)?;
         match changed_since {
             None => {
                 refuse_gone(
@@ -2468,6 +2512,7 @@ impl Query {
             .iter()
             .map(|s| LabelSelector::parse(s).map_err(|e| client_error("BAD_SELECTOR", e)))
             .collect::<Result<Vec<_>, _>>()?;
+        let take = count_arg("first", first)?.unwrap_or(100).min(1000) as usize;
         let snap2 = snap.clone();
         let found = compute(ctx, move || snap2.spofs(scope.as_ref(), &critical))
             .await?
@@ -2477,7 +2522,7 @@ impl Query {
             })?;
         Ok(found
             .into_iter()
-            .take(first.unwrap_or(100).clamp(0, 1000) as usize)
+            .take(take)
             .map(|spof| Spof {
                 snap: snap.clone(),
                 spof,
@@ -2641,7 +2686,7 @@ impl Query {
         let app = ctx.data_unchecked::<Arc<App>>();
         let runs = app
             .store
-            .runs(last.unwrap_or(20).clamp(0, 1000) as i64)
+            .runs(count_arg("last", last)?.unwrap_or(20).min(1000) as i64)
             .await
             .map_err(internal)?;
         // A run's warnings are as many as its collector wrote (one per
@@ -2662,7 +2707,7 @@ fn writer(ctx: &Context<'_>) -> async_graphql::Result<Arc<App>> {
         Auth::Writer => Ok(ctx.data_unchecked::<Arc<App>>().clone()),
         Auth::Disabled => Err(client_error(
             "WRITES_DISABLED",
-            "mutations are disabled: start the server with --token-file FILE or INFRAGRAPH_TOKEN",
+            "mutations are disabled: start the server with --token-file FILE, token_file in the configuration file, or INFRAGRAPH_TOKEN",
         )),
         Auth::Missing => Err(client_error(
             "UNAUTHORIZED",

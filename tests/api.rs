@@ -359,6 +359,7 @@ async fn mutations_are_disabled_without_a_configured_token() {
         .await;
     assert_eq!(v["errors"][0]["extensions"]["code"], "WRITES_DISABLED");
     assert!(error_message(&v).contains("--token-file"));
+    assert!(error_message(&v).contains("token_file"));
 }
 
 #[tokio::test]
@@ -386,10 +387,48 @@ async fn limits_on_depth_and_body_size_and_the_edges() {
         "} ".repeat(14)
     );
     let v = s.gql(&deep, json!({})).await;
-    assert!(
-        error_message(&v).to_lowercase().contains("nested too deep"),
+    assert_eq!(
+        error_message(&v),
+        "query is nested deeper than 16 levels",
         "{v}"
     );
+    assert_eq!(v["errors"][0]["extensions"]["code"], "TOO_DEEP", "{v}");
+    // Costly but shallow: the complexity limit, with its figure and a hint.
+    let aliases: String = (0..6)
+        .map(|i| format!(" s{i}: spofs {{ downCount }}"))
+        .collect();
+    let v = s.gql(&format!("{{{aliases} }}"), json!({})).await;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "TOO_COMPLEX", "{v}");
+    assert!(
+        error_message(&v).starts_with("query is too complex: its cost is over 50000"),
+        "{v}"
+    );
+    // Counts are 0 or more: a negative one is refused by name.
+    for (q, says) in [
+        (
+            r#"{ impact(failed: ["svc:auth"], maxDepth: -1) { downCount } }"#,
+            "maxDepth must be 0 or more, not -1",
+        ),
+        (
+            r#"{ impact(failed: ["svc:auth"]) { down(first: -1) { depth } } }"#,
+            "first must be 0 or more, not -1",
+        ),
+        (
+            r#"{ dependencies(id: "svc:auth", maxDepth: -2) { depth } }"#,
+            "maxDepth must be 0 or more, not -2",
+        ),
+        (
+            r#"{ runs(last: -1) { id } }"#,
+            "last must be 0 or more, not -1",
+        ),
+    ] {
+        let v = s.gql(q, json!({})).await;
+        assert_eq!(
+            v["errors"][0]["extensions"]["code"], "BAD_INPUT",
+            "{q}: {v}"
+        );
+        assert_eq!(error_message(&v), says, "{q}: {v}");
+    }
     // GraphiQL's introspection query stays within the limits.
     let v = s.gql(INTROSPECTION, json!({})).await;
     assert!(v["errors"].is_null(), "{v}");
