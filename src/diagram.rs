@@ -66,7 +66,8 @@ pub struct Options {
     pub show_reachability: bool,
     /// Dependencies: centre on this resource.
     pub around: Option<String>,
-    /// Dependencies: hops around `around` (default 2). Impact: depth shown.
+    /// Dependencies: hops around `around` (default 2). Impact: depth drawn
+    /// (the title still counts the whole impact; a note counts the rest).
     pub hops: Option<u32>,
     /// Dependencies: cluster by this label (e.g. `team`).
     pub group_by: Option<String>,
@@ -93,12 +94,24 @@ impl Default for Options {
 /// Why a diagram could not be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DiagramError {
-    /// An id that names no resource.
-    #[error("unknown resource id '{0}'")]
-    Unknown(String),
+    /// Ids that name no present resource, every one of them, in the order
+    /// given (worded as `infragraph impact` words them).
+    #[error("{}", unknown_ids(.0))]
+    Unknown(Vec<String>),
     /// Options that make no sense.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// "unknown resource id 'a'", or "unknown resource ids 'a', 'b'": the
+/// wording of `infragraph impact` and of the GraphQL `impact` field.
+pub fn unknown_ids(ids: &[String]) -> String {
+    let quoted: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+    format!(
+        "unknown resource id{} {}",
+        if ids.len() > 1 { "s" } else { "" },
+        quoted.join(", ")
+    )
 }
 
 /// A built diagram.
@@ -360,9 +373,26 @@ fn present(snap: &Snapshot, ix: Ix) -> bool {
 }
 
 fn resolve(snap: &Snapshot, id: &str) -> Result<Ix, DiagramError> {
-    snap.lookup(id)
-        .filter(|&ix| present(snap, ix))
-        .ok_or_else(|| DiagramError::Unknown(id.to_string()))
+    Ok(resolve_all(snap, &[id.to_string()])?[0])
+}
+
+/// Every id resolved, or an error naming every one that is not a present
+/// resource (each once, in the order given).
+fn resolve_all(snap: &Snapshot, ids: &[String]) -> Result<Vec<Ix>, DiagramError> {
+    let mut found = Vec::with_capacity(ids.len());
+    let mut unknown: Vec<String> = Vec::new();
+    for id in ids {
+        match snap.lookup(id).filter(|&ix| present(snap, ix)) {
+            Some(ix) => found.push(ix),
+            None if !unknown.contains(id) => unknown.push(id.clone()),
+            None => {}
+        }
+    }
+    if unknown.is_empty() {
+        Ok(found)
+    } else {
+        Err(DiagramError::Unknown(unknown))
+    }
 }
 
 /// Present relations between present resources, as (from, to, relation).
@@ -565,6 +595,8 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
     let in_scope = |path: &[Ix], ix: Ix| scope.is_none_or(|s| s == ix || path.contains(&s));
     let mut members: Vec<(Ix, Vec<Ix>)> = Vec::new(); // drawn resources with their cluster path
     let mut subnets: BTreeSet<Ix> = BTreeSet::new();
+    // Security groups placed in scope, drawn only with reachability.
+    let mut hidden_groups = 0usize;
     for ix in 0..n as Ix {
         let r = snap.resource(ix);
         if r.status != Status::Present {
@@ -574,10 +606,13 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
         if matches!(k, "region" | "vpc") || is_zone(k) {
             continue;
         }
+        let p = &place[ix as usize];
         if k == "security_group" && !opts.show_reachability {
+            if (p.subnet.is_some() || p.vpc.is_some()) && in_scope(&path_of(ix), ix) {
+                hidden_groups += 1;
+            }
             continue;
         }
-        let p = &place[ix as usize];
         if k == "subnet" {
             let path = path_of(ix);
             if in_scope(&path, ix) {
@@ -598,6 +633,13 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
             members.push((ix, path));
         }
     }
+    // Nothing to draw (load balancers are drawn only towards drawn hosts):
+    // say why, not just "0 nodes".
+    let mut notes = if members.is_empty() {
+        nothing_placed(snap, &place, scope, subnets.len(), hidden_groups)
+    } else {
+        Vec::new()
+    };
     let member_set: FxHashSet<Ix> = members.iter().map(|m| m.0).collect();
     // Load balancers: targets are instances (or hosts); draw LB → host.
     let mut lb_targets: BTreeMap<Ix, BTreeSet<Ix>> = BTreeMap::new();
@@ -621,7 +663,6 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
         }
     }
     // Count, then fold to fit the cap.
-    let mut notes = Vec::new();
     let hosts_placed: usize = members
         .iter()
         .filter(|(ix, _)| !is_gateway(&snap.resource(*ix).kind))
@@ -919,6 +960,66 @@ fn network(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
     })
 }
 
+/// Why the network view drew nothing, what the graph (or the scope) holds
+/// instead, and what the view draws: two notes.
+fn nothing_placed(
+    snap: &Snapshot,
+    place: &[Place],
+    scope: Option<Ix>,
+    subnets: usize,
+    hidden_groups: usize,
+) -> Vec<String> {
+    let mut why = match scope {
+        Some(s) => format!(
+            "nothing drawn in {}: it holds no gateway, and no host, load balancer or other resource contained_in (or attached_to) a subnet or VPC",
+            snap.resource(s).id
+        ),
+        None => {
+            // What is there but in no subnet or VPC.
+            let mut unplaced: BTreeMap<&str, usize> = BTreeMap::new();
+            for (ix, p) in place.iter().enumerate() {
+                let r = snap.resource(ix as Ix);
+                if r.status == Status::Present
+                    && p.subnet.is_none()
+                    && p.vpc.is_none()
+                    && matches!(r.kind.as_str(), "host" | "load_balancer")
+                {
+                    *unplaced.entry(r.kind.as_str()).or_default() += 1;
+                }
+            }
+            let unplaced: Vec<String> = unplaced
+                .iter()
+                .map(|(k, c)| plural(*c, &k.replace('_', " ")))
+                .collect();
+            format!(
+                "nothing drawn: there is no gateway, and no host, load balancer or other resource is contained_in (or attached_to) a subnet or VPC{}",
+                if unplaced.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} in none)", unplaced.join(" and "))
+                }
+            )
+        }
+    };
+    if subnets > 0 {
+        why.push_str(&format!(
+            "; {} {} nothing to draw",
+            plural(subnets, "subnet"),
+            if subnets == 1 { "holds" } else { "hold" }
+        ));
+    }
+    if hidden_groups > 0 {
+        why.push_str(&format!(
+            "; {} drawn only with --show-reachability",
+            plural(hidden_groups, "security group")
+        ));
+    }
+    vec![
+        why,
+        "the network view draws region → VPC → zone → subnet → what is contained_in (or attached_to) a subnet or VPC, gateways, and the load balancers routing to what it draws".into(),
+    ]
+}
+
 // ---------------------------------------------------------------------------
 // Dependency view
 
@@ -1143,19 +1244,23 @@ fn impact(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
             "impact needs at least one failed resource id".into(),
         ));
     }
-    let mut failed: Vec<Ix> = opts
-        .failed
-        .iter()
-        .map(|id| resolve(snap, id))
-        .collect::<Result<_, _>>()?;
+    let mut failed: Vec<Ix> = resolve_all(snap, &opts.failed)?;
     failed.sort_unstable();
     failed.dedup();
-    let result = snap.impact(&failed, opts.hops);
+    // The whole impact, counted as `infragraph impact` counts it (a failed
+    // resource is DOWN): the title gives these counts whatever is drawn.
+    // `hops` trims what is drawn, never what is counted.
+    let result = snap.impact(&failed, None);
     let failed_set: FxHashSet<Ix> = failed.iter().copied().collect();
+    let within = |i: &&crate::graph::Impacted| opts.hops.is_none_or(|h| i.depth <= h);
     // Nearest first: failed, then down and degraded interleaved by depth.
-    let mut items: Vec<_> = result.down.iter().chain(&result.degraded).collect();
+    let mut items: Vec<_> = result
+        .down
+        .iter()
+        .chain(&result.degraded)
+        .filter(within)
+        .collect();
     items.sort_by_key(|i| (i.depth, i.status == ImpactStatus::Degraded, i.node));
-    let total = items.len();
     let budget = opts
         .max_nodes
         .saturating_sub(failed.len().min(opts.max_nodes));
@@ -1171,15 +1276,48 @@ fn impact(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
         )
         .copied()
         .collect();
-    if shown.len() < total {
-        // Counted as the title counts: the failed resources apart.
-        let nfailed = failed_set.len();
+    let down_and_degraded = |v: &mut dyn Iterator<Item = &crate::graph::Impacted>| {
+        v.fold((0usize, 0usize), |(d, g), i| match i.status {
+            ImpactStatus::Down => (d + 1, g),
+            ImpactStatus::Degraded => (d, g + 1),
+        })
+    };
+    if let Some(h) = opts.hops {
+        let (down, degraded) = down_and_degraded(
+            &mut result
+                .down
+                .iter()
+                .chain(&result.degraded)
+                .filter(|i| i.depth > h),
+        );
+        if down + degraded > 0 {
+            notes.push(format!(
+                "not drawn: {} down and {} degraded more than {} from a failed resource (hops {h}); the title counts them",
+                thousands(down),
+                thousands(degraded),
+                plural(h as usize, "hop"),
+            ));
+        }
+    }
+    if shown.len() < items.len() {
+        let shown_nodes: FxHashSet<Ix> = shown.iter().map(|i| i.node).collect();
+        let (down, degraded) = down_and_degraded(
+            &mut items
+                .iter()
+                .copied()
+                .filter(|i| !shown_nodes.contains(&i.node)),
+        );
         notes.push(format!(
-            "showing the nearest {} of {} impacted ({} down, {} degraded); narrow with --hops N",
-            thousands(shown.len().saturating_sub(nfailed)),
-            thousands(total.saturating_sub(nfailed)),
-            thousands(result.down.len().saturating_sub(nfailed)),
-            thousands(result.degraded.len())
+            "showing the nearest {} of {} impacted{}: {} down and {} degraded not drawn over the cap of {}; narrow with --hops N or raise --max-nodes",
+            thousands(shown.len()),
+            thousands(items.len()),
+            match opts.hops {
+                Some(h) => format!(" within {}", plural(h as usize, "hop")),
+                None => String::new(),
+            },
+            thousands(down),
+            thousands(degraded),
+            plural(opts.max_nodes, "node"),
         ));
     }
     let shown_set: FxHashSet<Ix> = shown.iter().map(|i| i.node).collect();
@@ -1299,9 +1437,10 @@ fn impact(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
         .map(|&f| snap.resource(f).id.as_str())
         .collect();
     let title = format!(
-        "Impact of {}: {} down, {} degraded",
+        "Impact of {}: {} down (incl. {} failed), {} degraded",
         clip(&failed_ids.join(", ")),
-        thousands(result.down.len().saturating_sub(failed_set.len())),
+        thousands(result.down.len()),
+        thousands(failed.len()),
         thousands(result.degraded.len())
     );
     let nodes = b.nodes.len();
@@ -1334,7 +1473,7 @@ fn legend() -> Stmt {
         Stmt::Attribute(attr("fontsize", "10")),
         entry(
             "legend:failed",
-            "FAILED",
+            "FAILED\n(counted as down)",
             FAILED_FILL,
             "white",
             "rounded,filled,bold",

@@ -12,7 +12,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use graphviz_rust::dot_structures::{Attribute, EdgeTy, Graph, Id, Stmt, Vertex};
+use graphviz_rust::dot_structures::{Attribute, EdgeTy, Graph, GraphAttributes, Id, Stmt, Vertex};
 use infragraph::diagram::{self, DiagramError, Format, Kind, Options, RenderError};
 use infragraph::graph::Snapshot;
 use infragraph::model::{Provenance, Relation, Resource, Status};
@@ -237,6 +237,21 @@ fn build(snap: &Snapshot, kind: Kind, opts: &Options) -> (String, Parsed) {
     (dot, p)
 }
 
+/// The graph's label: its title, then one line per note.
+fn graph_label(dot: &str) -> String {
+    let g = graphviz_rust::parse(dot).unwrap_or_else(|e| panic!("DOT does not parse: {e}\n{dot}"));
+    let Graph::DiGraph { stmts, .. } = g else {
+        panic!("not a digraph")
+    };
+    stmts
+        .iter()
+        .find_map(|s| match s {
+            Stmt::GAttribute(GraphAttributes::Graph(a)) => attrs(a).remove("label"),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no graph label: {dot}"))
+}
+
 fn visible_edge<'a>(p: &'a Parsed, from: &str, to: &str) -> Option<&'a BTreeMap<String, String>> {
     p.edges
         .iter()
@@ -303,7 +318,8 @@ fn network_scope_narrows_to_a_container() {
         },
     )
     .unwrap_err();
-    assert_eq!(err, DiagramError::Unknown("subnet:nope".into()));
+    assert_eq!(err, DiagramError::Unknown(vec!["subnet:nope".into()]));
+    assert_eq!(err.to_string(), "unknown resource id 'subnet:nope'");
 }
 
 #[test]
@@ -410,6 +426,274 @@ fn impact_colours_down_and_degraded_and_has_a_legend() {
         diagram::build(&snap, Kind::Impact, &Options::default()),
         Err(DiagramError::Invalid(_))
     ));
+}
+
+/// The title counts what `infragraph impact` reports, failed resources as
+/// DOWN (D8), and the whole impact even when `hops` draws less (D7).
+#[test]
+fn impact_title_counts_the_whole_impact_as_the_impact_command_does() {
+    let snap = snapshot();
+    let h2 = snap.lookup("host:h2").unwrap();
+    // What `infragraph impact host:h2` prints: DOWN (n) counts host:h2.
+    let whole = snap.impact(&[h2], None);
+    let (down, degraded) = (whole.down.len(), whole.degraded.len());
+    assert!(whole.down.iter().any(|i| i.node == h2));
+    assert_eq!((down, degraded), (5, 1), "the estate changed");
+    let want = format!("Impact of host:h2: {down} down (incl. 1 failed), {degraded} degraded");
+    for hops in [None, Some(0), Some(1), Some(2), Some(9)] {
+        let opts = Options {
+            failed: vec!["host:h2".into()],
+            hops,
+            ..Options::default()
+        };
+        let d = diagram::build(&snap, Kind::Impact, &opts).unwrap();
+        let label = graph_label(&d.dot());
+        assert_eq!(label.lines().next().unwrap(), want, "hops {hops:?}");
+        // Whatever is drawn, the notes are in the diagram too.
+        for n in &d.notes {
+            assert!(label.contains(n.as_str()), "hops {hops:?}: {n}");
+        }
+    }
+    // The failed resource is drawn as FAILED, and the legend says it is
+    // counted as down.
+    let (_, p) = build(
+        &snap,
+        Kind::Impact,
+        &Options {
+            failed: vec!["host:h2".into()],
+            ..Options::default()
+        },
+    );
+    assert!(p.nodes["host:h2"].1["label"].ends_with("FAILED"));
+    assert!(p.nodes["legend:failed"].1["label"].contains("counted as down"));
+}
+
+/// When hops leave part of the impact out, the diagram says how many down
+/// and degraded resources are not drawn, and why (D7); with no hops, or
+/// hops that reach everything, there is no such note.
+#[test]
+fn impact_hops_say_what_they_leave_out() {
+    let snap = snapshot();
+    let h2 = snap.lookup("host:h2").unwrap();
+    let whole = snap.impact(&[h2], None);
+    let beyond = |h: u32| {
+        (
+            whole.down.iter().filter(|i| i.depth > h).count(),
+            whole.degraded.iter().filter(|i| i.depth > h).count(),
+        )
+    };
+    assert_eq!(beyond(1), (2, 1), "the estate changed");
+    for h in [0u32, 1, 2] {
+        let opts = Options {
+            failed: vec!["host:h2".into()],
+            hops: Some(h),
+            ..Options::default()
+        };
+        let d = diagram::build(&snap, Kind::Impact, &opts).unwrap();
+        let (down, degraded) = beyond(h);
+        let p = parse(&d.dot());
+        // Drawn: exactly the impacted resources within h hops.
+        for i in whole.down.iter().chain(&whole.degraded) {
+            let id = &snap.resource(i.node).id;
+            assert_eq!(p.nodes.contains_key(id), i.depth <= h, "hops {h}: {id}");
+        }
+        let hop_notes: Vec<&String> = d.notes.iter().filter(|n| n.contains("(hops ")).collect();
+        if down + degraded == 0 {
+            assert!(hop_notes.is_empty(), "hops {h}: {:?}", d.notes);
+            continue;
+        }
+        let want = format!(
+            "not drawn: {down} down and {degraded} degraded more than {h} hop{} from a failed resource (hops {h})",
+            if h == 1 { "" } else { "s" }
+        );
+        assert_eq!(hop_notes.len(), 1, "hops {h}: {:?}", d.notes);
+        assert!(hop_notes[0].starts_with(&want), "hops {h}: {:?}", d.notes);
+        assert!(graph_label(&d.dot()).contains(&want), "hops {h}");
+    }
+    let d = diagram::build(
+        &snap,
+        Kind::Impact,
+        &Options {
+            failed: vec!["host:h2".into()],
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert!(d.notes.is_empty(), "{:?}", d.notes);
+}
+
+/// A cap under hops: the cap's note counts, in the same rule, what it
+/// leaves out of what the hops reach; the hops' note what they leave out.
+#[test]
+fn impact_cap_and_hops_notes_add_up() {
+    let snap = generated(infragraph::generate::Size::Small);
+    let failed = snap.lookup("subnet:r0-v0-z0-0").unwrap();
+    let whole = snap.impact(&[failed], None);
+    let (down, degraded) = (whole.down.len(), whole.degraded.len());
+    let opts = Options {
+        failed: vec!["subnet:r0-v0-z0-0".into()],
+        hops: Some(2),
+        max_nodes: 40,
+        ..Options::default()
+    };
+    let d = diagram::build(&snap, Kind::Impact, &opts).unwrap();
+    let label = graph_label(&d.dot());
+    assert!(
+        label.starts_with(&format!(
+            "Impact of subnet:r0-v0-z0-0: {} down (incl. 1 failed), {} degraded\n",
+            thousands(down),
+            thousands(degraded)
+        )),
+        "{label}"
+    );
+    // Numbers after "not drawn: " / ": " in each note.
+    let counts = |note: &str, after: &str| -> (usize, usize) {
+        let rest = &note[note.find(after).unwrap() + after.len()..];
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        assert_eq!((words[1], words[4]), ("down", "degraded"), "{note}");
+        let n = |w: &str| w.replace(',', "").parse::<usize>().unwrap();
+        (n(words[0]), n(words[3]))
+    };
+    let hop_note = d.notes.iter().find(|n| n.contains("(hops 2)")).unwrap();
+    let cap_note = d
+        .notes
+        .iter()
+        .find(|n| n.starts_with("showing the nearest 40 of "))
+        .unwrap_or_else(|| panic!("{:?}", d.notes));
+    let (hd, hg) = counts(hop_note, "not drawn: ");
+    let (cd, cg) = counts(cap_note, "impacted within 2 hops: ");
+    // This failure has down and degraded beyond 2 hops, and more than
+    // the cap within them.
+    assert!(hd > 0 && hg > 0 && cd > 0, "{:?}", d.notes);
+    let p = parse(&d.dot());
+    let drawn = |status: &str| {
+        p.nodes
+            .iter()
+            .filter(|(k, (_, a))| {
+                !k.starts_with("legend:")
+                    && a.get("label")
+                        .is_some_and(|l| l.lines().last().unwrap().starts_with(status))
+            })
+            .count()
+    };
+    let (dd, dg) = (drawn("DOWN") + drawn("FAILED"), drawn("DEGRADED"));
+    assert_eq!(dd + dg, 40);
+    assert_eq!(hd + cd + dd, down, "{:?}", d.notes);
+    assert_eq!(hg + cg + dg, degraded, "{:?}", d.notes);
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Every unknown id is named, in the wording of `infragraph impact` (D9).
+#[test]
+fn impact_names_every_unknown_id() {
+    let snap = snapshot();
+    let opts = Options {
+        failed: vec![
+            "host:x".into(),
+            "host:h1".into(),
+            "host:y".into(),
+            "host:x".into(),
+        ],
+        ..Options::default()
+    };
+    let err = diagram::build(&snap, Kind::Impact, &opts).unwrap_err();
+    assert_eq!(
+        err,
+        DiagramError::Unknown(vec!["host:x".into(), "host:y".into()])
+    );
+    assert_eq!(err.to_string(), "unknown resource ids 'host:x', 'host:y'");
+    let opts = Options {
+        failed: vec!["host:h1".into(), "host:x".into()],
+        ..Options::default()
+    };
+    let err = diagram::build(&snap, Kind::Impact, &opts).unwrap_err();
+    assert_eq!(err.to_string(), "unknown resource id 'host:x'");
+}
+
+/// Hosts and load balancers in no subnet: the network view draws nothing,
+/// and says why in the diagram (D10).
+#[test]
+fn network_with_nothing_placed_says_why() {
+    let r = vec![
+        res("region:r1", "region", "r1", &[]),
+        res("vpc:main", "vpc", "main", &[]),
+        res("subnet:a", "subnet", "sub-a", &[]),
+        res("zone:a", "availability_zone", "zone-a", &[]),
+        res("host:h1", "host", "h1", &[]),
+        res("host:h2", "host", "h2", &[]),
+        res("svc:web", "service", "web", &[]),
+        res("svc:web@h1", "service_instance", "web on h1", &[]),
+        res("lb:front", "load_balancer", "front", &[]),
+        res("sg:web", "security_group", "web", &[]),
+    ];
+    let l = vec![
+        rel("vpc:main", "region:r1", "contained_in"),
+        rel("subnet:a", "vpc:main", "contained_in"),
+        // In a zone, but in no subnet or VPC.
+        rel("host:h1", "zone:a", "contained_in"),
+        rel("svc:web@h1", "svc:web", "instance_of"),
+        rel("svc:web@h1", "host:h1", "runs_on"),
+        rel("lb:front", "svc:web@h1", "routes_to"),
+        rel("sg:web", "vpc:main", "contained_in"),
+    ];
+    let snap = Snapshot::build(r, l, 0);
+    let d = diagram::build(&snap, Kind::Network, &Options::default()).unwrap();
+    assert_eq!(d.nodes, 0);
+    assert_eq!(
+        d.notes,
+        [
+            "nothing drawn: there is no gateway, and no host, load balancer or other resource is contained_in (or attached_to) a subnet or VPC (2 hosts and 1 load balancer in none); 1 subnet holds nothing to draw; 1 security group drawn only with --show-reachability",
+            "the network view draws region → VPC → zone → subnet → what is contained_in (or attached_to) a subnet or VPC, gateways, and the load balancers routing to what it draws",
+        ]
+    );
+    // In the diagram itself, under the title.
+    let label = graph_label(&d.dot());
+    assert_eq!(
+        label,
+        format!("Network (0 nodes)\n{}\n{}", d.notes[0], d.notes[1])
+    );
+    // With reachability the security group is drawn, and there is no note.
+    let d = diagram::build(
+        &snap,
+        Kind::Network,
+        &Options {
+            show_reachability: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(d.nodes, 1);
+    assert!(d.notes.is_empty(), "{:?}", d.notes);
+    // A scope with nothing placed in it says so.
+    let d = diagram::build(
+        &snap,
+        Kind::Network,
+        &Options {
+            scope: Some("subnet:a".into()),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(d.nodes, 0);
+    assert!(
+        d.notes[0].starts_with("nothing drawn in subnet:a: it holds no gateway, and no host, load balancer or other resource contained_in (or attached_to) a subnet or VPC; 1 subnet holds nothing to draw"),
+        "{:?}",
+        d.notes
+    );
+    // The estate with hosts in subnets has no such note.
+    let d = diagram::build(&snapshot(), Kind::Network, &Options::default()).unwrap();
+    assert!(d.notes.is_empty(), "{:?}", d.notes);
 }
 
 #[test]
@@ -797,6 +1081,100 @@ mod http {
             .unwrap()
     }
 
+    /// The HTTP endpoint and the GraphQL field share the builder: both
+    /// title an impact with the counts the GraphQL `impact` field gives
+    /// (failed resources DOWN), whatever `hops` draws (D7, D8), and name
+    /// every unknown id as that field does (D9).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn impact_diagrams_count_and_name_ids_as_the_impact_field() {
+        let (addr, _db, _stop, _app) = start().await;
+        for (ids, hops, want) in [
+            (
+                &["host:app-1"][..],
+                None,
+                "Impact of host:app-1: 3 down (incl. 1 failed), 4 degraded",
+            ),
+            (
+                &["host:app-1", "host:cache-1"][..],
+                Some(1),
+                "Impact of host:app-1, host:cache-1: 5 down (incl. 2 failed), 5 degraded",
+            ),
+        ] {
+            let list = ids
+                .iter()
+                .map(|i| format!("\"{i}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let v = graphql(
+                addr,
+                &format!("{{ impact(failed: [{list}]) {{ downCount degradedCount }} }}"),
+            )
+            .await;
+            let (down, degraded) = (
+                &v["data"]["impact"]["downCount"],
+                &v["data"]["impact"]["degradedCount"],
+            );
+            assert_eq!(
+                want,
+                format!(
+                    "Impact of {}: {down} down (incl. {} failed), {degraded} degraded",
+                    ids.join(", "),
+                    ids.len()
+                ),
+                "{v}"
+            );
+            let (s, _, body) = get(
+                addr,
+                &format!(
+                    "/diagrams/impact.dot?failed={}{}",
+                    ids.join(","),
+                    hops.map(|h| format!("&hops={h}")).unwrap_or_default()
+                ),
+            )
+            .await;
+            assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+            let http = graph_label(std::str::from_utf8(&body).unwrap());
+            let v = graphql(
+                addr,
+                &format!(
+                    "{{ diagram(kind: IMPACT, failed: [{list}]{}) }}",
+                    hops.map(|h| format!(", hops: {h}")).unwrap_or_default()
+                ),
+            )
+            .await;
+            let gql = graph_label(
+                v["data"]["diagram"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{v}")),
+            );
+            assert_eq!(http, gql);
+            assert_eq!(http.lines().next().unwrap(), want);
+            if let Some(h) = hops {
+                assert!(
+                    http.contains(&format!("hop from a failed resource (hops {h})")),
+                    "{http}"
+                );
+            }
+        }
+        let v = graphql(
+            addr,
+            "{ impact(failed: [\"host:x\", \"host:y\"]) { downCount } }",
+        )
+        .await;
+        let impact_msg = v["errors"][0]["message"].as_str().unwrap().to_string();
+        assert_eq!(impact_msg, "unknown resource ids 'host:x', 'host:y'");
+        let v = graphql(
+            addr,
+            "{ diagram(kind: IMPACT, failed: [\"host:x\", \"host:app-1\", \"host:y\"]) }",
+        )
+        .await;
+        assert_eq!(v["errors"][0]["message"], impact_msg.as_str(), "{v}");
+        assert_eq!(v["errors"][0]["extensions"]["code"], "UNKNOWN_RESOURCE");
+        let (s, _, body) = get(addr, "/diagrams/impact.svg?failed=host:x,host:app-1,host:y").await;
+        assert_eq!(s, 404);
+        assert_eq!(String::from_utf8_lossy(&body), format!("{impact_msg}\n"));
+    }
+
     /// Renders take turns on the server's render slots: with every slot
     /// busy, an image waits for one and, past the render wait, is told to
     /// come back (503) without running `dot`; DOT text needs no slot; a
@@ -935,5 +1313,82 @@ mod http {
         assert_eq!(s, 200);
         assert_eq!(ct, "image/png");
         assert_eq!(&body[..4], b"\x89PNG");
+    }
+}
+
+/// The binary: `diagram impact` titles what `impact` prints (DOWN (n)
+/// counts the failed resources), with `--hops` too, notes on stderr what
+/// hops leave out (D7, D8), and names unknown ids in `impact`'s words (D9).
+mod cli {
+    use std::process::{Command, Output};
+
+    use super::*;
+
+    fn run(url: &str, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_infragraph"))
+            .env_remove("INFRAGRAPH_DATABASE_URL")
+            .env_remove("INFRAGRAPH_TOKEN")
+            .arg("--database-url")
+            .arg(url)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn text(b: &[u8]) -> String {
+        String::from_utf8_lossy(b).into_owned()
+    }
+
+    #[test]
+    fn diagram_impact_counts_and_names_ids_as_impact_does() {
+        let db = common::TestDb::sqlite();
+        let demo = common::demo_inventory();
+        let out = run(&db.url, &["collect", "inventory", demo.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        for (ids, hops) in [
+            (&["host:app-1"][..], None),
+            (&["host:app-1", "host:cache-1"][..], Some("1")),
+        ] {
+            let out = run(&db.url, &[&["impact"][..], ids].concat());
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let listed = text(&out.stdout);
+            let count = |head: &str| -> String {
+                let line = listed.lines().find(|l| l.starts_with(head)).unwrap();
+                line[head.len()..line.find(')').unwrap()].to_string()
+            };
+            let (down, degraded) = (count("DOWN ("), count("DEGRADED ("));
+            let mut args = [&["diagram", "impact"][..], ids].concat();
+            if let Some(h) = hops {
+                args.extend(["--hops", h]);
+            }
+            let out = run(&db.url, &args);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            let label = graph_label(&text(&out.stdout));
+            assert_eq!(
+                label.lines().next().unwrap(),
+                format!(
+                    "Impact of {}: {down} down (incl. {} failed), {degraded} degraded",
+                    ids.join(", "),
+                    ids.len()
+                )
+            );
+            let notes = text(&out.stderr);
+            if hops.is_some() {
+                assert!(
+                    notes.contains("note: not drawn: 0 down and 5 degraded more than 1 hop from a failed resource (hops 1)"),
+                    "{notes}"
+                );
+            } else {
+                assert!(notes.is_empty(), "{notes}");
+            }
+        }
+        let impact = run(&db.url, &["impact", "host:x", "host:y"]);
+        let drawn = run(&db.url, &["diagram", "impact", "host:x", "host:y"]);
+        assert!(!impact.status.success() && !drawn.status.success());
+        assert_eq!(
+            text(&impact.stderr).trim(),
+            "error: unknown resource ids 'host:x', 'host:y'"
+        );
+        assert_eq!(text(&drawn.stderr), text(&impact.stderr));
     }
 }
