@@ -14,7 +14,20 @@ fn main() -> ExitCode {
             if broken_pipe {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {err:#}");
+            // The chain, each cause once: a driver's error often repeats
+            // its source's text in its own ("error returned from database:
+            // X", then X).
+            let mut said = String::new();
+            for cause in err.chain().map(|e| e.to_string()) {
+                if said.contains(&cause) {
+                    continue;
+                }
+                if !said.is_empty() {
+                    said.push_str(": ");
+                }
+                said.push_str(&cause);
+            }
+            eprintln!("error: {said}");
             ExitCode::FAILURE
         }
     }

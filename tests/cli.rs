@@ -477,6 +477,27 @@ fn emptied_files_gone_ids_path_spelling_and_help() {
         "{}",
         text(&out.stdout)
     );
+    // Nothing listens there: the refusal is said at once (the pool alone
+    // retried for 30 s, then said "pool timed out"), each cause once, and
+    // without the password.
+    let started = std::time::Instant::now();
+    let out = bin()
+        .env(
+            "INFRAGRAPH_DATABASE_URL",
+            "postgres://u:hunter2@127.0.0.1:1/x",
+        )
+        .arg("runs")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{err}"
+    );
+    assert!(err.contains("Connection refused"), "{err}");
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
 }
 
 /// `agent --interval` has a floor: each report is a run in the store.

@@ -62,6 +62,23 @@ impl Store {
             .with_context(|| format!("invalid database url {}", redact(&url)))?
             .log_statements(log::LevelFilter::Off)
             .log_slow_statements(log::LevelFilter::Off, std::time::Duration::from_secs(60));
+        // One connection first, on its own: a pool retries a refused or
+        // failed connection until its acquire timeout (30 s) and then says
+        // only "pool timed out"; this says why, at once.
+        {
+            use sqlx::ConnectOptions;
+            let probe = tokio::time::timeout(std::time::Duration::from_secs(30), options.connect())
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "cannot open database {}: no answer within 30 s",
+                        redact(&url)
+                    )
+                })?
+                .with_context(|| format!("cannot open database {}", redact(&url)))?;
+            use sqlx::Connection;
+            let _ = probe.close().await;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(max)
             .after_connect(move |conn, _meta| {
