@@ -825,7 +825,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|r| {
                         json!({"id": r.id, "collector": r.collector, "scope": r.scope, "status": r.status.as_str(),
+                               // Milliseconds since 1970 (as first given), and RFC 3339.
                                "started_at": r.started_at, "finished_at": r.finished_at,
+                               "started": rfc3339_ms(r.started_at), "finished": rfc3339_ms(r.finished_at),
                                "resources_seen": r.resources_seen, "relations_seen": r.relations_seen,
                                "created": r.created, "updated": r.updated, "retired": r.retired,
                                "error": r.error, "warnings": r.warnings})
@@ -841,7 +843,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         out,
                         "{:>5}  {}  {:<8} {:<10} {}  seen {}/{} created {} updated {} retired {}{}",
                         r.id,
-                        when.format("%Y-%m-%d %H:%M:%S"),
+                        when.format("%Y-%m-%d %H:%M:%S UTC"),
                         r.status.as_str(),
                         r.collector,
                         r.scope,
@@ -977,15 +979,24 @@ fn parse_when(s: &str) -> anyhow::Result<i64> {
         .ok_or_else(|| anyhow::anyhow!("--changed-since '{s}' reaches back before 1970"))
 }
 
+/// A time for people: UTC, and saying so (a terminal in another zone must
+/// not read it as local time).
 fn fmt_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
-        .format("%Y-%m-%d %H:%M:%S")
+        .format("%Y-%m-%d %H:%M:%S UTC")
         .to_string()
 }
 
+/// A time for programs: RFC 3339 in UTC, as the GraphQL API gives it.
+fn rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 fn change_json(c: &crate::model::Change) -> serde_json::Value {
-    json!({"at": fmt_ms(c.at), "op": c.op.as_str(), "source": c.source, "resource_id": c.resource_id,
+    json!({"at": rfc3339_ms(c.at), "op": c.op.as_str(), "source": c.source, "resource_id": c.resource_id,
            "relation": c.relation.as_ref().map(|(to, kind)| json!({"to": to, "kind": kind})), "diff": c.diff})
 }
 

@@ -577,6 +577,34 @@ fn collect_warns_of_relation_kinds_without_impact() {
             .contains("did you mean 'depends_on'?"),
         "{v}"
     );
+    // Times: RFC 3339 in UTC for programs, marked UTC for people.
+    let started = v[0]["started"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(started).is_ok() && started.ends_with('Z'),
+        "{v}"
+    );
+    let fixed = f.write(
+        "fixed.yaml",
+        "resources:\n  - {id: a, kind: service}\n  - {id: b, kind: service}\nrelations:\n  - {from: a, to: b, kind: depends_on}\n",
+    );
+    let out = run(&db.url, &["collect", "inventory", fixed.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(
+        &db.url,
+        &["dependencies", "a", "--changed-since", "1h", "--json"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let deps: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let at = deps.to_string();
+    let at = at
+        .split("\"at\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no change time: {deps}"))
+        .to_string();
+    assert!(chrono::DateTime::parse_from_rfc3339(&at).is_ok(), "{deps}");
+    let out = run(&db.url, &["dependencies", "a", "--changed-since", "1h"]);
+    assert!(text(&out.stdout).contains(" UTC"), "{}", text(&out.stdout));
     // Selectors that cannot mean what they say are refused, saying why.
     for (args, says) in [
         (
