@@ -798,7 +798,14 @@ fn graphql_error(status: StatusCode, message: String) -> Response {
 }
 
 async fn graphiql() -> Html<String> {
-    Html(async_graphql::http::graphiql_source("/graphql", None))
+    // GraphiQL 4, whose headers pane can carry `Authorization: Bearer ...`
+    // for mutations (the older page could not send one).
+    Html(
+        async_graphql::http::GraphiQLSource::build()
+            .endpoint("/graphql")
+            .title("infragraph")
+            .finish(),
+    )
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {

@@ -429,9 +429,39 @@ async fn limits_on_depth_and_body_size_and_the_edges() {
         );
         assert_eq!(error_message(&v), says, "{q}: {v}");
     }
-    // GraphiQL's introspection query stays within the limits.
+    // GraphiQL's introspection query stays within the limits: the older
+    // page's, and GraphiQL 4's (graphql-js 16: nine levels of ofType,
+    // deprecated arguments, isOneOf), which the server's page loads.
     let v = s.gql(INTROSPECTION, json!({})).await;
     assert!(v["errors"].is_null(), "{v}");
+    let type_ref = format!(
+        "kind name {}{}",
+        "ofType { kind name ".repeat(9),
+        "} ".repeat(9)
+    );
+    let graphiql4 = format!(
+        r#"query IntrospectionQuery {{
+  __schema {{
+    description
+    queryType {{ name kind }} mutationType {{ name kind }} subscriptionType {{ name kind }}
+    types {{ ...FullType }}
+    directives {{ name description isRepeatable locations args(includeDeprecated: true) {{ ...InputValue }} }}
+  }}
+}}
+fragment FullType on __Type {{
+  kind name description specifiedByURL isOneOf
+  fields(includeDeprecated: true) {{ name description args(includeDeprecated: true) {{ ...InputValue }} type {{ ...TypeRef }} isDeprecated deprecationReason }}
+  inputFields(includeDeprecated: true) {{ ...InputValue }}
+  interfaces {{ ...TypeRef }}
+  enumValues(includeDeprecated: true) {{ name description isDeprecated deprecationReason }}
+  possibleTypes {{ ...TypeRef }}
+}}
+fragment InputValue on __InputValue {{ name description type {{ ...TypeRef }} defaultValue isDeprecated deprecationReason }}
+fragment TypeRef on __Type {{ {type_ref} }}"#
+    );
+    let v = s.gql(&graphiql4, json!({})).await;
+    assert!(v["errors"].is_null(), "{v}");
+    assert!(v["data"]["__schema"]["types"].as_array().unwrap().len() > 20);
     // Body size.
     let big = "x".repeat(2 << 20);
     let resp = s
@@ -516,6 +546,8 @@ async fn limits_on_depth_and_body_size_and_the_edges() {
         .await
         .unwrap();
     assert!(page.to_lowercase().contains("graphiql"));
+    // GraphiQL 4: its headers pane carries the token for mutations.
+    assert!(page.contains("graphiql@4"), "{page}");
 }
 
 /// The introspection query GraphiQL sends on load.
