@@ -7,7 +7,7 @@
 //! (mutations) need the bearer token and go through [`App`], which refreshes
 //! the graph afterwards.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, Loader};
@@ -497,7 +497,24 @@ async fn graphql(
     // before they start, as a query's do, so a write that has not started
     // by then is not, and the answer says which fields were resolved.
     let mut req = req;
-    let (mutation, order) = operation_of(&mut req);
+    let (mutation, doc) = operation_of(&mut req);
+    // Fragments that multiply (a few kilobytes naming millions of fields)
+    // are refused before async-graphql expands them: every field costs at
+    // least 1 in the complexity count, so this many is over its limit.
+    let cap = 4 * MAX_COMPLEXITY as u64;
+    if doc
+        .as_ref()
+        .and_then(|d| expanded_fields(&d.doc, cap))
+        .is_some_and(|n| n > cap)
+    {
+        let mut answer =
+            async_graphql::Response::from_errors(vec![async_graphql::ServerError::new(
+                "Query is too complex.",
+                None,
+            )]);
+        explain_limits(&mut answer);
+        return GraphQLResponse::from(answer).into_response();
+    }
     let timeout = state.app.query_timeout();
     let req = req.data(Deadline::new(timeout));
     if mutation {
@@ -507,7 +524,7 @@ async fn graphql(
         return match tokio::spawn(async move { schema.execute(req).await }).await {
             Ok(mut answer) => {
                 settle_mutation(&mut answer);
-                order.apply(&mut answer.data);
+                in_query_order(doc.as_ref(), &mut answer.data);
                 explain_limits(&mut answer);
                 GraphQLResponse::from(answer).into_response()
             }
@@ -522,7 +539,7 @@ async fn graphql(
     }
     let answer = async {
         let mut answer = state.schema.execute(req).await;
-        order.apply(&mut answer.data);
+        in_query_order(doc.as_ref(), &mut answer.data);
         explain_limits(&mut answer);
         let has = |answer: &async_graphql::Response, code: &str| {
             answer.errors.iter().any(|e| {
@@ -647,143 +664,246 @@ fn once_each(answer: &mut async_graphql::Response) {
 
 /// The operation a request runs, read from its document before it runs:
 /// whether it is a mutation (a document that does not parse is not: its
-/// execution answers the syntax error), and the order of the keys its
-/// answer must have.
-fn operation_of(req: &mut async_graphql::Request) -> (bool, KeyOrder) {
-    use async_graphql::parser::types::{DocumentOperations, OperationType};
+/// execution answers the syntax error), and the document with the
+/// operation's name, to put the answer's keys in the query's order once it
+/// has run ([`in_query_order`]).
+fn operation_of(req: &mut async_graphql::Request) -> (bool, Option<QueryDoc>) {
+    use async_graphql::parser::types::OperationType;
     let name = req.operation_name.clone();
     // Parsed once: execution reuses the document.
     let Ok(doc) = req.parsed_query() else {
-        return (false, KeyOrder::default());
+        return (false, None);
     };
-    let op = match &doc.operations {
-        DocumentOperations::Single(op) => Some(&op.node),
-        DocumentOperations::Multiple(ops) => match &name {
-            Some(name) => ops
-                .iter()
-                .find(|(n, _)| n.as_str() == name)
-                .map(|(_, op)| &op.node),
-            // Without a name only a lone operation runs.
-            None if ops.len() == 1 => ops.values().next().map(|op| &op.node),
-            None => None,
-        },
+    let doc = QueryDoc {
+        doc: doc.clone(),
+        name,
     };
-    match op {
-        Some(op) => (
-            op.ty == OperationType::Mutation,
-            KeyOrder::of(doc, &[&op.selection_set.node]),
-        ),
-        None => (false, KeyOrder::default()),
+    let mutation = doc
+        .operation()
+        .is_some_and(|op| op.ty == OperationType::Mutation);
+    (mutation, Some(doc))
+}
+
+/// How many fields a document names with its fragments expanded, up to
+/// `cap`; None past `cap` levels of nesting or for a fragment cycle (which
+/// validation refuses cheaply on its own). Fragments are counted once each
+/// (memoized), so this costs what the document's text does, where
+/// async-graphql's complexity check expands them: ten aliases a level over
+/// seven levels of fragments (2 KB) took it 6–24 s of one worker before it
+/// answered TOO_COMPLEX.
+fn expanded_fields(
+    doc: &async_graphql::parser::types::ExecutableDocument,
+    cap: u64,
+) -> Option<u64> {
+    use async_graphql::parser::types::{Selection, SelectionSet};
+    struct Walk<'a> {
+        doc: &'a async_graphql::parser::types::ExecutableDocument,
+        memo: HashMap<&'a async_graphql::Name, u64>,
+        open: std::collections::HashSet<&'a async_graphql::Name>,
+        cap: u64,
+    }
+    impl<'a> Walk<'a> {
+        fn set(&mut self, set: &'a SelectionSet, depth: usize) -> Option<u64> {
+            if depth > 64 {
+                return None;
+            }
+            let mut n = 0u64;
+            for sel in &set.items {
+                n = n.saturating_add(match &sel.node {
+                    Selection::Field(f) => {
+                        1u64.saturating_add(self.set(&f.node.selection_set.node, depth + 1)?)
+                    }
+                    Selection::InlineFragment(f) => {
+                        self.set(&f.node.selection_set.node, depth + 1)?
+                    }
+                    Selection::FragmentSpread(f) => {
+                        let name = &f.node.fragment_name.node;
+                        match self.memo.get(name) {
+                            Some(&m) => m,
+                            None => {
+                                let def = self.doc.fragments.get(name)?;
+                                if !self.open.insert(name) {
+                                    return None;
+                                }
+                                let m = self.set(&def.node.selection_set.node, depth + 1)?;
+                                self.open.remove(name);
+                                self.memo.insert(name, m);
+                                m
+                            }
+                        }
+                    }
+                });
+                if n > self.cap {
+                    return Some(n);
+                }
+            }
+            Some(n)
+        }
+    }
+    let mut walk = Walk {
+        doc,
+        memo: HashMap::new(),
+        open: Default::default(),
+        cap,
+    };
+    let mut n = 0u64;
+    for (_, op) in doc.operations.iter() {
+        n = n.saturating_add(walk.set(&op.node.selection_set.node, 0)?);
+    }
+    Some(n)
+}
+
+/// A request's document, kept for [`in_query_order`].
+struct QueryDoc {
+    doc: async_graphql::parser::types::ExecutableDocument,
+    name: Option<String>,
+}
+
+impl QueryDoc {
+    /// The operation that runs: the named one, or the only one.
+    fn operation(&self) -> Option<&async_graphql::parser::types::OperationDefinition> {
+        use async_graphql::parser::types::DocumentOperations;
+        match &self.doc.operations {
+            DocumentOperations::Single(op) => Some(&op.node),
+            DocumentOperations::Multiple(ops) => match &self.name {
+                Some(name) => ops
+                    .iter()
+                    .find(|(n, _)| n.as_str() == name)
+                    .map(|(_, op)| &op.node),
+                None if ops.len() == 1 => ops.values().next().map(|op| &op.node),
+                None => None,
+            },
+        }
     }
 }
 
-/// The keys of an answer's objects in the order the query names them, as
+/// Puts the answer's objects in the order the query names their keys, as
 /// GraphQL asks ("ordered by the order in which they appear in the
 /// query"). async-graphql resolves an object's fields concurrently and
 /// keeps them in the order they finish, so a field that waits (a store
-/// read, a graph computation on the blocking pool) comes after those that
+/// read, a graph computation on the blocking pool) came after those that
 /// did not: `{ a: spofs b: cycles }` came back as b, a, or a, b, by chance.
-/// Built once per request from the document (fragments expanded, type
-/// conditions ignored: a key the answer lacks is skipped), then applied
-/// to every object of the answer.
-#[derive(Default)]
-struct KeyOrder(Vec<(async_graphql::Name, KeyOrder)>);
+///
+/// Only an answer with data is walked: its document has passed
+/// validation (no fragment cycles, the depth and complexity limits), and
+/// the walk follows the answer, expanding a field's selections only where
+/// the answer has that key, so it costs what the answer costs.
+fn in_query_order(doc: Option<&QueryDoc>, data: &mut async_graphql::Value) {
+    let (Some(doc), async_graphql::Value::Object(_)) = (doc, &*data) else {
+        return;
+    };
+    let Some(op) = doc.operation() else {
+        return;
+    };
+    order_value(&doc.doc, &[&op.selection_set.node], data);
+}
 
-impl KeyOrder {
-    fn of(
-        doc: &async_graphql::parser::types::ExecutableDocument,
-        sets: &[&async_graphql::parser::types::SelectionSet],
-    ) -> KeyOrder {
-        use async_graphql::parser::types::{Selection, SelectionSet};
-        fn collect<'a>(
-            doc: &'a async_graphql::parser::types::ExecutableDocument,
-            set: &'a SelectionSet,
-            keys: &mut Vec<(&'a async_graphql::Name, Vec<&'a SelectionSet>)>,
-            spread: &mut Vec<&'a async_graphql::Name>,
-        ) {
-            for sel in &set.items {
-                match &sel.node {
-                    Selection::Field(f) => {
-                        let key = &f.node.response_key().node;
-                        let sub = &f.node.selection_set.node;
-                        match keys.iter_mut().find(|(k, _)| *k == key) {
-                            Some((_, subs)) => subs.push(sub),
-                            None => keys.push((key, vec![sub])),
-                        }
-                    }
-                    Selection::FragmentSpread(f) => {
-                        // A fragment spread twice at one level names the
-                        // same keys twice.
-                        let name = &f.node.fragment_name.node;
-                        if spread.contains(&name) {
-                            continue;
-                        }
-                        spread.push(name);
-                        if let Some(def) = doc.fragments.get(name) {
-                            collect(doc, &def.node.selection_set.node, keys, spread);
-                        }
-                    }
-                    Selection::InlineFragment(f) => {
-                        collect(doc, &f.node.selection_set.node, keys, spread)
-                    }
-                }
-            }
-        }
-        let (mut keys, mut spread) = (Vec::new(), Vec::new());
-        for set in sets {
-            collect(doc, set, &mut keys, &mut spread);
-        }
-        KeyOrder(
-            keys.into_iter()
-                .map(|(k, subs)| {
-                    let sub = if subs.iter().all(|s| s.items.is_empty()) {
-                        KeyOrder::default()
-                    } else {
-                        KeyOrder::of(doc, &subs)
-                    };
-                    (k.clone(), sub)
-                })
-                .collect(),
-        )
-    }
+/// For each key a set of selection sets names: its place in the query's
+/// order, the selection sets under it (fragments expanded, each once per
+/// level; type conditions ignored: a key the object lacks is skipped), and
+/// the plan of those, made when the answer first has an object there and
+/// kept for the other items of the list.
+type Plan<'a> = HashMap<&'a async_graphql::Name, PlanEntry<'a>>;
 
-    /// Puts `value`'s objects in this order, at every level.
-    fn apply(&self, value: &mut async_graphql::Value) {
-        match value {
-            async_graphql::Value::List(items) => {
-                for item in items {
-                    self.apply(item);
+struct PlanEntry<'a> {
+    at: usize,
+    sets: Vec<&'a async_graphql::parser::types::SelectionSet>,
+    below: std::cell::OnceCell<Plan<'a>>,
+}
+
+fn plan_of<'a>(
+    doc: &'a async_graphql::parser::types::ExecutableDocument,
+    sets: &[&'a async_graphql::parser::types::SelectionSet],
+) -> Plan<'a> {
+    use async_graphql::parser::types::{Selection, SelectionSet};
+    fn collect<'a>(
+        doc: &'a async_graphql::parser::types::ExecutableDocument,
+        set: &'a SelectionSet,
+        plan: &mut Plan<'a>,
+        spread: &mut std::collections::HashSet<&'a async_graphql::Name>,
+    ) {
+        for sel in &set.items {
+            match &sel.node {
+                Selection::Field(f) => {
+                    let at = plan.len();
+                    plan.entry(&f.node.response_key().node)
+                        .or_insert_with(|| PlanEntry {
+                            at,
+                            sets: Vec::new(),
+                            below: Default::default(),
+                        })
+                        .sets
+                        .push(&f.node.selection_set.node);
                 }
-            }
-            async_graphql::Value::Object(map) => {
-                // In order already (the usual case): no copy.
-                let mut at = 0;
-                let in_order = map.keys().all(|k| {
-                    while at < self.0.len() && self.0[at].0 != *k {
-                        at += 1;
-                    }
-                    at < self.0.len()
-                });
-                if !in_order {
-                    let mut old = std::mem::take(map);
-                    for (k, _) in &self.0 {
-                        if let Some((k, v)) = old.shift_remove_entry(k) {
-                            map.insert(k, v);
-                        }
-                    }
-                    // Keys the query does not name (none are expected).
-                    map.extend(old);
-                }
-                for (k, sub) in &self.0 {
-                    if !sub.0.is_empty()
-                        && let Some(v) = map.get_mut(k)
+                Selection::FragmentSpread(f) => {
+                    // A fragment spread twice at one level names the same
+                    // keys twice; validation has refused cycles.
+                    let name = &f.node.fragment_name.node;
+                    if spread.insert(name)
+                        && let Some(def) = doc.fragments.get(name)
                     {
-                        sub.apply(v);
+                        collect(doc, &def.node.selection_set.node, plan, spread);
                     }
                 }
+                Selection::InlineFragment(f) => {
+                    collect(doc, &f.node.selection_set.node, plan, spread)
+                }
             }
-            _ => {}
         }
+    }
+    let (mut plan, mut spread) = (HashMap::new(), Default::default());
+    for set in sets {
+        collect(doc, set, &mut plan, &mut spread);
+    }
+    plan
+}
+
+fn order_value(
+    doc: &async_graphql::parser::types::ExecutableDocument,
+    sets: &[&async_graphql::parser::types::SelectionSet],
+    value: &mut async_graphql::Value,
+) {
+    order_object(doc, &plan_of(doc, sets), value);
+}
+
+fn order_object<'a>(
+    doc: &'a async_graphql::parser::types::ExecutableDocument,
+    plan: &Plan<'a>,
+    value: &mut async_graphql::Value,
+) {
+    match value {
+        // A list's items (lists of lists too) under the same selections.
+        async_graphql::Value::List(items) => {
+            for item in items {
+                order_object(doc, plan, item);
+            }
+        }
+        async_graphql::Value::Object(map) => {
+            let at = |k: &async_graphql::Name| plan.get(k).map_or(usize::MAX, |e| e.at);
+            // In order already (the usual case): no copy.
+            let positions: Vec<usize> = map.keys().map(at).collect();
+            if !positions.windows(2).all(|w| w[0] <= w[1]) {
+                let mut entries: Vec<(usize, (async_graphql::Name, async_graphql::Value))> =
+                    positions.into_iter().zip(std::mem::take(map)).collect();
+                entries.sort_by_key(|e| e.0);
+                map.extend(entries.into_iter().map(|e| e.1));
+            }
+            for (k, v) in map.iter_mut() {
+                if !matches!(
+                    v,
+                    async_graphql::Value::Object(_) | async_graphql::Value::List(_)
+                ) {
+                    continue;
+                }
+                if let Some(e) = plan.get(k)
+                    && e.sets.iter().any(|s| !s.items.is_empty())
+                {
+                    let below = e.below.get_or_init(|| plan_of(doc, &e.sets));
+                    order_object(doc, below, v);
+                }
+            }
+        }
+        _ => {}
     }
 }
 

@@ -857,6 +857,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                             .map(|e| format!("  error: {e}"))
                             .unwrap_or_default()
                     )?;
+                    for w in &r.warnings {
+                        writeln!(out, "       warning: {w}")?;
+                    }
                 }
             }
             Ok(ExitCode::SUCCESS)

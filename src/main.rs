@@ -19,7 +19,7 @@ fn main() -> ExitCode {
             // X", then X).
             let mut said = String::new();
             for cause in err.chain().map(|e| e.to_string()) {
-                if said.contains(&cause) {
+                if said.ends_with(&cause) {
                     continue;
                 }
                 if !said.is_empty() {

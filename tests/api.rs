@@ -1383,5 +1383,56 @@ async fn answers_keep_the_order_of_the_query() {
         .await;
         in_order(&text, &["a0", "a1", "a2", "x"]);
     }
+    // Documents validation refuses are not walked: a fragment cycle (it
+    // overflowed the server's stack when the order was planned before
+    // validation; so did a chain of 5,000 fragments, here 500), and ten
+    // aliases a level over seven levels of fragments (half a gigabyte of
+    // plan, and 6–24 s of async-graphql's own complexity check: now
+    // refused as TOO_COMPLEX from the document's text, before it). Each is
+    // refused, and the server goes on.
+    let chain: String = (0..500)
+        .map(|i| format!("fragment F{i} on Query {{ a: resource(id: \"x\") {{ ...G{i} }} }} fragment G{i} on Resource {{ id }} "))
+        .collect();
+    let wide: String = (0..7)
+        .map(|i| {
+            let aliases: String = (0..10)
+                .map(|j| format!(" a{j}: resource(id: \"svc:a\") {{ ...W{} }}", i + 1))
+                .collect();
+            format!("fragment W{i} on Resource {{ id relations {{ kind }}{aliases} }} ")
+        })
+        .collect();
+    for q in [
+        r#"{ resource(id: "svc:a") { ...A } } fragment A on Resource { id dependents { ...A } }"#
+            .to_string(),
+        format!("{{ ...F0 }} {chain}"),
+        format!(
+            r#"{{ resource(id: "svc:a") {{ ...W0 }} }} {wide} fragment W7 on Resource {{ id }}"#
+        ),
+    ] {
+        let wide = q.contains("W7");
+        let text = raw(q).await;
+        assert!(
+            text.contains("\"errors\""),
+            "{}",
+            &text[..text.len().min(300)]
+        );
+        if wide {
+            assert!(text.contains("TOO_COMPLEX"), "{text}");
+        }
+        let health = s
+            .client
+            .get(format!("http://{}/healthz", s.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+    }
+    // Thousands of keys out of order are put back in order in one sort.
+    let many: String = (0..5000).map(|i| format!(" t{i}: __typename")).collect();
+    let text = raw(format!(
+        r#"{{ a: resource(id: "svc:a") {{ history {{ at }} }}{many} }}"#
+    ))
+    .await;
+    in_order(&text, &["a", "t0", "t1", "t4999"]);
     drop(db);
 }

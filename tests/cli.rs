@@ -577,6 +577,12 @@ fn collect_warns_of_relation_kinds_without_impact() {
             .contains("did you mean 'depends_on'?"),
         "{v}"
     );
+    let out = run(&db.url, &["runs"]);
+    assert!(
+        text(&out.stdout).contains("typo.yaml:5: relation kind 'dependson'"),
+        "{}",
+        text(&out.stdout)
+    );
     // Times: RFC 3339 in UTC for programs, marked UTC for people.
     let started = v[0]["started"].as_str().unwrap();
     assert!(
