@@ -156,24 +156,11 @@ pub fn to_dot(graph: &Graph) -> String {
 // ---------------------------------------------------------------------------
 // Escaping
 
-/// A DOT quoted string with everything that could break out of it escaped:
-/// backslashes, quotes, and line breaks (as `\n`, which labels show as a new
-/// line); other control characters become spaces.
+/// A DOT quoted string for a label, with everything that could break out
+/// of it escaped: backslashes, quotes, and line breaks (as `\n`, which
+/// labels show as a new line); other control characters become spaces.
 pub fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            '\r' => {}
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    escape(s, false)
 }
 
 /// A DOT quoted string naming a node or a cluster: distinct for distinct
@@ -184,6 +171,10 @@ pub fn quote(s: &str) -> String {
 /// stay three nodes. (In [`quote`], which labels use, they read the same,
 /// which is harmless there.)
 pub fn quote_id(s: &str) -> String {
+    escape(s, true)
+}
+
+fn escape(s: &str, distinct: bool) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -191,8 +182,10 @@ pub fn quote_id(s: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '"' => out.push_str("\\\""),
             '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            '\r' if distinct => out.push_str("\\r"),
+            '\r' => {}
+            c if c.is_control() && distinct => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => out.push(' '),
             c => out.push(c),
         }
     }
@@ -449,7 +442,8 @@ fn is_zone(kind: &str) -> bool {
     kind == "availability_zone" || kind == "zone"
 }
 
-fn thousands(n: usize) -> String {
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

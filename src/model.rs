@@ -310,6 +310,23 @@ impl fmt::Display for LabelSelector {
 mod tests {
     use super::*;
 
+    /// The collectors' list of impact kinds (their run notes name the kinds
+    /// outside it) is the one the graph's rules know.
+    #[test]
+    fn impact_rules_cover_exactly_the_listed_impact_kinds() {
+        for k in collectors::IMPACT_KINDS {
+            assert!(ImpactRule::of(k).is_some(), "{k}");
+        }
+        for k in [
+            "allows_traffic_from",
+            "connected_to",
+            "associated_with",
+            "dependson",
+        ] {
+            assert!(ImpactRule::of(k).is_none(), "{k}");
+        }
+    }
+
     #[test]
     fn selectors_parse_and_match() {
         let labels: BTreeMap<String, String> =

@@ -1012,22 +1012,10 @@ async fn relations_through_a_hub_stop_at_the_object_budget() {
     }
     let (app, db) = app_with(&f, &inv, Some(TOKEN)).await;
     let s = common::Running::start(app.clone()).await;
-    let gql = |q: &'static str| {
-        let (client, addr) = (s.client.clone(), s.addr);
-        async move {
-            client
-                .post(format!("http://{addr}/graphql"))
-                .json(&json!({ "query": q }))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
+    let s = &s;
+    let gql = |q: String| async move { s.graphql(&q, json!({}), None).await };
     // 600 + 600 × 600 relations: over the budget.
-    let v = gql(r#"{ resource(id: "svc:hub") { relations { from { relations { to { relations { kind } } } } } } }"#).await;
+    let v = gql(r#"{ resource(id: "svc:hub") { relations { from { relations { to { relations { kind } } } } } } }"#.to_string()).await;
     assert_eq!(
         v["errors"][0]["extensions"]["code"],
         "TOO_LARGE",
@@ -1054,8 +1042,10 @@ async fn relations_through_a_hub_stop_at_the_object_budget() {
         &direct.to_string()[..300.min(direct.to_string().len())]
     );
     // 600 + 600: fine.
-    let v =
-        gql(r#"{ resource(id: "svc:hub") { relations { from { relations { kind } } } } }"#).await;
+    let v = gql(
+        r#"{ resource(id: "svc:hub") { relations { from { relations { kind } } } } }"#.to_string(),
+    )
+    .await;
     assert!(v["errors"].is_null(), "{v}");
     assert_eq!(
         v["data"]["resource"]["relations"].as_array().unwrap().len(),
@@ -1080,7 +1070,7 @@ async fn relations_through_a_hub_stop_at_the_object_budget() {
         "{shown}"
     );
     assert!(v["data"]["assertResource"].is_null(), "{shown}");
-    let v = gql(r#"{ resource(id: "svc:hub") { sources { source } } }"#).await;
+    let v = gql(r#"{ resource(id: "svc:hub") { sources { source } } }"#.to_string()).await;
     assert!(v.to_string().contains("\"manual\""), "{v}");
     // Relations read count whether they match or not: 500 aliases of a
     // kind that matches none of the hub's 600 read 300,000.
@@ -1088,14 +1078,13 @@ async fn relations_through_a_hub_stop_at_the_object_budget() {
         .map(|i| format!(" a{i}: relations(kind: \"zzz\") {{ kind }}"))
         .collect();
     let q = format!(r#"{{ resource(id: "svc:hub") {{ id{aliases} }} }}"#);
-    let v = gql(Box::leak(q.into_boxed_str())).await;
+    let v = gql(q).await;
     assert_eq!(v["errors"][0]["extensions"]["code"], "TOO_LARGE", "{v}");
     // The impact table too: aliases of a 601-entry table, 420 × 601 over
     // the budget, 10 within it.
     for (n, over) in [(420, true), (10, false)] {
         let tables: String = (0..n).map(|i| format!(" t{i}: table")).collect();
         let q = format!(r#"{{ impact(failed: ["svc:hub"]) {{ downCount{tables} }} }}"#);
-        let q: &'static str = Box::leak(q.into_boxed_str());
         let v = gql(q).await;
         if over {
             assert_eq!(
@@ -1112,7 +1101,7 @@ async fn relations_through_a_hub_stop_at_the_object_budget() {
     for (n, over) in [(420, true), (10, false)] {
         let aliases: String = (0..n).map(|i| format!(" l{i}: labels {{ key }}")).collect();
         let q = format!(r#"{{ resource(id: "svc:hub") {{ id{aliases} }} }}"#);
-        let v = gql(Box::leak(q.into_boxed_str())).await;
+        let v = gql(q).await;
         if over {
             assert_eq!(
                 v["errors"][0]["extensions"]["code"], "TOO_LARGE",
@@ -1346,20 +1335,8 @@ async fn answers_keep_the_order_of_the_query() {
     let inv = "resources:\n  - {id: 'svc:a', kind: service, labels: {tier: '1'}}\n  - {id: 'svc:b', kind: service}\nrelations:\n  - {from: 'svc:a', to: 'svc:b', kind: depends_on}\n  - {from: 'svc:b', to: 'svc:a', kind: depends_on}\n";
     let (app, db) = app_with(&f, inv, None).await;
     let s = common::Running::start(app).await;
-    let raw = |q: String| {
-        let (client, addr) = (s.client.clone(), s.addr);
-        async move {
-            client
-                .post(format!("http://{addr}/graphql"))
-                .json(&json!({ "query": q }))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
-    };
+    let s = &s;
+    let raw = |q: String| async move { s.raw(&q).await };
     // Each key after the one before it.
     let in_order = |text: &str, keys: &[&str]| {
         let mut at = 0;

@@ -4,29 +4,24 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_infragraph"));
-    c.env_remove("INFRAGRAPH_DATABASE_URL")
-        .env_remove("INFRAGRAPH_TOKEN");
-    c
-}
+use common::{bin, run_cli as run, text};
 
-fn run(url: &str, args: &[&str]) -> Output {
-    bin()
-        .arg("--database-url")
-        .arg(url)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// Each `args` fails (exit 1) with an error that contains its `says`.
+fn refused(url: &str, cases: &[(&[&str], &str)]) {
+    for (args, says) in cases {
+        let out = run(url, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
 }
 
 /// The committed SDL must match what the binary prints. If this fails, run
@@ -436,32 +431,27 @@ fn emptied_files_gone_ids_path_spelling_and_help() {
             .success()
     );
     // Selector typos are errors naming the term, never "everything" or "none".
-    for (args, says) in [
-        (
-            &["impact", "--where", "kind!=host"][..],
-            "'kind!=host': kind takes '=' only",
-        ),
-        (
-            &["impact", "--where", "kind=host,kind=service"][..],
-            "kind given twice",
-        ),
-        (
-            &["spofs", "--scope", "kind=hots"][..],
-            "the scope 'kind=hots' matches no present resource",
-        ),
-        (
-            &["spofs", "--critical", "tear=1"][..],
-            "no present resource is critical by 'tear=1'",
-        ),
-    ] {
-        let out = run(&db.url, args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(
-            text(&out.stderr).contains(says),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
-    }
+    refused(
+        &db.url,
+        &[
+            (
+                &["impact", "--where", "kind!=host"][..],
+                "'kind!=host': kind takes '=' only",
+            ),
+            (
+                &["impact", "--where", "kind=host,kind=service"][..],
+                "kind given twice",
+            ),
+            (
+                &["spofs", "--scope", "kind=hots"][..],
+                "the scope 'kind=hots' matches no present resource",
+            ),
+            (
+                &["spofs", "--critical", "tear=1"][..],
+                "no present resource is critical by 'tear=1'",
+            ),
+        ],
+    );
 
     let out = bin()
         .env(
@@ -612,22 +602,17 @@ fn collect_warns_of_relation_kinds_without_impact() {
     let out = run(&db.url, &["dependencies", "a", "--changed-since", "1h"]);
     assert!(text(&out.stdout).contains(" UTC"), "{}", text(&out.stdout));
     // Selectors that cannot mean what they say are refused, saying why.
-    for (args, says) in [
-        (
-            &["spofs", "--critical", "kind=service"][..],
-            "('kind' is read as a label key here: the critical set is chosen by labels only",
-        ),
-        (
-            &["impact", "--where", "label:kind!=service"][..],
-            "--where 'label:kind!=service' selects every present resource (2)",
-        ),
-    ] {
-        let out = run(&db.url, args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(
-            text(&out.stderr).contains(says),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
-    }
+    refused(
+        &db.url,
+        &[
+            (
+                &["spofs", "--critical", "kind=service"][..],
+                "('kind' is read as a label key here: the critical set is chosen by labels only",
+            ),
+            (
+                &["impact", "--where", "label:kind!=service"][..],
+                "--where 'label:kind!=service' selects every present resource (2)",
+            ),
+        ],
+    );
 }

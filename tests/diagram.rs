@@ -582,17 +582,7 @@ fn impact_cap_and_hops_notes_add_up() {
     assert_eq!(hg + cg + dg, degraded, "{:?}", d.notes);
 }
 
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+use diagram::thousands;
 
 /// Every unknown id is named, in the wording of `infragraph impact` (D9).
 #[test]
@@ -1320,24 +1310,8 @@ mod http {
 /// counts the failed resources), with `--hops` too, notes on stderr what
 /// hops leave out (D7, D8), and names unknown ids in `impact`'s words (D9).
 mod cli {
-    use std::process::{Command, Output};
-
     use super::*;
-
-    fn run(url: &str, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_infragraph"))
-            .env_remove("INFRAGRAPH_DATABASE_URL")
-            .env_remove("INFRAGRAPH_TOKEN")
-            .arg("--database-url")
-            .arg(url)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn text(b: &[u8]) -> String {
-        String::from_utf8_lossy(b).into_owned()
-    }
+    use common::{run_cli as run, text};
 
     #[test]
     fn diagram_impact_counts_and_names_ids_as_impact_does() {

@@ -142,14 +142,7 @@ const INFORMATIONAL_KINDS: [&str; 3] = ["allows_traffic_from", "connected_to", "
 /// Says how many relations have it, where the first is, and the impact
 /// kind it is close to, if any.
 fn kind_notes(batches: &[ScopeBatch]) -> Vec<String> {
-    const IMPACT: [&str; 6] = [
-        "depends_on",
-        "runs_on",
-        "contained_in",
-        "attached_to",
-        "instance_of",
-        "routes_to",
-    ];
+    const IMPACT: [&str; 6] = crate::IMPACT_KINDS;
     let mut kinds: BTreeMap<&str, (usize, Option<&str>)> = BTreeMap::new();
     for rel in batches.iter().flat_map(|b| &b.relations) {
         let kind = rel.kind.as_str();

@@ -238,6 +238,18 @@ pub fn is_label_key(key: &str) -> bool {
     !key.is_empty() && !key.contains(['=', '!', ','])
 }
 
+/// The relation kinds a failure travels along (the README's table; the
+/// graph's `ImpactRule::of` gives each its direction and rule, and a test
+/// there checks that it knows exactly these).
+pub const IMPACT_KINDS: [&str; 6] = [
+    "depends_on",
+    "runs_on",
+    "contained_in",
+    "attached_to",
+    "instance_of",
+    "routes_to",
+];
+
 /// A kind is a lowercase identifier: `[a-z][a-z0-9_]*`, at most 64 bytes.
 pub fn is_kind(kind: &str) -> bool {
     let mut chars = kind.chars();

@@ -190,6 +190,19 @@ impl Running {
         req.send().await.unwrap().json().await.unwrap()
     }
 
+    /// A GraphQL query's answer as the server wrote it (key order kept).
+    pub async fn raw(&self, query: &str) -> String {
+        self.client
+            .post(format!("http://{}/graphql", self.addr))
+            .json(&serde_json::json!({ "query": query }))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `data` of a GraphQL request that must not fail.
     pub async fn data(
         &self,
@@ -201,4 +214,27 @@ impl Running {
         assert!(v.get("errors").is_none(), "{query}: {v}");
         v["data"].clone()
     }
+}
+
+/// The binary, without the environment that would point it elsewhere.
+pub fn bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_infragraph"));
+    c.env_remove("INFRAGRAPH_DATABASE_URL")
+        .env_remove("INFRAGRAPH_TOKEN");
+    c
+}
+
+/// The binary run to the end on the store at `url`.
+pub fn run_cli(url: &str, args: &[&str]) -> std::process::Output {
+    bin()
+        .arg("--database-url")
+        .arg(url)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Output bytes as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
