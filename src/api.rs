@@ -677,6 +677,7 @@ fn operation_of(req: &mut async_graphql::Request) -> (bool, Option<QueryDoc>) {
     let doc = QueryDoc {
         doc: doc.clone(),
         name,
+        vars: req.variables.clone(),
     };
     let mutation = doc
         .operation()
@@ -757,6 +758,8 @@ fn expanded_fields(
 struct QueryDoc {
     doc: async_graphql::parser::types::ExecutableDocument,
     name: Option<String>,
+    /// The request's variables (for `@skip(if: $x)` and `@include`).
+    vars: async_graphql::Variables,
 }
 
 impl QueryDoc {
@@ -795,7 +798,57 @@ fn in_query_order(doc: Option<&QueryDoc>, data: &mut async_graphql::Value) {
     let Some(op) = doc.operation() else {
         return;
     };
-    order_value(&doc.doc, &[&op.selection_set.node], data);
+    // The variables' values, their defaults where the request gives none.
+    let mut vars = doc.vars.clone();
+    for def in &op.variable_definitions {
+        if let Some(default) = &def.node.default_value
+            && !vars.contains_key(&def.node.name.node)
+        {
+            vars.insert(def.node.name.node.clone(), default.node.clone());
+        }
+    }
+    let q = KeyOrder {
+        doc: &doc.doc,
+        vars: &vars,
+    };
+    order_value(&q, &[&op.selection_set.node], data);
+}
+
+/// The document an answer is ordered by, with the request's variables.
+struct KeyOrder<'a> {
+    doc: &'a async_graphql::parser::types::ExecutableDocument,
+    vars: &'a async_graphql::Variables,
+}
+
+impl KeyOrder<'_> {
+    /// Whether a selection with these directives is in the answer:
+    /// `@skip(if: true)` and `@include(if: false)` leave it out. A
+    /// condition this cannot read counts as included (validation has
+    /// refused a missing or mistyped one before any data was made).
+    fn included(
+        &self,
+        directives: &[async_graphql::Positioned<async_graphql::parser::types::Directive>],
+    ) -> bool {
+        directives.iter().all(|d| {
+            let skip_when = match d.node.name.node.as_str() {
+                "skip" => true,
+                "include" => false,
+                _ => return true,
+            };
+            // A literal, or a variable's value.
+            let cond = d.node.get_argument("if").and_then(|v| {
+                match v
+                    .node
+                    .clone()
+                    .into_const_with(|name| self.vars.get(&name).cloned().ok_or(()))
+                {
+                    Ok(async_graphql::Value::Boolean(b)) => Some(b),
+                    _ => None,
+                }
+            });
+            cond != Some(skip_when)
+        })
+    }
 }
 
 /// For each key a set of selection sets names: its place in the query's
@@ -812,18 +865,21 @@ struct PlanEntry<'a> {
 }
 
 fn plan_of<'a>(
-    doc: &'a async_graphql::parser::types::ExecutableDocument,
+    q: &KeyOrder<'a>,
     sets: &[&'a async_graphql::parser::types::SelectionSet],
 ) -> Plan<'a> {
     use async_graphql::parser::types::{Selection, SelectionSet};
     fn collect<'a>(
-        doc: &'a async_graphql::parser::types::ExecutableDocument,
+        q: &KeyOrder<'a>,
         set: &'a SelectionSet,
         plan: &mut Plan<'a>,
         spread: &mut std::collections::HashSet<&'a async_graphql::Name>,
     ) {
         for sel in &set.items {
             match &sel.node {
+                Selection::Field(f) if !q.included(&f.node.directives) => {}
+                Selection::FragmentSpread(f) if !q.included(&f.node.directives) => {}
+                Selection::InlineFragment(f) if !q.included(&f.node.directives) => {}
                 Selection::Field(f) => {
                     let at = plan.len();
                     plan.entry(&f.node.response_key().node)
@@ -840,42 +896,38 @@ fn plan_of<'a>(
                     // keys twice; validation has refused cycles.
                     let name = &f.node.fragment_name.node;
                     if spread.insert(name)
-                        && let Some(def) = doc.fragments.get(name)
+                        && let Some(def) = q.doc.fragments.get(name)
                     {
-                        collect(doc, &def.node.selection_set.node, plan, spread);
+                        collect(q, &def.node.selection_set.node, plan, spread);
                     }
                 }
                 Selection::InlineFragment(f) => {
-                    collect(doc, &f.node.selection_set.node, plan, spread)
+                    collect(q, &f.node.selection_set.node, plan, spread)
                 }
             }
         }
     }
     let (mut plan, mut spread) = (HashMap::new(), Default::default());
     for set in sets {
-        collect(doc, set, &mut plan, &mut spread);
+        collect(q, set, &mut plan, &mut spread);
     }
     plan
 }
 
-fn order_value(
-    doc: &async_graphql::parser::types::ExecutableDocument,
-    sets: &[&async_graphql::parser::types::SelectionSet],
+fn order_value<'a>(
+    q: &KeyOrder<'a>,
+    sets: &[&'a async_graphql::parser::types::SelectionSet],
     value: &mut async_graphql::Value,
 ) {
-    order_object(doc, &plan_of(doc, sets), value);
+    order_object(q, &plan_of(q, sets), value);
 }
 
-fn order_object<'a>(
-    doc: &'a async_graphql::parser::types::ExecutableDocument,
-    plan: &Plan<'a>,
-    value: &mut async_graphql::Value,
-) {
+fn order_object<'a>(q: &KeyOrder<'a>, plan: &Plan<'a>, value: &mut async_graphql::Value) {
     match value {
         // A list's items (lists of lists too) under the same selections.
         async_graphql::Value::List(items) => {
             for item in items {
-                order_object(doc, plan, item);
+                order_object(q, plan, item);
             }
         }
         async_graphql::Value::Object(map) => {
@@ -898,8 +950,8 @@ fn order_object<'a>(
                 if let Some(e) = plan.get(k)
                     && e.sets.iter().any(|s| !s.items.is_empty())
                 {
-                    let below = e.below.get_or_init(|| plan_of(doc, &e.sets));
-                    order_object(doc, below, v);
+                    let below = e.below.get_or_init(|| plan_of(q, &e.sets));
+                    order_object(q, below, v);
                 }
             }
         }
@@ -1099,9 +1151,9 @@ async fn diagram_http(
             bytes,
         )
             .into_response(),
-        Ok(Err(DiagramOrRender::Diagram(e @ DiagramError::Unknown(_)))) => {
-            text(StatusCode::NOT_FOUND, e.to_string())
-        }
+        Ok(Err(DiagramOrRender::Diagram(
+            e @ (DiagramError::Unknown(_) | DiagramError::Gone { .. }),
+        ))) => text(StatusCode::NOT_FOUND, e.to_string()),
         Ok(Err(DiagramOrRender::Diagram(e))) => text(StatusCode::BAD_REQUEST, e.to_string()),
         Ok(Err(DiagramOrRender::Render(
             e @ (RenderError::DotMissing(_) | RenderError::Timeout(_)),
@@ -1198,16 +1250,11 @@ fn internal(err: anyhow::Error) -> async_graphql::Error {
 /// Resolves the ids of a failed set: every unknown id is named, and a GONE
 /// resource is refused (failing something that is already gone answers nothing).
 fn resolve_failed(snap: &Snapshot, ids: &[async_graphql::ID]) -> async_graphql::Result<Vec<Ix>> {
-    let unknown: Vec<String> = ids
-        .iter()
-        .filter(|id| snap.lookup(id).is_none())
-        .map(|id| format!("'{}'", id.as_str()))
-        .collect();
+    let unknown = snap.unknown(ids.iter().map(|id| id.as_str()));
     if !unknown.is_empty() {
-        let s = if unknown.len() > 1 { "s" } else { "" };
         return Err(client_error(
             "UNKNOWN_RESOURCE",
-            format!("unknown resource id{s} {}", unknown.join(", ")),
+            crate::graph::unknown_ids(&unknown),
         ));
     }
     let ixs: Vec<Ix> = ids.iter().filter_map(|id| snap.lookup(id)).collect();
@@ -2527,6 +2574,7 @@ impl Query {
             .await?
             .map_err(|e| match e {
                 DiagramError::Unknown(_) => client_error("UNKNOWN_RESOURCE", e.to_string()),
+                DiagramError::Gone { .. } => client_error("GONE_RESOURCE", e.to_string()),
                 DiagramError::Invalid(_) => client_error("BAD_INPUT", e.to_string()),
             })?;
         Ok(d.dot())
@@ -2817,11 +2865,13 @@ impl Query {
             .await
             .map_err(internal)?;
         // A run's warnings are as many as its collector wrote (one per
-        // failed scope or skipped item): counted with the runs.
-        list(
-            ctx,
-            runs.len() + runs.iter().map(|r| r.warnings.len()).sum::<usize>(),
-        )?;
+        // failed scope or skipped item): counted with the runs when asked for.
+        let warnings = if ctx.look_ahead().field("warnings").exists() {
+            runs.iter().map(|r| r.warnings.len()).sum::<usize>()
+        } else {
+            0
+        };
+        list(ctx, runs.len() + warnings)?;
         Ok(runs.into_iter().map(Run::from).collect())
     }
 }

@@ -374,7 +374,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         // (The outcome, an error included, is printed below: the log lines
         // that say the same are left out.)
         Command::Collect { .. } => {
-            "warn,aws_config=error,collectors=info,infragraph::collector=off"
+            "warn,aws_config=error,collectors=info,infragraph::collector=off,infragraph::run_failed=off"
         }
         _ => "error",
     };
@@ -1016,21 +1016,9 @@ fn change_detail(c: &crate::model::Change) -> String {
 }
 
 fn resolve_ids(snap: &Snapshot, ids: &[String]) -> anyhow::Result<Vec<u32>> {
-    let unknown: Vec<&str> = ids
-        .iter()
-        .filter(|id| snap.lookup(id).is_none())
-        .map(String::as_str)
-        .collect();
+    let unknown = snap.unknown(ids.iter().map(String::as_str));
     if !unknown.is_empty() {
-        anyhow::bail!(
-            "unknown resource id{} {}",
-            if unknown.len() > 1 { "s" } else { "" },
-            unknown
-                .iter()
-                .map(|u| format!("'{u}'"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        anyhow::bail!("{}", crate::graph::unknown_ids(&unknown));
     }
     Ok(ids.iter().filter_map(|id| snap.lookup(id)).collect())
 }

@@ -96,22 +96,15 @@ impl Default for Options {
 pub enum DiagramError {
     /// Ids that name no present resource, every one of them, in the order
     /// given (worded as `infragraph impact` words them).
-    #[error("{}", unknown_ids(.0))]
+    #[error("{}", crate::graph::unknown_ids(.0))]
     Unknown(Vec<String>),
+    /// A resource that no source reports any more (and since when): it is
+    /// not in the current graph, so there is nothing to draw for it.
+    #[error("resource '{id}' is GONE since {} (no source reports it); it is not in the current graph, so it cannot be drawn", gone_since(*.since))]
+    Gone { id: String, since: Option<i64> },
     /// Options that make no sense.
     #[error("{0}")]
     Invalid(String),
-}
-
-/// "unknown resource id 'a'", or "unknown resource ids 'a', 'b'": the
-/// wording of `infragraph impact` and of the GraphQL `impact` field.
-pub fn unknown_ids(ids: &[String]) -> String {
-    let quoted: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
-    format!(
-        "unknown resource id{} {}",
-        if ids.len() > 1 { "s" } else { "" },
-        quoted.join(", ")
-    )
 }
 
 /// A built diagram.
@@ -369,23 +362,33 @@ fn resolve(snap: &Snapshot, id: &str) -> Result<Ix, DiagramError> {
     Ok(resolve_all(snap, &[id.to_string()])?[0])
 }
 
-/// Every id resolved, or an error naming every one that is not a present
-/// resource (each once, in the order given).
+/// Every id resolved, or an error naming every unknown one (each once, in
+/// the order given), or else the first that is GONE.
 fn resolve_all(snap: &Snapshot, ids: &[String]) -> Result<Vec<Ix>, DiagramError> {
-    let mut found = Vec::with_capacity(ids.len());
-    let mut unknown: Vec<String> = Vec::new();
-    for id in ids {
-        match snap.lookup(id).filter(|&ix| present(snap, ix)) {
-            Some(ix) => found.push(ix),
-            None if !unknown.contains(id) => unknown.push(id.clone()),
-            None => {}
-        }
+    let unknown = snap.unknown(ids.iter().map(String::as_str));
+    if !unknown.is_empty() {
+        return Err(DiagramError::Unknown(unknown));
     }
-    if unknown.is_empty() {
-        Ok(found)
-    } else {
-        Err(DiagramError::Unknown(unknown))
-    }
+    ids.iter()
+        .map(|id| {
+            let ix = snap.lookup(id).expect("known");
+            if present(snap, ix) {
+                Ok(ix)
+            } else {
+                Err(DiagramError::Gone {
+                    id: id.clone(),
+                    since: snap.resource(ix).gone_at,
+                })
+            }
+        })
+        .collect()
+}
+
+/// When a resource went, in RFC 3339 (as the GraphQL API gives times).
+fn gone_since(at: Option<i64>) -> String {
+    at.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| "an unknown time".into())
 }
 
 /// Present relations between present resources, as (from, to, relation).
@@ -1302,7 +1305,7 @@ fn impact(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
                 .filter(|i| !shown_nodes.contains(&i.node)),
         );
         notes.push(format!(
-            "showing the nearest {} of {} impacted{}: {} down and {} degraded not drawn over the cap of {}; narrow with --hops N or raise --max-nodes",
+            "showing the nearest {} of {} impacted{}: {} down and {} degraded not drawn over the cap of {}{}; narrow with --hops N or raise --max-nodes",
             thousands(shown.len()),
             thousands(items.len()),
             match opts.hops {
@@ -1312,6 +1315,13 @@ fn impact(snap: &Snapshot, opts: &Options) -> Result<Diagram, DiagramError> {
             thousands(down),
             thousands(degraded),
             plural(opts.max_nodes, "node"),
+            // The failed resources are drawn whatever the cap: say why more
+            // are shown than it allows.
+            if failed.len() > opts.max_nodes {
+                format!(" (the {} failed are always drawn)", thousands(failed.len()))
+            } else {
+                String::new()
+            },
         ));
     }
     let shown_set: FxHashSet<Ix> = shown.iter().map(|i| i.node).collect();

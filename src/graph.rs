@@ -1290,6 +1290,17 @@ impl SpofPass {
     }
 }
 
+/// "unknown resource id 'a'", or "unknown resource ids 'a', 'b'": how the
+/// CLI, the GraphQL API and the diagrams name ids that name no resource.
+pub fn unknown_ids(ids: &[String]) -> String {
+    let quoted: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+    format!(
+        "unknown resource id{} {}",
+        if ids.len() > 1 { "s" } else { "" },
+        quoted.join(", ")
+    )
+}
+
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
@@ -1392,6 +1403,18 @@ impl Snapshot {
     /// The index of a resource id.
     pub fn lookup(&self, id: &str) -> Option<Ix> {
         self.index.get(id).copied()
+    }
+
+    /// The ids that name no resource, present or gone: each once, in the
+    /// order given.
+    pub fn unknown<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let mut unknown: Vec<String> = Vec::new();
+        for id in ids {
+            if self.lookup(id).is_none() && !unknown.iter().any(|u| u == id) {
+                unknown.push(id.to_string());
+            }
+        }
+        unknown
     }
 
     /// The resource at an index.

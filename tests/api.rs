@@ -883,7 +883,7 @@ async fn list_amplification_gone_ids_and_empty_critical_are_refused() {
 
     let v = s
         .gql(
-            r#"{ impact(failed: ["x:1", "x:2"]) { downCount } }"#,
+            r#"{ impact(failed: ["x:1", "x:2", "x:1"]) { downCount } }"#,
             json!({}),
         )
         .await;
@@ -1353,6 +1353,32 @@ async fn answers_keep_the_order_of_the_query() {
     )
     .await;
     in_order(&text, &["z", "resource", "history", "at", "id", "k"]);
+    // A key whose first mention is skipped takes its place from the
+    // mention that is kept: @skip and @include, literal, from a variable,
+    // and from a variable's default.
+    let text = raw(r#"query Q($no: Boolean = true) { resource(id: "svc:a") {
+             history @skip(if: $no) { at }
+             kind @include(if: false)
+             ... on Resource @skip(if: true) { name }
+             id ...H name kind } }
+           fragment H on Resource { history { at } }"#
+        .into())
+    .await;
+    in_order(&text, &["resource", "id", "history", "at", "name", "kind"]);
+    let text = s
+        .client
+        .post(format!("http://{}/graphql", s.addr))
+        .json(&json!({
+            "query": r#"query Q($no: Boolean = false) { resource(id: "svc:a") { history @include(if: $no) { at } id history { at } } }"#,
+            "variables": {"no": false},
+        }))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    in_order(&text, &["resource", "id", "history"]);
     for _ in 0..10 {
         let text = raw(
             "{ a0: spofs { resource { id } } a1: cycles { resources { id } } a2: spofs { takesDownCount } x: runs { id } }".into(),

@@ -202,6 +202,13 @@ fn a_bad_inventory_file_is_rejected_with_file_and_line_and_writes_nothing() {
         "{err}"
     );
     assert!(err.contains("nothing was written"), "{err}");
+    // Told once: by the error, not again by a log line.
+    assert_eq!(
+        err.matches("points to unknown resource").count(),
+        1,
+        "{err}"
+    );
+    assert!(!err.contains("run failed"), "{err}");
     let out = run(&db.url, &["impact", "c"]);
     assert!(
         !out.status.success(),
@@ -256,10 +263,20 @@ async fn postgres_collect_and_impact() {
             ],
         );
         let b = run(&url, &["impact", "host:db-1", "--json"]);
-        (a, b)
+        // A database that is not there: PostgreSQL's words and code, not
+        // the line of PostgreSQL's own source that raised it.
+        let c = run(&format!("{url}_missing"), &["runs"]);
+        (a, b, c)
     })
     .await
     .unwrap();
+    let err = text(&out.2.stderr);
+    assert_eq!(out.2.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("_missing\" does not exist (SQLSTATE 3D000)"),
+        "{err}"
+    );
+    assert!(!err.contains("at line"), "{err}");
     assert!(out.0.status.success(), "{}", text(&out.0.stderr));
     let v: Value = serde_json::from_slice(&out.1.stdout).unwrap();
     assert!(

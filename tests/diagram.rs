@@ -580,6 +580,24 @@ fn impact_cap_and_hops_notes_add_up() {
     assert_eq!(dd + dg, 40);
     assert_eq!(hd + cd + dd, down, "{:?}", d.notes);
     assert_eq!(hg + cg + dg, degraded, "{:?}", d.notes);
+
+    // More failed than the cap: they are all drawn, and the note says why
+    // it shows more than the cap allows.
+    let opts = Options {
+        failed: vec!["subnet:r0-v0-z0-0".into(), "subnet:r0-v0-z1-0".into()],
+        max_nodes: 1,
+        ..Options::default()
+    };
+    let d = diagram::build(&snap, Kind::Impact, &opts).unwrap();
+    let cap_note = d
+        .notes
+        .iter()
+        .find(|n| n.starts_with("showing the nearest 2 of "))
+        .unwrap_or_else(|| panic!("{:?}", d.notes));
+    assert!(
+        cap_note.contains("over the cap of 1 node (the 2 failed are always drawn)"),
+        "{cap_note}"
+    );
 }
 
 use diagram::thousands;
@@ -603,6 +621,52 @@ fn impact_names_every_unknown_id() {
         DiagramError::Unknown(vec!["host:x".into(), "host:y".into()])
     );
     assert_eq!(err.to_string(), "unknown resource ids 'host:x', 'host:y'");
+    let opts = Options {
+        failed: vec!["host:h1".into(), "host:x".into()],
+        ..Options::default()
+    };
+    let err = diagram::build(&snap, Kind::Impact, &opts).unwrap_err();
+    assert_eq!(err.to_string(), "unknown resource id 'host:x'");
+
+    // A resource no source reports any more is named GONE, with the time,
+    // as `infragraph impact` names it, in every view that takes ids.
+    let (mut r, l) = estate();
+    let gone = r.iter_mut().find(|r| r.id == "host:h1").unwrap();
+    gone.status = Status::Gone;
+    gone.gone_at = Some(1_700_000_000_000);
+    let snap = Snapshot::build(r, l, 0);
+    let said = "resource 'host:h1' is GONE since 2023-11-14T22:13:20.000Z (no source reports it)";
+    for (kind, opts) in [
+        (
+            Kind::Impact,
+            Options {
+                failed: vec!["host:h1".into()],
+                ..Options::default()
+            },
+        ),
+        (
+            Kind::Dependencies,
+            Options {
+                around: Some("host:h1".into()),
+                ..Options::default()
+            },
+        ),
+        (
+            Kind::Network,
+            Options {
+                scope: Some("host:h1".into()),
+                ..Options::default()
+            },
+        ),
+    ] {
+        let err = diagram::build(&snap, kind, &opts).unwrap_err();
+        assert!(
+            matches!(err, DiagramError::Gone { .. }),
+            "{kind:?}: {err:?}"
+        );
+        assert!(err.to_string().starts_with(said), "{kind:?}: {err}");
+    }
+    // Unknown ids are named before a GONE one.
     let opts = Options {
         failed: vec!["host:h1".into(), "host:x".into()],
         ..Options::default()

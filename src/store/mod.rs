@@ -46,6 +46,27 @@ pub struct Store {
 /// (SQLite allows 32,766, PostgreSQL 65,535).
 const MAX_PARAMS: usize = 16_000;
 
+/// A database's refusal in its own words and SQLSTATE code, with its
+/// detail and hint. (sqlx adds "at line N", the line of the database
+/// server's own source that raised it: no help to the reader.)
+fn server_said(err: sqlx::Error) -> anyhow::Error {
+    let Some(db) = err.as_database_error() else {
+        return err.into();
+    };
+    let mut said = db.message().to_string();
+    if let Some(code) = db.code() {
+        said.push_str(&format!(" (SQLSTATE {code})"));
+    }
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        for (what, text) in [("detail", pg.detail()), ("hint", pg.hint())] {
+            if let Some(text) = text {
+                said.push_str(&format!("; {what}: {text}"));
+            }
+        }
+    }
+    anyhow::anyhow!("the database refused: {said}")
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://path` or `postgres://...`), creating a
     /// SQLite file if needed, and runs the embedded migrations.
@@ -75,6 +96,7 @@ impl Store {
                         redact(&url)
                     )
                 })?
+                .map_err(server_said)
                 .with_context(|| format!("cannot open database {}", redact(&url)))?;
             use sqlx::Connection;
             let _ = probe.close().await;

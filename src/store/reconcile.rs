@@ -300,7 +300,9 @@ impl Store {
     }
 
     async fn record_failed(&self, input: &RunInput, error: String) -> anyhow::Result<Run> {
-        tracing::warn!(error = %error, "run failed; nothing written");
+        // Its own target, so that `infragraph collect`, which prints the
+        // error itself, can leave this line out.
+        tracing::warn!(target: "infragraph::run_failed", error = %error, "run failed; nothing written");
         let warnings = match &input.outcome {
             Ok(c) => c.remarks(),
             Err(_) => Vec::new(),
