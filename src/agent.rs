@@ -33,7 +33,8 @@ impl AgentTokens {
     /// Parses a tokens file: one `HOSTNAME TOKEN` per line, `#` comments.
     /// Errors name the file and line (never the token).
     pub fn parse(path: &Path, text: &str) -> anyhow::Result<AgentTokens> {
-        let mut entries = Vec::new();
+        let mut entries: Vec<(String, String)> = Vec::new();
+        let mut lines: Vec<usize> = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -50,7 +51,23 @@ impl AgentTokens {
                     n + 1
                 );
             }
+            // One token for two hosts would let one host's agent report
+            // as the other, and the other's be refused: never the token
+            // in the error, only where it is.
+            if let Some((line, other)) = lines
+                .iter()
+                .zip(&entries)
+                .find(|(_, (h, t))| h != host && t == token)
+                .map(|(l, (h, _))| (*l, h))
+            {
+                anyhow::bail!(
+                    "{}:{}: the token for {host} is also the token for {other} (line {line}): each host needs its own",
+                    path.display(),
+                    n + 1
+                );
+            }
             entries.push((host.to_string(), token.to_string()));
+            lines.push(n + 1);
         }
         Ok(AgentTokens { entries })
     }
@@ -809,7 +826,17 @@ pub async fn run(
     ca_file: Option<&Path>,
 ) -> anyhow::Result<()> {
     let client = client(ca_file)?;
-    if let Ok(url) = reqwest::Url::parse(server) {
+    // `127.0.0.1:8080` parses as a URL of scheme "127.0.0.1": ask for one
+    // that says how to talk to the server.
+    let parsed = reqwest::Url::parse(server)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+    if parsed.is_none() {
+        anyhow::bail!(
+            "--server '{server}' is not an http:// or https:// URL (e.g. https://infragraph.example:8080 or http://127.0.0.1:8080)"
+        );
+    }
+    if let Some(url) = parsed {
         let host = url.host_str().unwrap_or("");
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|a| a.is_loopback());
@@ -841,6 +868,42 @@ pub async fn run(
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Errors name the file and line, never the token; one token for two
+    /// hosts is refused (one host could report as the other, and the
+    /// other's agent would be refused).
+    #[test]
+    fn agent_tokens_name_the_line_and_refuse_a_shared_token() {
+        let p = Path::new("agents.txt");
+        let t = AgentTokens::parse(
+            p,
+            "# host token\nweb-1 aaaaaaaaaaaaaaaa\n\nweb-2 bbbbbbbbbbbbbbbb\nweb-1 cccccccccccccccc\n",
+        )
+        .unwrap();
+        assert_eq!(t.host_for("bbbbbbbbbbbbbbbb"), Some("web-2"));
+        assert_eq!(t.host_for("cccccccccccccccc"), Some("web-1"));
+        assert_eq!(t.host_for("dddddddddddddddd"), None);
+        for (text, said) in [
+            ("web-1\n", "agents.txt:1: expected `HOSTNAME TOKEN`"),
+            (
+                "web-1 short\n",
+                "agents.txt:1: the token for web-1 is shorter than 16 characters",
+            ),
+            (
+                "web-1 aaaaaaaaaaaaaaaa\n# x\nweb-2 aaaaaaaaaaaaaaaa\n",
+                "agents.txt:3: the token for web-2 is also the token for web-1 (line 1): each host needs its own",
+            ),
+        ] {
+            let e = format!("{:#}", AgentTokens::parse(p, text).unwrap_err());
+            assert!(e.contains(said), "{text}: {e}");
+            assert!(!e.contains("aaaaaaaaaaaaaaaa"), "{e}");
         }
     }
 }

@@ -980,19 +980,26 @@ async fn graphiql() -> Html<String> {
     )
 }
 
+/// `GET /healthz`: 200 while the store answers the store watch, 503 with
+/// the reason once it does not (queries would go on from a graph that no
+/// longer sees other replicas' writes, and writes would fail).
 async fn healthz(State(state): State<AppState>) -> Response {
     let snap = state.app.snapshot();
     let (resources, relations) = snap.counts();
-    (
-        StatusCode::OK,
-        axum::Json(serde_json::json!({
-            "status": "ok",
-            "resources": resources,
-            "relations": relations,
-            "graph_built_at": to_dt(snap.built_at).to_rfc3339(),
-        })),
-    )
-        .into_response()
+    let mut body = serde_json::json!({
+        "status": "ok",
+        "resources": resources,
+        "relations": relations,
+        "graph_built_at": to_dt(snap.built_at).to_rfc3339(),
+    });
+    let mut code = StatusCode::OK;
+    if let Some((since, why)) = state.app.store_fault() {
+        code = StatusCode::SERVICE_UNAVAILABLE;
+        body["status"] = "store unreachable".into();
+        body["store_error"] = why.into();
+        body["store_unreachable_since"] = to_dt(since).to_rfc3339().into();
+    }
+    (code, axum::Json(body)).into_response()
 }
 
 /// `GET /diagrams/{network|dependencies|impact}.{svg|png|dot}`: query
@@ -1349,7 +1356,9 @@ pub struct Provenance {
     pub source: String,
     /// Whether this source still reports it.
     pub status: ResourceStatus,
-    /// First report by this source.
+    /// When this source started reporting it: its first report, or the
+    /// first after it stopped (the resource's own `firstSeen` keeps the
+    /// very first; the history has each gap).
     pub first_seen: DateTime<Utc>,
     /// Latest report by this source.
     pub last_seen: DateTime<Utc>,
@@ -1641,8 +1650,9 @@ impl From<crate::agent::Freshness> for AgentFreshness {
 #[derive(SimpleObject)]
 pub struct Drift {
     /// Declared `depends_on` relations whose client an agent watches (it,
-    /// or one of its instances, runs on a host with an agent), but which no
-    /// agent has observed — between the resources or their services.
+    /// or one of its instances, runs on a host an agent reports, whoever
+    /// declared that), but which no agent has observed — between the
+    /// resources or their services.
     pub declared_not_observed: Vec<Relation>,
     /// `depends_on` relations agents observed that nothing declares, between
     /// the resources or their services.
@@ -2765,16 +2775,31 @@ impl Query {
         let owned = snap(ctx).clone();
         compute(ctx, move || {
             let snap = &owned;
-            // Resources an agent reports on: hosts and what runs on them.
+            // Watched: hosts an agent reports, and whatever runs on them,
+            // whoever says so (an inventory's instance on a watched host
+            // that the agent does not see is the worst drift of all).
+            let agent_hosts: std::collections::HashSet<&str> = snap
+                .resources
+                .iter()
+                .filter(|r| {
+                    r.status == model::Status::Present
+                        && r.kind == "host"
+                        && r.sources.iter().any(|s| {
+                            s.status == model::Status::Present && s.source.starts_with("agent:")
+                        })
+                })
+                .map(|r| r.id.as_str())
+                .collect();
             let watched: std::collections::HashSet<&str> = snap
                 .relations
                 .iter()
                 .filter(|r| {
                     r.status == model::Status::Present
                         && r.kind == "runs_on"
-                        && r.sources.iter().any(|s| s.source.starts_with("agent:"))
+                        && agent_hosts.contains(r.to.as_str())
                 })
-                .flat_map(|r| [r.from.as_str(), r.to.as_str()])
+                .map(|r| r.from.as_str())
+                .chain(agent_hosts.iter().copied())
                 .collect();
             // Compare at service level: an instance stands for its service.
             let mut service_of: std::collections::HashMap<&str, &str> = Default::default();
@@ -2855,15 +2880,18 @@ impl Query {
         .and_then(|cycles| listed(ctx, cycles))
     }
 
-    /// Recent collection runs, newest first (default 20).
+    /// Recent collection runs, newest first (default 20, at most 1000).
     #[graphql(complexity = "last.unwrap_or(20).clamp(1, 1000) as usize * child_complexity")]
     async fn runs(&self, ctx: &Context<'_>, last: Option<i32>) -> async_graphql::Result<Vec<Run>> {
         let app = ctx.data_unchecked::<Arc<App>>();
-        let runs = app
-            .store
-            .runs(count_arg("last", last)?.unwrap_or(20).min(1000) as i64)
-            .await
-            .map_err(internal)?;
+        let last = count_arg("last", last)?.unwrap_or(20);
+        if last > 1000 {
+            return Err(client_error(
+                "BAD_PAGE",
+                format!("last must be between 0 and 1000, not {last}"),
+            ));
+        }
+        let runs = app.store.runs(last as i64).await.map_err(internal)?;
         // A run's warnings are as many as its collector wrote (one per
         // failed scope or skipped item): counted with the runs when asked for.
         let warnings = if ctx.look_ahead().field("warnings").exists() {

@@ -33,6 +33,10 @@ pub struct App {
     /// The store's run mark when the current snapshot was loaded:
     /// `(floor, highest run id, runs above floor)` (see [`Store::run_mark`]).
     store_mark: std::sync::Mutex<(i64, (i64, i64))>,
+    /// Since when, and why, the store watch's checks have failed (`None`
+    /// while they succeed): `/healthz` says so, so that a load balancer
+    /// stops sending requests to a replica that lost its database.
+    store_fault: std::sync::Mutex<Option<(crate::model::Millis, String)>>,
     /// How long a GraphQL request may take.
     query_timeout: Setting,
     /// Diagram renders (`dot` processes) that may run at once.
@@ -106,6 +110,7 @@ impl App {
             agents,
             listener_cache: Default::default(),
             store_mark: std::sync::Mutex::new((0, (0, 0))),
+            store_fault: std::sync::Mutex::new(None),
             query_timeout: Setting::new(DEFAULT_QUERY_TIMEOUT),
             render_slots: Arc::new(tokio::sync::Semaphore::new(RENDER_SLOTS)),
             compute_slots: Arc::new(tokio::sync::Semaphore::new(
@@ -271,14 +276,35 @@ impl App {
     /// cannot say (logged).
     async fn store_moved(&self) -> Option<i64> {
         let (floor, seen) = *self.store_mark.lock().unwrap_or_else(|e| e.into_inner());
-        match self.store.run_mark(floor).await {
-            Ok(now) if now != seen => Some(now.0),
-            Ok(_) => None,
+        let mark = self.store.run_mark(floor).await;
+        let mut fault = self.store_fault.lock().unwrap_or_else(|e| e.into_inner());
+        match mark {
+            Ok(now) => {
+                if let Some((since, _)) = fault.take() {
+                    tracing::info!(
+                        down_ms = crate::model::now_ms() - since,
+                        "the store answers again"
+                    );
+                }
+                (now != seen).then_some(now.0)
+            }
             Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "cannot check the store for new runs");
+                let why = format!("{e:#}");
+                tracing::warn!(error = %why, "cannot check the store for new runs");
+                let since = fault.as_ref().map_or_else(crate::model::now_ms, |f| f.0);
+                *fault = Some((since, why));
                 None
             }
         }
+    }
+
+    /// Since when, and why, the store has not answered the store watch
+    /// (see [`App::spawn_store_watch`]); `None` while it answers.
+    pub fn store_fault(&self) -> Option<(crate::model::Millis, String)> {
+        self.store_fault
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Reloads the graph when other processes (replicas on the same

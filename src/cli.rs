@@ -152,8 +152,8 @@ pub enum Command {
     /// Recent collection runs.
     Runs {
         /// How many
-        #[arg(long, default_value_t = 20)]
-        last: i64,
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        last: u32,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -818,7 +818,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Runs { last, json } => {
             let store = open(cli.database_url).await?;
-            let runs = store.runs(last).await?;
+            let runs = store.runs(last.into()).await?;
             let mut out = std::io::stdout().lock();
             if json {
                 let doc: Vec<_> = runs
@@ -1106,7 +1106,7 @@ pub async fn serve(
     cfg: Config,
 ) -> anyhow::Result<()> {
     let store = Store::connect(url).await?;
-    tracing::info!(database = %crate::store::redact(url), "store ready");
+    tracing::info!(database = %crate::store::describe(url), "store ready");
     let agents = crate::agent::AgentSettings {
         tokens: match &cfg.agent_tokens_file {
             Some(p) => crate::agent::AgentTokens::load(p)?,

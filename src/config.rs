@@ -160,6 +160,13 @@ impl Config {
                     path.display()
                 )
             })?;
+            collectors::host::valid_service_name(&name).map_err(|why| {
+                anyhow::anyhow!(
+                    "{}: service_ports: the name '{}' for port {p} {why}",
+                    path.display(),
+                    name.escape_debug()
+                )
+            })?;
             service_ports.insert(p, name);
         }
         let duration = |field: &str, v: Option<String>| -> anyhow::Result<Option<Duration>> {
@@ -173,9 +180,32 @@ impl Config {
             })
             .transpose()
         };
+        let agent_stale_after = duration("agent_stale_after", file.agent_stale_after)?;
+        let agent_gone_after = duration("agent_gone_after", file.agent_gone_after)?;
+        // A host goes STALE (shown) before it goes GONE (what it reported
+        // retired), and not within two reports at the agent's shortest
+        // interval (5 s): "0s" would retire every host a second after its
+        // report.
+        let stale = agent_stale_after.unwrap_or(crate::agent::DEFAULT_STALE_AFTER);
+        let gone = agent_gone_after.unwrap_or(crate::agent::DEFAULT_GONE_AFTER);
+        if gone < Duration::from_secs(10) {
+            anyhow::bail!(
+                "{}: agent_gone_after must be at least 10s (two reports at the shortest agent interval), not {}",
+                path.display(),
+                humantime::format_duration(gone)
+            );
+        }
+        if stale >= gone {
+            anyhow::bail!(
+                "{}: agent_stale_after ({}) must be shorter than agent_gone_after ({}): a silent host is shown STALE before what it reported is retired",
+                path.display(),
+                humantime::format_duration(stale),
+                humantime::format_duration(gone)
+            );
+        }
         Ok(Config {
-            agent_stale_after: duration("agent_stale_after", file.agent_stale_after)?,
-            agent_gone_after: duration("agent_gone_after", file.agent_gone_after)?,
+            agent_stale_after,
+            agent_gone_after,
             store_check_interval: match duration("store_check_interval", file.store_check_interval)?
             {
                 Some(d) if d < Duration::from_millis(100) => anyhow::bail!(
@@ -287,5 +317,39 @@ options = { paths = ["/abs/x.json"] }
             format!("{e:#}").contains("c.toml: query_timeout: 'forever' is not a duration"),
             "{e:#}"
         );
+        // Agent times that make no sense, against each other or the
+        // defaults (stale 5m, gone 24h).
+        for (text, said) in [
+            (
+                "agent_stale_after = \"1h\"\nagent_gone_after = \"5m\"\n",
+                "c.toml: agent_stale_after (1h) must be shorter than agent_gone_after (5m)",
+            ),
+            (
+                "agent_gone_after = \"2m\"\n",
+                "c.toml: agent_stale_after (5m) must be shorter than agent_gone_after (2m)",
+            ),
+            (
+                "agent_stale_after = \"1s\"\nagent_gone_after = \"0s\"\n",
+                "c.toml: agent_gone_after must be at least 10s",
+            ),
+        ] {
+            let e = Config::parse(p, text).unwrap_err();
+            assert!(format!("{e:#}").contains(said), "{text}: {e:#}");
+        }
+        let cfg = Config::parse(
+            p,
+            "agent_stale_after = \"30s\"\nagent_gone_after = \"90s\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.agent_gone_after, Some(Duration::from_secs(90)));
+        // A service_ports name must be one a service id can hold.
+        let e = Config::parse(p, "[service_ports]\n8080 = \"my web/app@x\"\n").unwrap_err();
+        assert!(
+            format!("{e:#}").contains(
+                "c.toml: service_ports: the name 'my web/app@x' for port 8080 may not contain whitespace"
+            ),
+            "{e:#}"
+        );
+        assert!(Config::parse(p, "[service_ports]\n8080 = \"web\"\n").is_ok());
     }
 }

@@ -1120,10 +1120,22 @@ async fn silent_hosts_go_stale_then_gone_and_keep_their_history() {
     let (res, _) = app.store.load_all().await.unwrap();
     let svc = res.iter().find(|r| r.id == "svc:checkout@web-1").unwrap();
     assert_eq!(svc.status, infragraph::model::Status::Gone);
-    // Sweeping again changes nothing; a new report revives the host.
+    // Sweeping again changes nothing; a new report revives the host, even
+    // one sent (by the agent's clock, a little behind the server's) before
+    // the sweep ran: the sweep is the server's, not a report to be newer
+    // than (it used to be refused as out of order, 409).
     assert!(infragraph::agent::sweep(&app).await.unwrap().is_empty());
-    let run = infragraph::agent::record(&app, &r).await.unwrap();
+    let mut late = r.clone();
+    late.sent_at = Some(infragraph::model::now_ms() - 200);
+    let run = infragraph::agent::ingest(
+        &app,
+        infragraph::agent::Reporter::Admin,
+        &serde_json::to_vec(&late).unwrap(),
+    )
+    .await
+    .unwrap();
     assert!(run.created >= 1, "revived: {run:?}");
+    app.settle().await.unwrap();
     assert_eq!(agents().await["freshness"], "FRESH");
 }
 
@@ -1174,6 +1186,10 @@ async fn drift_compares_declared_services_with_observed_instances() {
         "mutation { assertResource(id: \"svc:cache\", kind: \"service\") { id } }",
         "mutation { assertRelation(from: \"svc:checkout\", to: \"svc:ledger\", kind: \"depends_on\") { kind } }",
         "mutation { assertRelation(from: \"svc:checkout\", to: \"svc:cache\", kind: \"depends_on\") { kind } }",
+        "mutation { assertResource(id: \"svc:search\", kind: \"service\") { id } }",
+        "mutation { assertRelation(from: \"svc:search\", to: \"svc:ledger\", kind: \"depends_on\") { kind } }",
+        "mutation { assertResource(id: \"svc:reports\", kind: \"service\") { id } }",
+        "mutation { assertRelation(from: \"svc:reports\", to: \"svc:ledger\", kind: \"depends_on\") { kind } }",
     ] {
         s.admin(q).await;
     }
@@ -1189,12 +1205,27 @@ async fn drift_compares_declared_services_with_observed_instances() {
         "10.0.0.5",
     );
     assert_eq!(s.post(Some(WEB1), bytes(&web)).await.0, 200);
+    // Declared to run on web-1, where the agent sees no such process:
+    // search's declared call is not observed, and is listed. Reports runs
+    // on a host no agent watches: its call says nothing.
+    for q in [
+        "mutation { assertResource(id: \"svc:search@web-1\", kind: \"service_instance\") { id } }",
+        "mutation { assertRelation(from: \"svc:search@web-1\", to: \"svc:search\", kind: \"instance_of\") { kind } }",
+        "mutation { assertRelation(from: \"svc:search@web-1\", to: \"host:web-1\", kind: \"runs_on\") { kind } }",
+        "mutation { assertResource(id: \"host:batch-1\", kind: \"host\") { id } }",
+        "mutation { assertRelation(from: \"svc:reports\", to: \"host:batch-1\", kind: \"runs_on\") { kind } }",
+    ] {
+        s.admin(q).await;
+    }
     let d = s
         .gql("{ drift { declaredNotObserved { from { id } to { id } } observedNotDeclared { from { id } to { id } } } }")
         .await;
     assert_eq!(
         d["drift"]["declaredNotObserved"],
-        json!([{"from": {"id": "svc:checkout"}, "to": {"id": "svc:cache"}}]),
+        json!([
+            {"from": {"id": "svc:checkout"}, "to": {"id": "svc:cache"}},
+            {"from": {"id": "svc:search"}, "to": {"id": "svc:ledger"}}
+        ]),
         "{d}"
     );
     assert_eq!(

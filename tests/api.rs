@@ -429,6 +429,14 @@ async fn limits_on_depth_and_body_size_and_the_edges() {
         );
         assert_eq!(error_message(&v), says, "{q}: {v}");
     }
+    // Past the largest page: refused, as resources(first:) is, not cut.
+    let v = s.gql("{ runs(last: 1001) { id } }", json!({})).await;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_PAGE", "{v}");
+    assert_eq!(
+        error_message(&v),
+        "last must be between 0 and 1000, not 1001",
+        "{v}"
+    );
     // GraphiQL's introspection query stays within the limits: the older
     // page's, and GraphiQL 4's (graphql-js 16: nine levels of ofType,
     // deprecated arguments, isOneOf), which the server's page loads.
@@ -1179,6 +1187,65 @@ async fn a_query_past_the_timeout_is_abandoned_with_a_timeout_error() {
     let v = s.gql("{ runs(last: 1) { id status } }", json!({})).await;
     assert!(v["errors"].is_null(), "{v}");
     assert_eq!(v["data"]["runs"][0]["status"], "OK", "{v}");
+    drop(other);
+
+    // The database goes away under the server: /healthz says so (503 with
+    // the reason), so a load balancer stops sending it requests that would
+    // be answered from a graph that no longer sees other replicas' writes.
+    let (_stop, watching) = tokio::sync::watch::channel(false);
+    let _watch = s
+        .app
+        .spawn_store_watch(std::time::Duration::from_millis(100), watching);
+    let health = || async {
+        let r = s
+            .client
+            .get(format!("http://{}/healthz", s.addr))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (code, v) = health().await;
+    assert_eq!(
+        (code.as_u16(), v["status"].as_str()),
+        (200, Some("ok")),
+        "{v}"
+    );
+    let name = url.rsplit('/').next().unwrap().to_string();
+    let mut admin = sqlx::PgConnection::connect(&common::pg_admin_url())
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let start = std::time::Instant::now();
+    let (code, v) = loop {
+        // (The first failures may be the pool's connections being cut;
+        // then new ones find no database.)
+        let (code, v) = health().await;
+        let gone = v["store_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not exist"));
+        if gone || start.elapsed() > std::time::Duration::from_secs(20) {
+            break (code, v);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(code.as_u16(), 503, "{v}");
+    assert_eq!(v["status"], "store unreachable", "{v}");
+    assert!(
+        v["store_error"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{v}"
+    );
+    assert!(v["store_unreachable_since"].is_string(), "{v}");
+    assert!(v["resources"].as_u64().unwrap() > 50, "{v}");
 }
 
 /// A mutation is not cut off by `query_timeout`: each of its fields is a

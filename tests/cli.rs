@@ -530,6 +530,41 @@ fn agent_interval_below_five_seconds_is_refused() {
     );
 }
 
+/// `runs --last` takes a count of 1 or more: a negative one used to
+/// print nothing and exit 0. (Usage errors exit 2, clap's code.)
+#[test]
+fn runs_last_must_be_a_count() {
+    let db = common::TestDb::sqlite();
+    for (arg, said) in [
+        ("--last=-3", "invalid value '-3' for '--last <LAST>'"),
+        ("--last=0", "invalid value '0' for '--last <LAST>'"),
+    ] {
+        let out = run(&db.url, &["runs", arg]);
+        assert_eq!(out.status.code(), Some(2), "{arg}");
+        assert!(text(&out.stderr).contains(said), "{}", text(&out.stderr));
+    }
+    assert!(run(&db.url, &["runs", "--last", "5"]).status.success());
+}
+
+/// `agent --server` without a scheme is refused with an example, not
+/// reqwest's "relative URL without a base".
+#[test]
+fn agent_server_needs_a_scheme() {
+    let files = common::Files::new();
+    let token = files.write("t", "0123456789abcdef0123\n");
+    let out = bin()
+        .args(["agent", "--server", "127.0.0.1:9", "--once", "--token-file"])
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--server '127.0.0.1:9' is not an http:// or https:// URL"),
+        "{err}"
+    );
+}
+
 /// A server notices runs other processes commit into its store (here the
 /// CLI on the same SQLite file; replicas on one PostgreSQL alike) and
 /// reloads its graph by itself. No collector runs in this server, so only

@@ -159,6 +159,20 @@ async fn failed_runs_retire_nothing_and_write_nothing(url: String) {
         ("resources:\n  - {id: host:a, kind: host\n", "inv.yaml:"),
         // missing field
         ("resources:\n  - {id: host:a}\n", "inv.yaml:2: "),
+        // a NUL character, which PostgreSQL cannot store: refused on both
+        // stores alike, naming the field
+        (
+            "resources:\n  - {id: host:a, kind: host, name: \"a\\0b\"}\n",
+            "inv.yaml:2: resource 'host:a' has a NUL character (\\u0000) in its name",
+        ),
+        (
+            "resources:\n  - {id: host:a, kind: host, labels: {team: \"x\\0\"}}\n",
+            "inv.yaml:2: resource 'host:a' has a NUL character (\\u0000) in its label values",
+        ),
+        (
+            "resources:\n  - {id: host:a, kind: host}\n  - {id: svc:a, kind: service}\nrelations:\n  - {from: svc:a, to: host:a, kind: runs_on, attributes: {note: \"\\0\"}}\n",
+            "inv.yaml:5: relation 'svc:a' -[runs_on]-> 'host:a' has a NUL character (\\u0000) in its attributes",
+        ),
         // an empty (truncated?) file must not retire everything
         ("", "no 'resources:' list"),
         ("# nothing here\n", "no 'resources:' list"),
@@ -194,7 +208,7 @@ async fn failed_runs_retire_nothing_and_write_nothing(url: String) {
         runs.iter()
             .filter(|r| r.status == RunStatus::Failed)
             .count(),
-        8
+        11
     );
     store.close().await;
 }
@@ -878,6 +892,49 @@ async fn placeholders_yield_to_other_kinds(url: String) {
     let (res, _) = store.load_all().await.unwrap();
     let y = res.iter().find(|r| r.id == "svc:y").unwrap();
     assert_eq!((y.kind.as_str(), y.status), ("service", Status::Present));
+
+    // The store remembers a guess: a later source that declares the id as
+    // another kind replaces it, whichever came first (an agent's listener
+    // or an EC2 tag before the inventory, say).
+    let mut e = batch("e", true, &[]);
+    e.resources.push(ObservedResource::new("svc:y", "database"));
+    let run = apply(&store, vec![e], vec![]).await;
+    assert_eq!(run.status, RunStatus::Ok, "{:?}", run.error);
+    let (res, _) = store.load_all().await.unwrap();
+    let y = res.iter().find(|r| r.id == "svc:y").unwrap();
+    assert_eq!((y.kind.as_str(), y.status), ("database", Status::Present));
+    let history = store.history("svc:y", None).await.unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|c| c.op == ChangeOp::Update && c.diff.to_string().contains("database")),
+        "the kind's change is in the history: {history:?}"
+    );
+    // The guesser's next report leaves the declared kind alone.
+    let mut d = batch("d", true, &["h2"]);
+    d.resources.push(placeholder("svc:y"));
+    d.relations = vec![ObservedRelation::new("h2", "svc:y", "instance_of")];
+    let run = apply(&store, vec![d], vec![]).await;
+    assert_eq!(run.status, RunStatus::Ok, "{:?}", run.error);
+    let (res, rels) = store.load_all().await.unwrap();
+    let y = res.iter().find(|r| r.id == "svc:y").unwrap();
+    assert_eq!((y.kind.as_str(), y.status), ("database", Status::Present));
+    assert!(
+        rels.iter()
+            .any(|r| r.from == "h2" && r.to == "svc:y" && r.status == Status::Present)
+    );
+    // A kind reported for real still conflicts.
+    let mut f = batch("f", true, &[]);
+    f.resources.push(ObservedResource::new("svc:y", "queue"));
+    let run = apply(&store, vec![f], vec![]).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(
+        run.error.as_deref().unwrap_or_default().contains(
+            "is reported as kind 'queue' but is already a 'database' (reported by test:e)"
+        ),
+        "{:?}",
+        run.error
+    );
     store.close().await;
 }
 

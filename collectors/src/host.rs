@@ -647,6 +647,22 @@ pub fn canonicalize(report: &mut HostReport) {
     }
 }
 
+/// Whether `name` can name a service in an id (`svc:NAME@HOST`): what a
+/// report's process name may be, and a `service_ports` rule's name.
+/// `Err` says why not.
+pub fn valid_service_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 64 {
+        Err("must be 1 to 64 bytes long")
+    } else if name
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '@')
+    {
+        Err("may not contain whitespace, control characters or '@'")
+    } else {
+        Ok(())
+    }
+}
+
 /// Checks a report before anything is written; the error names the field.
 pub fn validate(report: &HostReport) -> Result<(), String> {
     if report.version != REPORT_VERSION {
@@ -714,8 +730,7 @@ pub fn validate(report: &HostReport) -> Result<(), String> {
     let process_ok = |p: &Option<Process>| -> bool {
         p.as_ref().is_none_or(|p| {
             // The name ends up in a service id: no whitespace or '@'.
-            text_ok(&p.name, 64)
-                && !p.name.contains(|c: char| c.is_whitespace() || c == '@')
+            (p.name.is_empty() || valid_service_name(&p.name).is_ok())
                 && p.exe.as_deref().is_none_or(|e| text_ok(e, 4096))
                 && p.unit
                     .as_deref()

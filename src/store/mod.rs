@@ -49,10 +49,7 @@ const MAX_PARAMS: usize = 16_000;
 /// A database's refusal in its own words and SQLSTATE code, with its
 /// detail and hint. (sqlx adds "at line N", the line of the database
 /// server's own source that raised it: no help to the reader.)
-fn server_said(err: sqlx::Error) -> anyhow::Error {
-    let Some(db) = err.as_database_error() else {
-        return err.into();
-    };
+fn said(db: &dyn sqlx::error::DatabaseError) -> String {
     let mut said = db.message().to_string();
     if let Some(code) = db.code() {
         said.push_str(&format!(" (SQLSTATE {code})"));
@@ -64,7 +61,31 @@ fn server_said(err: sqlx::Error) -> anyhow::Error {
             }
         }
     }
-    anyhow::anyhow!("the database refused: {said}")
+    said
+}
+
+/// [`said`] for an error that may be the database's.
+fn server_said(err: sqlx::Error) -> anyhow::Error {
+    match err.as_database_error() {
+        Some(db) => anyhow::anyhow!("the database refused: {}", said(db)),
+        None => err.into(),
+    }
+}
+
+/// An error's chain as text, a database's refusal in [`said`]'s words.
+pub(crate) fn error_text(err: &anyhow::Error) -> String {
+    err.chain()
+        .map(|c| {
+            match c
+                .downcast_ref::<sqlx::Error>()
+                .and_then(|e| e.as_database_error())
+            {
+                Some(db) => format!("the database refused: {}", said(db)),
+                None => c.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 impl Store {
@@ -479,6 +500,21 @@ fn normalize_url(url: &str) -> anyhow::Result<(Backend, String)> {
 /// in the user part (up to the last `@`, since an unescaped `@` may be in
 /// the password) and any query parameter whose name contains "password"
 /// (`?password=`, `?sslpassword=`, which the drivers accept too).
+/// Where a store is, for the log: a SQLite URL with its file's absolute
+/// path (a relative one is relative to the working directory, so the same
+/// config started elsewhere opens another file: the log says which), any
+/// other redacted.
+pub fn describe(url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let path = rest.trim_start_matches("//");
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        if let Ok(abs) = std::path::absolute(path) {
+            return format!("sqlite://{}", abs.display());
+        }
+    }
+    redact(url)
+}
+
 pub fn redact(url: &str) -> String {
     // The user part ends at the last `@` of the URL (an unescaped `?` or
     // `@` may be in the password); the query starts after it.
@@ -711,5 +747,18 @@ mod tests {
         assert_eq!(values_clause(Backend::Postgres, 2, 2), "($1,$2),($3,$4)");
         assert_eq!(values_clause(Backend::Sqlite, 1, 2), "(?,?)");
         assert_eq!(placeholders(Backend::Postgres, 3), "$1,$2,$3");
+    }
+
+    /// The log names the SQLite file by its absolute path, and hides a
+    /// PostgreSQL password.
+    #[test]
+    fn describe_gives_the_sqlite_file_and_hides_passwords() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            describe("sqlite://x.db?mode=rwc"),
+            format!("sqlite://{}", cwd.join("x.db").display())
+        );
+        assert_eq!(describe("sqlite:///var/x.db"), "sqlite:///var/x.db");
+        assert!(!describe("postgres://u:hunter2@h/db").contains("hunter2"));
     }
 }

@@ -181,6 +181,50 @@ pub const LOCKED_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 
 
 /// Whether an error is SQLite's "database is locked" (SQLITE_BUSY, after
 /// the connection's busy timeout).
+/// Whether JSON holds a NUL character in a string or a key.
+fn json_has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(json_has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        _ => false,
+    }
+}
+
+/// The first field of a resource with a NUL character in it: PostgreSQL's
+/// text and JSON cannot hold one (SQLite can), so it is refused on both,
+/// by name, before anything is written.
+fn nul_in_resource(r: &ObservedResource) -> Option<&'static str> {
+    if r.id.contains('\0') {
+        Some("id")
+    } else if r.name.as_deref().is_some_and(|n| n.contains('\0')) {
+        Some("name")
+    } else if r.labels.keys().any(|k| k.contains('\0')) {
+        Some("label keys")
+    } else if r.labels.values().any(|v| v.contains('\0')) {
+        Some("label values")
+    } else if json_has_nul(&r.attributes) {
+        Some("attributes")
+    } else {
+        None
+    }
+}
+
+/// [`nul_in_resource`] for a relation.
+fn nul_in_relation(r: &ObservedRelation) -> Option<&'static str> {
+    if r.from.contains('\0') {
+        Some("from")
+    } else if r.to.contains('\0') {
+        Some("to")
+    } else if r.kind.contains('\0') {
+        Some("kind")
+    } else if json_has_nul(&r.attributes) {
+        Some("attributes")
+    } else {
+        None
+    }
+}
+
 fn is_locked(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<sqlx::Error>().is_some_and(|e| match e {
@@ -289,12 +333,12 @@ impl Store {
             }
             Err(Failure::Db(err)) => {
                 tx.rollback().await.ok();
-                let msg = format!("database error: {err:#}");
+                let msg = format!("database error: {}", super::error_text(&err));
                 // Try to leave a trace of the failure; the original error wins.
-                if let Err(e) = self.record_failed(input, msg).await {
+                if let Err(e) = self.record_failed(input, msg.clone()).await {
                     tracing::warn!(error = %e, "could not record the failed run");
                 }
-                Err(err)
+                Err(anyhow::anyhow!(msg))
             }
         }
     }
@@ -380,6 +424,9 @@ struct ResSource {
     last_seen: Millis,
     gone_at: Option<Millis>,
     run_id: Option<i64>,
+    /// Only a placeholder's guess of the kind (see
+    /// `ObservedResource::placeholder`): another source's kind replaces it.
+    guess: bool,
     dirty: bool,
 }
 
@@ -457,7 +504,10 @@ async fn reconcile(
     }
     if let Some(Guard::InOrder) = guard {
         let row = sqlx::query(
-            "SELECT MAX(started_at) FROM runs WHERE collector = $1 AND scope = $2 AND status <> 'failed' AND id <> $3",
+            // Runs that saw something: a sweep's run (the server's
+            // retirement of a silent host, at the server's time) is no
+            // report to be newer than.
+            "SELECT MAX(started_at) FROM runs WHERE collector = $1 AND scope = $2 AND status <> 'failed' AND resources_seen > 0 AND id <> $3",
         )
         .bind(input.collector.clone())
         .bind(input.scope.clone())
@@ -523,6 +573,12 @@ async fn reconcile(
                     r.id, r.kind
                 )));
             }
+            if let Some(field) = nul_in_resource(r) {
+                return Err(Failure::Invalid(format!(
+                    "{origin}: resource '{}' has a NUL character (\\u0000) in its {field}: text may not contain one (PostgreSQL cannot store it)",
+                    r.id.escape_debug()
+                )));
+            }
             match kinds.get(r.id.as_str()) {
                 Some(_) if r.placeholder && placeholder_only.contains(r.id.as_str()) => {}
                 Some((kind, _)) if r.placeholder && *kind != r.kind => continue,
@@ -553,6 +609,15 @@ async fn reconcile(
             observed_res.push((source.clone(), r));
         }
         for rel in &batch.relations {
+            if let Some(field) = nul_in_relation(rel) {
+                let origin = rel.origin.clone().unwrap_or_else(|| source.clone());
+                return Err(Failure::Invalid(format!(
+                    "{origin}: relation '{}' -[{}]-> '{}' has a NUL character (\\u0000) in its {field}: text may not contain one (PostgreSQL cannot store it)",
+                    rel.from.escape_debug(),
+                    rel.kind.escape_debug(),
+                    rel.to.escape_debug()
+                )));
+            }
             seen_by_source.insert((
                 source.clone(),
                 Key::Relation(rel.from.clone(), rel.to.clone(), rel.kind.clone()),
@@ -728,7 +793,9 @@ async fn reconcile(
             continue;
         }
         // A different kind is fine when only the sources of this very run
-        // reported it (the file was edited); otherwise two sources disagree.
+        // reported it (the file was edited), or the others only guessed it
+        // (an agent's listener, a service an EC2 tag names: whichever came
+        // first); otherwise two sources disagree.
         let others: Vec<&String> = res_sources
             .get(*id)
             .map(|m| {
@@ -737,6 +804,7 @@ async fn reconcile(
                         let key = ((*s).clone(), Key::Resource(id.to_string()));
                         // Sources that retire it in this very run do not count.
                         r.status == Status::Present
+                            && !r.guess
                             && !seen_by_source.contains(&key)
                             && !retiring.contains(&key)
                     })
@@ -777,6 +845,7 @@ async fn reconcile(
                 last_seen: now,
                 gone_at: None,
                 run_id: Some(run_id),
+                guess: r.placeholder,
                 dirty: true,
             },
         );
@@ -934,7 +1003,7 @@ async fn reconcile(
             }
         }
     }
-    let mut src_writes = Batch::new(RESOURCE_SOURCES_INSERT, RESOURCE_SOURCES_UPSERT, 10);
+    let mut src_writes = Batch::new(RESOURCE_SOURCES_INSERT, RESOURCE_SOURCES_UPSERT, 11);
     for id in &touched {
         for (source, s) in &res_sources[id] {
             if !s.dirty {
@@ -955,6 +1024,7 @@ async fn reconcile(
                         V::I(s.last_seen),
                         V::OI(s.gone_at),
                         V::OI(s.run_id),
+                        V::I(s.guess as i64),
                     ],
                 )
                 .await?;
@@ -1313,10 +1383,10 @@ const RESOURCES_UPSERT: &str = " ON CONFLICT (id) DO UPDATE SET kind = excluded.
      attributes = excluded.attributes, status = excluded.status, first_seen = excluded.first_seen, \
      last_seen = excluded.last_seen, gone_at = excluded.gone_at, updated_at = excluded.updated_at, \
      provenance = excluded.provenance";
-const RESOURCE_SOURCES_INSERT: &str = "INSERT INTO resource_sources (resource_id, source, name, labels, attributes, status, first_seen, last_seen, gone_at, run_id) VALUES ";
+const RESOURCE_SOURCES_INSERT: &str = "INSERT INTO resource_sources (resource_id, source, name, labels, attributes, status, first_seen, last_seen, gone_at, run_id, guess) VALUES ";
 const RESOURCE_SOURCES_UPSERT: &str = " ON CONFLICT (resource_id, source) DO UPDATE SET name = excluded.name, labels = excluded.labels, \
      attributes = excluded.attributes, status = excluded.status, first_seen = excluded.first_seen, \
-     last_seen = excluded.last_seen, gone_at = excluded.gone_at, run_id = excluded.run_id";
+     last_seen = excluded.last_seen, gone_at = excluded.gone_at, run_id = excluded.run_id, guess = excluded.guess";
 const RELATIONS_INSERT: &str = "INSERT INTO relations (from_id, to_id, kind, attributes, status, first_seen, last_seen, gone_at, updated_at, provenance) VALUES ";
 const RELATIONS_UPSERT: &str = " ON CONFLICT (from_id, to_id, kind) DO UPDATE SET attributes = excluded.attributes, status = excluded.status, \
      first_seen = excluded.first_seen, last_seen = excluded.last_seen, gone_at = excluded.gone_at, \
@@ -1489,7 +1559,7 @@ async fn load_resource_sources(
     let rows = fetch_in(
         tx,
         b,
-        "SELECT resource_id, source, name, labels, attributes, status, first_seen, last_seen, gone_at, run_id \
+        "SELECT resource_id, source, name, labels, attributes, status, first_seen, last_seen, gone_at, run_id, guess \
          FROM resource_sources WHERE resource_id",
         ids,
     )
@@ -1507,6 +1577,7 @@ async fn load_resource_sources(
                 last_seen: row.try_get(7)?,
                 gone_at: row.try_get(8)?,
                 run_id: row.try_get(9)?,
+                guess: row.try_get::<i64, _>(10)? != 0,
                 dirty: false,
             },
         );
