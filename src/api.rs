@@ -2649,7 +2649,7 @@ impl Query {
                     .await
                     .map_err(internal)?;
                 let walked = snap.clone();
-                let found = compute(ctx, move || changed_of(&walked, deps, history)).await?;
+                let found = compute(ctx, move || changed_of(&walked, ix, deps, history)).await?;
                 // Each dependency and each of its changes.
                 list(
                     ctx,

@@ -42,7 +42,7 @@ pub async fn changed_dependencies(
     let history = store
         .history_many(&ids_of(snap, &deps), Some(since))
         .await?;
-    Ok(changed_of(snap, deps, history))
+    Ok(changed_of(snap, ix, deps, history))
 }
 
 /// The ids of dependencies, for [`Store::history_many`].
@@ -132,13 +132,16 @@ pub fn with_retired(
     deps
 }
 
-/// The last step of [`changed_dependencies`]: the dependencies with their
-/// changes in `history` (by id, newest first), most recently changed first.
+/// The last step of [`changed_dependencies`]: the dependencies of `ix`
+/// with their changes in `history` (by id, either end of a relation,
+/// newest first), most recently changed first.
 pub fn changed_of(
     snap: &Snapshot,
+    ix: Ix,
     deps: Vec<Dependency>,
     mut history: HashMap<String, Vec<Change>>,
 ) -> Vec<ChangedDependency> {
+    let root = snap.resource(ix).id.as_str();
     let mut out: Vec<ChangedDependency> = deps
         .into_iter()
         .filter_map(|d| {
@@ -154,13 +157,19 @@ pub fn changed_of(
                 .collect();
             // Its own changes and those of its outgoing relations (what it
             // needs); an incoming relation (a new dependant of a hub) is not
-            // an upstream change unless it is on the path.
+            // an upstream change unless it is on the path, or is the
+            // resource's own need of it (a `runs_on` added beside a
+            // `depends_on` that explains the dependency, a `depends_on`
+            // dropped where another path still leads to it).
             let changes: Vec<Change> = changes
                 .into_iter()
                 .filter(|c| match &c.relation {
                     None => true,
                     Some((to, kind)) => {
                         c.resource_id == *id
+                            || (c.resource_id == root
+                                && to == id
+                                && ImpactRule::of(kind).is_some_and(|r| r.to_reaches_from))
                             || on_path.contains(&(
                                 c.resource_id.as_str(),
                                 to.as_str(),

@@ -144,6 +144,10 @@ async fn failed_runs_retire_nothing_and_write_nothing(url: String) {
     let before = store.load_all().await.unwrap();
 
     // Each rejected file leaves the store exactly as it was.
+    let long_id = format!(
+        "resources:\n  - {{id: 'h:{}', kind: host}}\n",
+        "x".repeat(2000)
+    );
     let cases = [
         // unknown reference, with the line of the relation
         (
@@ -173,6 +177,8 @@ async fn failed_runs_retire_nothing_and_write_nothing(url: String) {
             "resources:\n  - {id: host:a, kind: host}\n  - {id: svc:a, kind: service}\nrelations:\n  - {from: svc:a, to: host:a, kind: runs_on, attributes: {note: \"\\0\"}}\n",
             "inv.yaml:5: relation 'svc:a' -[runs_on]-> 'host:a' has a NUL character (\\u0000) in its attributes",
         ),
+        // an id longer than a PostgreSQL index entry can hold
+        (long_id.as_str(), "inv.yaml:2: resource id 'h:xxxx"),
         // an empty (truncated?) file must not retire everything
         ("", "no 'resources:' list"),
         ("# nothing here\n", "no 'resources:' list"),
@@ -208,7 +214,7 @@ async fn failed_runs_retire_nothing_and_write_nothing(url: String) {
         runs.iter()
             .filter(|r| r.status == RunStatus::Failed)
             .count(),
-        11
+        12
     );
     store.close().await;
 }
@@ -326,6 +332,7 @@ async fn two_sources_make_one_resource_with_two_provenances(url: String) {
         "resources:\n  - {id: host:x, kind: host, name: x1, labels: {rack: r1}}\n",
     );
     load(&store, std::slice::from_ref(&a)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     load(&store, std::slice::from_ref(&b)).await;
     let (res, _) = store.load_all().await.unwrap();
     assert_eq!(res.len(), 1);
@@ -334,6 +341,19 @@ async fn two_sources_make_one_resource_with_two_provenances(url: String) {
     assert_eq!(x.name, "x1");
     assert_eq!(x.labels.get("team").map(String::as_str), Some("a"));
     assert_eq!(x.labels.get("rack").map(String::as_str), Some("r1"));
+
+    // b, the latest to report it, stops; a still reports it. Its last
+    // report by any source stays b's: it does not go back to a's.
+    let seen = x.last_seen;
+    let b_text = std::fs::read_to_string(&b).unwrap();
+    f.write("b.yaml", "resources: []\n");
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    load(&store, std::slice::from_ref(&b)).await;
+    let (res, _) = store.load_all().await.unwrap();
+    assert_eq!(res[0].status, Status::Present);
+    assert_eq!(res[0].last_seen, seen, "lastSeen went back");
+    f.write("b.yaml", &b_text);
+    load(&store, std::slice::from_ref(&b)).await;
 
     // a stops reporting it: still present through b, and a's labels go.
     f.write("a.yaml", "resources: []\n");
@@ -743,6 +763,68 @@ relations:
             .await
             .unwrap()
             .is_empty()
+    );
+
+    // The resource's own needs change: web gains two relations to host
+    // (only one can explain the dependency), then loses one of them while
+    // the other still leads there. Each is a change of the dependency
+    // host, whether or not it is on the explaining path.
+    let third = "resources:
+  - {id: web, kind: service}
+  - {id: db, kind: database, labels: {v: '2'}}
+  - {id: cache, kind: cache}
+  - {id: host, kind: host}
+  - {id: other, kind: service}
+relations:
+  - {from: web, to: db, kind: depends_on}
+  - {from: db, to: host, kind: runs_on}
+  - {from: other, to: host, kind: runs_on}
+  - {from: web, to: host, kind: runs_on}
+";
+    let host_changes = |since: i64| {
+        let store = &store;
+        async move {
+            let (res, rels) = store.load_all().await.unwrap();
+            let snap = infragraph::graph::Snapshot::build(res, rels, 0);
+            let web = snap.lookup("web").unwrap();
+            infragraph::incident::changed_dependencies(store, &snap, web, None, since)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|c| snap.resource(c.dependency.node).id == "host")
+                .flat_map(|c| c.changes)
+                .map(|c| (c.op, c.relation.map(|(_, kind)| kind)))
+                .collect::<Vec<_>>()
+        }
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let since = infragraph::model::now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    f.write(
+        "inv.yaml",
+        &third.replace(
+            "  - {from: web, to: host, kind: runs_on}\n",
+            "  - {from: web, to: host, kind: runs_on}\n  - {from: web, to: host, kind: depends_on}\n",
+        ),
+    );
+    load(&store, std::slice::from_ref(&p)).await;
+    let mut got = host_changes(since).await;
+    got.sort_by_key(|c| format!("{c:?}"));
+    assert_eq!(
+        got,
+        [
+            (ChangeOp::Create, Some("depends_on".to_string())),
+            (ChangeOp::Create, Some("runs_on".to_string())),
+        ]
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let since = infragraph::model::now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    f.write("inv.yaml", third);
+    load(&store, std::slice::from_ref(&p)).await;
+    assert_eq!(
+        host_changes(since).await,
+        [(ChangeOp::Retire, Some("depends_on".to_string()))]
     );
     store.close().await;
 }

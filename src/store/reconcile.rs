@@ -181,6 +181,10 @@ pub const LOCKED_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 
 
 /// Whether an error is SQLite's "database is locked" (SQLITE_BUSY, after
 /// the connection's busy timeout).
+/// The longest resource id, in bytes: a relation's key holds two, and a
+/// PostgreSQL index entry at most about 2,700 bytes.
+const MAX_ID_BYTES: usize = 1000;
+
 /// Whether JSON holds a NUL character in a string or a key.
 fn json_has_nul(v: &Value) -> bool {
     match v {
@@ -502,6 +506,11 @@ async fn reconcile(
             .fetch_one(&mut **tx)
             .await?;
     }
+    // The run's time is taken once it holds the store (the lock above, or
+    // SQLite's at the INSERT): a run that waited a minute behind another
+    // must not stamp its changes and last-seen times a minute early, before
+    // those of the run it waited for.
+    let now = now_ms();
     if let Some(Guard::InOrder) = guard {
         let row = sqlx::query(
             // Runs that saw something: a sweep's run (the server's
@@ -571,6 +580,13 @@ async fn reconcile(
                 return Err(Failure::Invalid(format!(
                     "{origin}: resource '{}' has an empty id or an invalid kind '{}'",
                     r.id, r.kind
+                )));
+            }
+            if r.id.len() > MAX_ID_BYTES {
+                return Err(Failure::Invalid(format!(
+                    "{origin}: resource id '{}…' is {} bytes long: ids may be at most {MAX_ID_BYTES} bytes (PostgreSQL indexes cannot hold longer keys)",
+                    r.id.chars().take(60).collect::<String>().escape_debug(),
+                    r.id.len()
                 )));
             }
             if let Some(field) = nul_in_resource(r) {
@@ -1305,11 +1321,14 @@ fn merge_resource(
         attributes,
         status: Status::Present,
         first_seen,
+        // The latest report by any source: a source that stops reporting
+        // it does not take its last report back.
         last_seen: present
             .iter()
             .map(|(_, s)| s.last_seen)
             .max()
-            .unwrap_or(now),
+            .unwrap_or(now)
+            .max(old.map_or(0, |o| o.last_seen)),
         gone_at: None,
     }
 }
@@ -1341,11 +1360,14 @@ fn merge_relation(sources: &Sources<RelSource>, old: Option<&RelRow>, now: Milli
         attributes,
         status: Status::Present,
         first_seen,
+        // The latest report by any source: a source that stops reporting
+        // it does not take its last report back.
         last_seen: present
             .iter()
             .map(|(_, s)| s.last_seen)
             .max()
-            .unwrap_or(now),
+            .unwrap_or(now)
+            .max(old.map_or(0, |o| o.last_seen)),
         gone_at: None,
     }
 }
