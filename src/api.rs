@@ -540,6 +540,7 @@ async fn graphql(
     let answer = async {
         let mut answer = state.schema.execute(req).await;
         in_query_order(doc.as_ref(), &mut answer.data);
+        propagate_nulls(doc.as_ref(), &mut answer);
         explain_limits(&mut answer);
         let has = |answer: &async_graphql::Response, code: &str| {
             answer.errors.iter().any(|e| {
@@ -763,6 +764,23 @@ struct QueryDoc {
 }
 
 impl QueryDoc {
+    /// The request's variables with the operation's defaults where the
+    /// request gives none.
+    fn vars_of(
+        &self,
+        op: &async_graphql::parser::types::OperationDefinition,
+    ) -> async_graphql::Variables {
+        let mut vars = self.vars.clone();
+        for def in &op.variable_definitions {
+            if let Some(default) = &def.node.default_value
+                && !vars.contains_key(&def.node.name.node)
+            {
+                vars.insert(def.node.name.node.clone(), default.node.clone());
+            }
+        }
+        vars
+    }
+
     /// The operation that runs: the named one, or the only one.
     fn operation(&self) -> Option<&async_graphql::parser::types::OperationDefinition> {
         use async_graphql::parser::types::DocumentOperations;
@@ -798,20 +816,126 @@ fn in_query_order(doc: Option<&QueryDoc>, data: &mut async_graphql::Value) {
     let Some(op) = doc.operation() else {
         return;
     };
-    // The variables' values, their defaults where the request gives none.
-    let mut vars = doc.vars.clone();
-    for def in &op.variable_definitions {
-        if let Some(default) = &def.node.default_value
-            && !vars.contains_key(&def.node.name.node)
-        {
-            vars.insert(def.node.name.node.clone(), default.node.clone());
-        }
-    }
+    let vars = doc.vars_of(op);
     let q = KeyOrder {
         doc: &doc.doc,
         vars: &vars,
     };
     order_value(&q, &[&op.selection_set.node], data);
+}
+
+/// Field types by object type and field name, from the schema's own SDL.
+type FieldTypes = HashMap<String, HashMap<String, async_graphql::parser::types::Type>>;
+
+fn field_types() -> &'static FieldTypes {
+    static TYPES: std::sync::OnceLock<FieldTypes> = std::sync::OnceLock::new();
+    TYPES.get_or_init(|| {
+        use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
+        let doc = async_graphql::parser::parse_schema(schema().sdl())
+            .expect("the schema's own SDL parses");
+        let mut types = HashMap::new();
+        for def in doc.definitions {
+            if let TypeSystemDefinition::Type(t) = def
+                && let TypeKind::Object(o) = t.node.kind
+            {
+                let fields = o
+                    .fields
+                    .into_iter()
+                    .map(|f| (f.node.name.node.to_string(), f.node.ty.node))
+                    .collect();
+                types.insert(t.node.name.node.to_string(), fields);
+            }
+        }
+        types
+    })
+}
+
+/// Nulls propagated as GraphQL asks: a field that failed is null, and a
+/// null where the schema says there cannot be one makes its parent null,
+/// up to the nearest field that may be null, or the whole `data`.
+/// async-graphql stops at the field that failed: `{"spofs": [null]}` for a
+/// `[Spof!]!`, `{"impact": null}` for an `Impact!`, which typed clients
+/// reject. Walked only for a query whose answer has errors.
+fn propagate_nulls(doc: Option<&QueryDoc>, answer: &mut async_graphql::Response) {
+    use async_graphql::parser::types::OperationType;
+    if answer.errors.is_empty() {
+        return;
+    }
+    let (Some(doc), async_graphql::Value::Object(_)) = (doc, &answer.data) else {
+        return;
+    };
+    let Some(op) = doc.operation().filter(|op| op.ty == OperationType::Query) else {
+        return;
+    };
+    let vars = doc.vars_of(op);
+    let q = KeyOrder {
+        doc: &doc.doc,
+        vars: &vars,
+    };
+    let plan = plan_of(&q, &[&op.selection_set.node]);
+    if object_violates(&q, &plan, "Query", &mut answer.data, field_types()) {
+        answer.data = async_graphql::Value::Null;
+    }
+}
+
+/// Whether an object of type `ty` has a null where its type forbids one,
+/// once what may be null below it has been nulled.
+fn object_violates<'a>(
+    q: &KeyOrder<'a>,
+    plan: &Plan<'a>,
+    ty: &str,
+    value: &mut async_graphql::Value,
+    types: &FieldTypes,
+) -> bool {
+    let (async_graphql::Value::Object(map), Some(fields)) = (value, types.get(ty)) else {
+        return false;
+    };
+    for (k, v) in map.iter_mut() {
+        // Introspection and __typename are not in the SDL: not checked.
+        let Some((e, field_ty)) = plan
+            .get(k)
+            .and_then(|e| fields.get(e.name.as_str()).map(|t| (e, t)))
+        else {
+            continue;
+        };
+        let below = (e.sets.iter().any(|s| !s.items.is_empty()))
+            .then(|| e.below.get_or_init(|| plan_of(q, &e.sets)));
+        if value_violates(q, below, field_ty, v, types) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether `v`, of type `ty`, is null where `ty` forbids it, once what may
+/// be null within it has been nulled (a list with a null item its type
+/// forbids is null, and so is an object with such a field).
+fn value_violates<'a>(
+    q: &KeyOrder<'a>,
+    below: Option<&Plan<'a>>,
+    ty: &async_graphql::parser::types::Type,
+    v: &mut async_graphql::Value,
+    types: &FieldTypes,
+) -> bool {
+    use async_graphql::parser::types::BaseType;
+    if matches!(v, async_graphql::Value::Null) {
+        return !ty.nullable;
+    }
+    let bad = match (&ty.base, &mut *v) {
+        (BaseType::List(inner), async_graphql::Value::List(items)) => items
+            .iter_mut()
+            .any(|item| value_violates(q, below, inner, item, types)),
+        (BaseType::Named(name), async_graphql::Value::Object(_)) => {
+            below.is_some_and(|plan| object_violates(q, plan, name, v, types))
+        }
+        _ => false,
+    };
+    if bad {
+        *v = async_graphql::Value::Null;
+        !ty.nullable
+    } else {
+        false
+    }
 }
 
 /// The document an answer is ordered by, with the request's variables.
@@ -860,6 +984,8 @@ type Plan<'a> = HashMap<&'a async_graphql::Name, PlanEntry<'a>>;
 
 struct PlanEntry<'a> {
     at: usize,
+    /// The field's name (an alias's field).
+    name: &'a async_graphql::Name,
     sets: Vec<&'a async_graphql::parser::types::SelectionSet>,
     below: std::cell::OnceCell<Plan<'a>>,
 }
@@ -885,6 +1011,7 @@ fn plan_of<'a>(
                     plan.entry(&f.node.response_key().node)
                         .or_insert_with(|| PlanEntry {
                             at,
+                            name: &f.node.name.node,
                             sets: Vec::new(),
                             below: Default::default(),
                         })
@@ -2283,6 +2410,19 @@ pub enum RunStatus {
     Failed,
 }
 
+/// What one source reports now.
+#[derive(SimpleObject)]
+pub struct SourceSummary {
+    /// The source, e.g. `inventory:examples/demo.yaml`.
+    pub source: String,
+    /// Resources it reports now.
+    pub resources: i64,
+    /// Relations it reports now.
+    pub relations: i64,
+    /// Its latest report of any of them.
+    pub last_seen: DateTime<Utc>,
+}
+
 /// A recorded collection run.
 #[derive(SimpleObject)]
 pub struct Run {
@@ -2880,6 +3020,28 @@ impl Query {
         .and_then(|cycles| listed(ctx, cycles))
     }
 
+    /// Every source that reports something now, with how much and when it
+    /// last did, the longest silent first. A source nothing collects any
+    /// more (a renamed file, a region dropped) keeps what it reported
+    /// PRESENT until `retireSource`.
+    #[graphql(complexity = "DIAGRAM_COST + child_complexity")]
+    async fn sources(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<SourceSummary>> {
+        let app = ctx.data_unchecked::<Arc<App>>();
+        let sources = app.store.sources().await.map_err(internal)?;
+        listed(
+            ctx,
+            sources
+                .into_iter()
+                .map(|s| SourceSummary {
+                    source: s.source,
+                    resources: s.resources,
+                    relations: s.relations,
+                    last_seen: to_dt(s.last_seen),
+                })
+                .collect(),
+        )
+    }
+
     /// Recent collection runs, newest first (default 20, at most 1000).
     #[graphql(complexity = "last.unwrap_or(20).clamp(1, 1000) as usize * child_complexity")]
     async fn runs(&self, ctx: &Context<'_>, last: Option<i32>) -> async_graphql::Result<Vec<Run>> {
@@ -3102,5 +3264,26 @@ impl Mutation {
         )
         .await?;
         Ok(true)
+    }
+
+    /// Retires everything one source reports (a renamed or removed file, a
+    /// region no longer collected): GONE with the time, history kept, what
+    /// other sources report stays. The run is the source's; `sources`
+    /// lists them.
+    async fn retire_source(&self, ctx: &Context<'_>, source: String) -> async_graphql::Result<Run> {
+        let app = writer(ctx)?;
+        let input = app
+            .store
+            .retire_source_input(&source)
+            .await
+            .map_err(|e| client_error("UNKNOWN_SOURCE", format!("{e:#}")))?;
+        let run = app.apply(input).await.map_err(internal)?;
+        if let Some(d) = ctx.data_opt::<Deadline>() {
+            d.restart();
+        }
+        match run.error {
+            Some(err) => Err(client_error("BAD_INPUT", err)),
+            None => Ok(Run::from(run)),
+        }
     }
 }

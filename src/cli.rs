@@ -158,6 +158,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What each source reports now and when it last did, the longest silent first.
+    Sources {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retire everything one source reports (a renamed or removed file, a
+    /// region no longer collected): marked GONE with the time, history kept,
+    /// what other sources report stays. Recorded as a run of that source.
+    RetireSource {
+        /// The source, as `infragraph sources` names it (e.g. inventory:old.yaml)
+        source: String,
+    },
     /// Draw a diagram: the network, the service dependencies, or the impact of a failure.
     Diagram {
         #[command(subcommand)]
@@ -862,6 +875,58 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sources { json } => {
+            let store = open(cli.database_url).await?;
+            let sources = store.sources().await?;
+            let now = crate::model::now_ms();
+            let mut out = std::io::stdout().lock();
+            if json {
+                let doc: Vec<_> = sources
+                    .iter()
+                    .map(|s| {
+                        json!({"source": s.source, "resources": s.resources, "relations": s.relations,
+                               "last_seen": rfc3339_ms(s.last_seen), "last_seen_ms": s.last_seen})
+                    })
+                    .collect();
+                serde_json::to_writer_pretty(&mut out, &doc)?;
+                writeln!(out)?;
+            } else if sources.is_empty() {
+                writeln!(out, "no source reports anything (collect something first)")?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<48} {:>9} {:>9}  LAST SEEN",
+                    "SOURCE", "RESOURCES", "RELATIONS"
+                )?;
+                for s in &sources {
+                    writeln!(
+                        out,
+                        "{:<48} {:>9} {:>9}  {} ({} ago)",
+                        s.source,
+                        s.resources,
+                        s.relations,
+                        fmt_ms(s.last_seen),
+                        humantime::format_duration(std::time::Duration::from_secs(
+                            ((now - s.last_seen).max(0) / 1000) as u64
+                        ))
+                    )?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RetireSource { source } => {
+            let store = open(cli.database_url).await?;
+            let input = store.retire_source_input(&source).await?;
+            let run = store.apply(input).await?;
+            if let Some(e) = &run.error {
+                anyhow::bail!("retiring {source} failed: {e}");
+            }
+            println!(
+                "{source}: retired what it reported (run {}): {} resources and relations went GONE; what other sources report stays",
+                run.id, run.retired
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Diagram { view } => {

@@ -162,6 +162,19 @@ impl RunStatus {
     }
 }
 
+/// What one source reports now: `infragraph sources`, GraphQL `sources`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSummary {
+    /// The source, e.g. `inventory:examples/demo.yaml`.
+    pub source: String,
+    /// Resources it reports now.
+    pub resources: i64,
+    /// Relations it reports now.
+    pub relations: i64,
+    /// Its latest report of any of them.
+    pub last_seen: Millis,
+}
+
 /// A recorded collection run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {

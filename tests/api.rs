@@ -429,6 +429,33 @@ async fn limits_on_depth_and_body_size_and_the_edges() {
         );
         assert_eq!(error_message(&v), says, "{q}: {v}");
     }
+    // A failed field's null goes up as far as the schema asks: to the
+    // whole data when every field above it is non-null (async-graphql
+    // stopped at `"spofs": [null]` and `"impact": null`); a field that may
+    // be null is null alone.
+    for q in [
+        "{ spofs(first: 1) { takesDown(first: -5) { id } } }",
+        r#"{ impact(failed: ["host:app-1"]) { down(first: -1) { resource { id } } } }"#,
+        r#"{ a: impact(failed: ["host:app-1"]) { downCount } b: spofs(first: 1) { takesDown(first: -5) { id } } }"#,
+    ] {
+        let v = s.gql(q, json!({})).await;
+        assert!(v["data"].is_null(), "{q}: {v}");
+        assert_eq!(
+            v["errors"][0]["extensions"]["code"], "BAD_INPUT",
+            "{q}: {v}"
+        );
+    }
+    let v = s
+        .gql(
+            r#"{ resource(id: "nope") { id } impact(failed: ["host:app-1"]) { downCount } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        v["data"],
+        json!({"resource": null, "impact": {"downCount": 3}}),
+        "{v}"
+    );
     // Past the largest page: refused, as resources(first:) is, not cut.
     let v = s.gql("{ runs(last: 1001) { id } }", json!({})).await;
     assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_PAGE", "{v}");
@@ -914,6 +941,65 @@ async fn list_amplification_gone_ids_and_empty_critical_are_refused() {
         .gql(r#"{ impact(failed: ["tmp:1"]) { downCount } }"#, json!({}))
         .await;
     assert_eq!(v["errors"][0]["extensions"]["code"], "GONE_RESOURCE", "{v}");
+
+    // Sources, and retiring one: everything `manual` asserts goes GONE,
+    // what the inventory reports stays.
+    s.gql_with(
+        r#"mutation { assertResource(id: "tmp:2", kind: "host") { id } }"#,
+        json!({}),
+        Some(TOKEN),
+    )
+    .await;
+    let v = s
+        .gql(
+            "{ sources { source resources relations lastSeen } }",
+            json!({}),
+        )
+        .await;
+    let sources = v["data"]["sources"].as_array().unwrap();
+    let of = |name: &str| sources.iter().find(|x| x["source"] == name).cloned();
+    assert_eq!(of("manual").unwrap()["resources"], 1, "{v}");
+    assert!(
+        sources
+            .iter()
+            .any(|x| x["source"].as_str().unwrap().starts_with("inventory:")
+                && x["resources"].as_i64().unwrap() > 50),
+        "{v}"
+    );
+    let retire = |source: &str| {
+        format!(r#"mutation {{ retireSource(source: "{source}") {{ collector retired }} }}"#)
+    };
+    let v = s.gql(&retire("manual"), json!({})).await;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "UNAUTHORIZED", "{v}");
+    let v = s
+        .gql_with(&retire("inventory:nope"), json!({}), Some(TOKEN))
+        .await;
+    assert_eq!(
+        v["errors"][0]["extensions"]["code"], "UNKNOWN_SOURCE",
+        "{v}"
+    );
+    assert!(error_message(&v).contains("the sources that do: "), "{v}");
+    let v = s.gql_with(&retire("manual"), json!({}), Some(TOKEN)).await;
+    assert_eq!(
+        v["data"]["retireSource"],
+        json!({"collector": "manual", "retired": 1}),
+        "{v}"
+    );
+    let v = s
+        .gql(
+            r#"{ resource(id: "tmp:2") { status } sources { source } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(v["data"]["resource"]["status"], "GONE", "{v}");
+    assert!(
+        !v["data"]["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["source"] == "manual"),
+        "{v}"
+    );
 
     // The gone resource cannot be a path's end, nor list what it needs
     // now; with changedSince it may (what it lost in the window).

@@ -530,6 +530,59 @@ fn agent_interval_below_five_seconds_is_refused() {
     );
 }
 
+/// `sources` lists who reports what; `retire-source` retires a source
+/// nothing collects any more (here: a file renamed).
+#[test]
+fn a_renamed_file_s_old_source_is_listed_and_retired() {
+    let db = common::TestDb::sqlite();
+    let files = common::Files::new();
+    let old = files.write("old.yaml", "resources:\n  - {id: host:a, kind: host}\n");
+    assert!(
+        run(&db.url, &["collect", "inventory", old.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let new = files.write("new.yaml", "resources:\n  - {id: host:b, kind: host}\n");
+    assert!(
+        run(&db.url, &["collect", "inventory", new.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = run(&db.url, &["sources", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let old_src = format!("inventory:{}", old.display());
+    assert_eq!(
+        v[0]["source"],
+        old_src.as_str(),
+        "the longest silent first: {v}"
+    );
+    assert_eq!(v[0]["resources"], 1);
+    assert!(v[0]["last_seen"].as_str().unwrap().ends_with('Z'));
+    let text_out = text(&run(&db.url, &["sources"]).stdout);
+    assert!(
+        text_out.starts_with("SOURCE") && text_out.contains(" ago)"),
+        "{text_out}"
+    );
+
+    let out = run(&db.url, &["retire-source", "inventory:nope.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("source 'inventory:nope.yaml' reports nothing now"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&db.url, &["retire-source", &old_src]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 resources and relations went GONE"));
+    let out = run(&db.url, &["impact", "host:a"]);
+    assert!(
+        text(&out.stderr).contains("'host:a' is GONE since"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(run(&db.url, &["impact", "host:b"]).status.success());
+}
+
 /// `runs --last` takes a count of 1 or more: a negative one used to
 /// print nothing and exit 0. (Usage errors exit 2, clap's code.)
 #[test]

@@ -25,7 +25,79 @@ both_backends!(
     disagreeing_sources_do_not_flip_the_merged_view,
     relations_ending_at_a_resource_are_read_through_an_index,
     attributes_of_any_json_merge_without_erasing_other_sources,
+    a_source_nothing_collects_any_more_is_listed_and_can_be_retired,
 );
+
+/// A file renamed (or a region dropped) leaves its old source holding what
+/// it reported, PRESENT: `sources` shows it, the longest silent first, and
+/// retiring it marks GONE only what no other source reports, as a run of
+/// that source, history kept.
+async fn a_source_nothing_collects_any_more_is_listed_and_can_be_retired(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let f = Files::new();
+    let old = f.write(
+        "old.yaml",
+        "resources:\n  - {id: host:a, kind: host}\n  - {id: host:b, kind: host}\n  - {id: svc:s, kind: service}\nrelations:\n  - {from: svc:s, to: host:b, kind: runs_on}\n",
+    );
+    let new = f.write("new.yaml", "resources:\n  - {id: host:a, kind: host}\n");
+    load(&store, std::slice::from_ref(&old)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    load(&store, std::slice::from_ref(&new)).await;
+    let sources = store.sources().await.unwrap();
+    let name = |p: &std::path::Path| format!("inventory:{}", p.display());
+    let (old_src, new_src) = (name(&old), name(&new));
+    assert_eq!(
+        sources
+            .iter()
+            .map(|s| (s.source.as_str(), s.resources, s.relations))
+            .collect::<Vec<_>>(),
+        [(old_src.as_str(), 3, 1), (new_src.as_str(), 1, 0)],
+        "the longest silent first"
+    );
+    assert!(sources[0].last_seen < sources[1].last_seen);
+
+    let err = store
+        .retire_source_input("inventory:nope.yaml")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("source 'inventory:nope.yaml' reports nothing now; the sources that do: ")
+            && err.contains(&old_src),
+        "{err}"
+    );
+    let run = store
+        .apply(store.retire_source_input(&old_src).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Ok, "{:?}", run.error);
+    assert_eq!(
+        (run.collector.as_str(), run.scope),
+        ("inventory", old.display().to_string())
+    );
+    let (res, rels) = store.load_all().await.unwrap();
+    let status = |id: &str| res.iter().find(|r| r.id == id).unwrap().status;
+    assert_eq!(
+        status("host:a"),
+        Status::Present,
+        "the other source keeps it"
+    );
+    assert_eq!(status("host:b"), Status::Gone);
+    assert_eq!(status("svc:s"), Status::Gone);
+    assert!(rels.iter().all(|r| r.status == Status::Gone));
+    assert!(
+        store
+            .history("host:b", None)
+            .await
+            .unwrap()
+            .iter()
+            .any(|c| c.op == ChangeOp::Retire)
+    );
+    let sources = store.sources().await.unwrap();
+    assert_eq!(sources.len(), 1);
+    assert_eq!(sources[0].source, new_src);
+    store.close().await;
+}
 
 /// Attributes may be any JSON. One source's scalar is kept as given; beside
 /// another source's object it goes under `value`, and erases none of that

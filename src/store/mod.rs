@@ -366,6 +366,86 @@ impl Store {
         rows.iter().map(run_from_row).collect()
     }
 
+    /// Every source that reports something now, with how much and when it
+    /// last did, the longest silent first: a source nothing collects any
+    /// more (a renamed file, a region dropped from `--regions`) keeps what
+    /// it reported PRESENT until it is retired ([`Store::retire_source`]).
+    pub async fn sources(&self) -> anyhow::Result<Vec<crate::model::SourceSummary>> {
+        let mut by: BTreeMap<String, crate::model::SourceSummary> = BTreeMap::new();
+        for (table, relations) in [("resource_sources", false), ("relation_sources", true)] {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT source, COUNT(*), MAX(last_seen) FROM {table} WHERE status = 'present' GROUP BY source"
+            )))
+            .fetch_all(&self.pool)
+            .await?;
+            for row in rows {
+                let source: String = row.try_get(0)?;
+                let (n, last): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
+                let e = by
+                    .entry(source.clone())
+                    .or_insert(crate::model::SourceSummary {
+                        source,
+                        resources: 0,
+                        relations: 0,
+                        last_seen: last,
+                    });
+                if relations {
+                    e.relations = n;
+                } else {
+                    e.resources = n;
+                }
+                e.last_seen = e.last_seen.max(last);
+            }
+        }
+        let mut out: Vec<_> = by.into_values().collect();
+        out.sort_by(|a, b| a.last_seen.cmp(&b.last_seen).then(a.source.cmp(&b.source)));
+        Ok(out)
+    }
+
+    /// The run that retires everything `source` reports (as a complete run
+    /// of that source that saw nothing would): what other sources report
+    /// stays, history is kept. An error naming the sources there are when
+    /// `source` reports nothing now.
+    pub async fn retire_source_input(&self, source: &str) -> anyhow::Result<RunInput> {
+        let sources = self.sources().await?;
+        if !sources.iter().any(|s| s.source == source) {
+            let mut known: Vec<&str> = sources.iter().map(|s| s.source.as_str()).collect();
+            known.sort_unstable();
+            let more = known.len().saturating_sub(20);
+            known.truncate(20);
+            anyhow::bail!(
+                "source '{source}' reports nothing now; the sources that do: {}{}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                },
+                if more > 0 {
+                    format!(" and {more} more (infragraph sources)")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        let (collector, scope) = source.split_once(':').unwrap_or((source, ""));
+        Ok(RunInput {
+            collector: collector.to_string(),
+            scope: scope.to_string(),
+            started_at: crate::model::now_ms(),
+            outcome: Ok(collectors::Collection {
+                notes: Vec::new(),
+                batches: vec![collectors::ScopeBatch {
+                    scope: scope.to_string(),
+                    complete: true,
+                    ..Default::default()
+                }],
+                warnings: Vec::new(),
+            }),
+            retract: Vec::new(),
+            additive: false,
+        })
+    }
+
     /// One run by id.
     pub async fn run(&self, id: i64) -> anyhow::Result<Option<Run>> {
         let row = sqlx::query(
