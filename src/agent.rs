@@ -632,7 +632,8 @@ pub fn run_input(app: &App, report: &HostReport, join: bool) -> RunInput {
     // service_instance, as the demo does): the agent's observation takes
     // that kind instead of being dropped as a conflicting guess, so the
     // agent is one of its sources and its endpoints are kept, and other
-    // hosts' connections to them find it.
+    // hosts' connections to them find it. It stays a placeholder: the
+    // agent still only guesses what the thing is.
     for r in &mut batch.resources {
         if !(r.placeholder && r.kind == "service") {
             continue;
@@ -640,8 +641,10 @@ pub fn run_input(app: &App, report: &HostReport, join: bool) -> RunInput {
         if let Some(ix) = snap.lookup(&r.id) {
             let stored = snap.resource(ix);
             if stored.status == crate::model::Status::Present && stored.kind != r.kind {
+                // Still a guess (the declared kind, taken): a declaration
+                // that changes the kind later must not find the agent
+                // reporting the old one for real.
                 r.kind = stored.kind.clone();
-                r.placeholder = false;
             }
         }
     }

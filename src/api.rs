@@ -539,8 +539,6 @@ async fn graphql(
     }
     let answer = async {
         let mut answer = state.schema.execute(req).await;
-        in_query_order(doc.as_ref(), &mut answer.data);
-        propagate_nulls(doc.as_ref(), &mut answer);
         explain_limits(&mut answer);
         let has = |answer: &async_graphql::Response, code: &str| {
             answer.errors.iter().any(|e| {
@@ -559,6 +557,9 @@ async fn graphql(
             // cannot be), so none of it is sent.
             answer.data = async_graphql::Value::Null;
             once_each(&mut answer);
+        } else {
+            propagate_nulls(doc.as_ref(), &mut answer);
+            in_query_order(doc.as_ref(), &mut answer.data);
         }
         let mut response = GraphQLResponse::from(answer).into_response();
         if late {
@@ -680,6 +681,14 @@ fn operation_of(req: &mut async_graphql::Request) -> (bool, Option<QueryDoc>) {
         name,
         vars: req.variables.clone(),
     };
+    // Variables' defaults, where the request gives none, into the request:
+    // async-graphql 7.2 reads only the request's variables for @skip and
+    // @include (a `$s: Boolean = true` it reads as false), where arguments
+    // get their defaults. So the query that runs is the one the key order
+    // and null propagation read.
+    if let Some(op) = doc.operation() {
+        req.variables = doc.vars_of(op);
+    }
     let mutation = doc
         .operation()
         .is_some_and(|op| op.ty == OperationType::Mutation);
@@ -890,6 +899,14 @@ fn object_violates<'a>(
     let (async_graphql::Value::Object(map), Some(fields)) = (value, types.get(ty)) else {
         return false;
     };
+    // async-graphql leaves a failed field's key out (and nulls the object
+    // only when every field failed): each field the query selects (those
+    // skipped by @skip/@include are not in the plan) is null where absent.
+    for (k, e) in plan {
+        if fields.contains_key(e.name.as_str()) && !map.contains_key(*k) {
+            map.insert((*k).clone(), async_graphql::Value::Null);
+        }
+    }
     for (k, v) in map.iter_mut() {
         // Introspection and __typename are not in the SDL: not checked.
         let Some((e, field_ty)) = plan
@@ -3276,7 +3293,8 @@ impl Mutation {
             .store
             .retire_source_input(&source)
             .await
-            .map_err(|e| client_error("UNKNOWN_SOURCE", format!("{e:#}")))?;
+            .map_err(internal)?
+            .map_err(|why| client_error("UNKNOWN_SOURCE", why))?;
         let run = app.apply(input).await.map_err(internal)?;
         if let Some(d) = ctx.data_opt::<Deadline>() {
             d.restart();

@@ -289,7 +289,7 @@ impl App {
                 (now != seen).then_some(now.0)
             }
             Err(e) => {
-                let why = format!("{e:#}");
+                let why = crate::store::error_text(&e);
                 tracing::warn!(error = %why, "cannot check the store for new runs");
                 let since = fault.as_ref().map_or_else(crate::model::now_ms, |f| f.0);
                 *fault = Some((since, why));

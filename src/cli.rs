@@ -918,7 +918,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::RetireSource { source } => {
             let store = open(cli.database_url).await?;
-            let input = store.retire_source_input(&source).await?;
+            let input = store
+                .retire_source_input(&source)
+                .await?
+                .map_err(anyhow::Error::msg)?;
             let run = store.apply(input).await?;
             if let Some(e) = &run.error {
                 anyhow::bail!("retiring {source} failed: {e}");

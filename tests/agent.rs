@@ -1543,4 +1543,24 @@ async fn a_service_the_inventory_declares_as_an_instance_keeps_its_endpoints() {
     );
     let v = s.gql("{ resource(id: \"ext:10.0.0.7\") { id } }").await;
     assert!(v["resource"].is_null(), "{v}");
+    // The agent took the declared kind as a guess: the declaration can
+    // still change it, and the agent's next report takes the new kind.
+    s.admin("mutation { assertResource(id: \"svc:ledger@db-1\", kind: \"container\") { id } }")
+        .await;
+    let mut again = db.clone();
+    again["sent_at"] = json!(infragraph::model::now_ms());
+    assert_eq!(s.post(Some(DB1), bytes(&again)).await.0, 200);
+    s.app.settle().await.unwrap();
+    let v = s
+        .gql("{ resource(id: \"svc:ledger@db-1\") { kind sources { source status } } }")
+        .await;
+    assert_eq!(v["resource"]["kind"], "container", "{v}");
+    assert!(
+        v["resource"]["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["source"] == "agent:db-1" && p["status"] == "PRESENT"),
+        "{v}"
+    );
 }

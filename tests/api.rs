@@ -445,6 +445,38 @@ async fn limits_on_depth_and_body_size_and_the_edges() {
             "{q}: {v}"
         );
     }
+    // A failed field's key, which async-graphql leaves out beside fields
+    // that did not fail, is null too, and goes up the same way.
+    for q in [
+        r#"{ runs(last: 1) { id } impact(failed: ["nope"]) { downCount } }"#,
+        "{ spofs(first: 1) { resource { id } takesDown(first: -5) { id } } }",
+        r#"{ runs(last: 1) { id } dependencies(id: "nope") { depth } }"#,
+    ] {
+        let v = s.gql(q, json!({})).await;
+        assert!(v["data"].is_null(), "{q}: {v}");
+    }
+    let v = s
+        .gql(
+            r#"{ runs(last: 1) { id } path(from: "nope", to: "host:app-1") { kind } }"#,
+            json!({}),
+        )
+        .await;
+    assert!(v["data"]["path"].is_null(), "{v}");
+    assert_eq!(v["data"]["runs"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(
+        v["errors"][0]["extensions"]["code"], "UNKNOWN_RESOURCE",
+        "{v}"
+    );
+    // A field skipped by a variable's default is not run (async-graphql
+    // read a missing variable as false).
+    let v = s
+        .gql(
+            r#"query Q($s: Boolean = true) { impact(failed: ["host:app-1"]) @skip(if: $s) { down(first: -1) { depth } } runs(last: 1) { id } }"#,
+            json!({}),
+        )
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+    assert!(v["data"].get("impact").is_none(), "{v}");
     let v = s
         .gql(
             r#"{ resource(id: "nope") { id } impact(failed: ["host:app-1"]) { downCount } }"#,
@@ -1330,6 +1362,11 @@ async fn a_query_past_the_timeout_is_abandoned_with_a_timeout_error() {
             .contains("does not exist"),
         "{v}"
     );
+    // In the database's words, once, without the driver's "at line N" (a
+    // line of PostgreSQL's own source).
+    let said = v["store_error"].as_str().unwrap();
+    assert!(!said.contains("at line"), "{v}");
+    assert_eq!(said.matches("does not exist").count(), 1, "{v}");
     assert!(v["store_unreachable_since"].is_string(), "{v}");
     assert!(v["resources"].as_u64().unwrap() > 50, "{v}");
 }

@@ -26,7 +26,74 @@ both_backends!(
     relations_ending_at_a_resource_are_read_through_an_index,
     attributes_of_any_json_merge_without_erasing_other_sources,
     a_source_nothing_collects_any_more_is_listed_and_can_be_retired,
+    placeholders_stored_before_migration_5_are_guesses,
 );
+
+/// A store written before `resource_sources.guess` (migration 0005): the
+/// services EC2 tags and agents named are marked guesses on upgrade, so a
+/// declaration of another kind replaces them instead of being refused.
+async fn placeholders_stored_before_migration_5_are_guesses(url: String) {
+    sqlx::any::install_default_drivers();
+    let pg = url.starts_with("postgres");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(if pg {
+        "migrations/postgres"
+    } else {
+        "migrations/sqlite"
+    });
+    let mut to_4 = sqlx::migrate::Migrator::new(dir).await.unwrap();
+    to_4.migrations = to_4
+        .migrations
+        .iter()
+        .filter(|m| m.version <= 4)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    let pool = sqlx::AnyPool::connect(&if pg {
+        url.clone()
+    } else {
+        format!("{url}?mode=rwc")
+    })
+    .await
+    .unwrap();
+    to_4.run(&pool).await.unwrap();
+    for (id, source) in [
+        ("svc:tagged", "aws-ec2:123456789012/us-east-1"),
+        ("svc:nginx@web-1", "agent:web-1"),
+        ("svc:declared", "inventory:old.yaml"),
+    ] {
+        sqlx::query(
+            "INSERT INTO resources (id, kind, name, status, first_seen, last_seen, updated_at) \
+             VALUES ($1, 'service', $2, 'present', 1, 1, 1)",
+        )
+        .bind(id)
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO resource_sources (resource_id, source, status, first_seen, last_seen) \
+             VALUES ($1, $2, 'present', 1, 1)",
+        )
+        .bind(id)
+        .bind(source)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+    let store = Store::connect(&url).await.unwrap();
+    for (id, ok) in [
+        ("svc:tagged", true),
+        ("svc:nginx@web-1", true),
+        ("svc:declared", false),
+    ] {
+        let mut b = batch("decl", true, &[]);
+        b.resources.push(ObservedResource::new(id, "database"));
+        let run = apply(&store, vec![b], vec![]).await;
+        assert_eq!(run.status == RunStatus::Ok, ok, "{id}: {:?}", run.error);
+    }
+    store.close().await;
+}
 
 /// A file renamed (or a region dropped) leaves its old source holding what
 /// it reported, PRESENT: `sources` shows it, the longest silent first, and
@@ -59,18 +126,22 @@ async fn a_source_nothing_collects_any_more_is_listed_and_can_be_retired(url: St
     let err = store
         .retire_source_input("inventory:nope.yaml")
         .await
-        .unwrap_err()
-        .to_string();
+        .unwrap()
+        .unwrap_err();
     assert!(
         err.contains("source 'inventory:nope.yaml' reports nothing now; the sources that do: ")
             && err.contains(&old_src),
         "{err}"
     );
     let run = store
-        .apply(store.retire_source_input(&old_src).await.unwrap())
+        .apply(store.retire_source_input(&old_src).await.unwrap().unwrap())
         .await
         .unwrap();
     assert_eq!(run.status, RunStatus::Ok, "{:?}", run.error);
+    assert_eq!(
+        run.warnings,
+        ["retired on request (retire-source): everything this source reported"]
+    );
     assert_eq!(
         (run.collector.as_str(), run.scope),
         ("inventory", old.display().to_string())
@@ -249,6 +320,12 @@ async fn failed_runs_retire_nothing_and_write_nothing(url: String) {
             "resources:\n  - {id: host:a, kind: host}\n  - {id: svc:a, kind: service}\nrelations:\n  - {from: svc:a, to: host:a, kind: runs_on, attributes: {note: \"\\0\"}}\n",
             "inv.yaml:5: relation 'svc:a' -[runs_on]-> 'host:a' has a NUL character (\\u0000) in its attributes",
         ),
+        // a collector's own error quoting an id with a NUL in it: the
+        // failed run and its reason are still recorded on PostgreSQL
+        (
+            "resources:\n  - {id: \"a\\0b\", kind: Bad Kind}\n",
+            "inv.yaml:2: ",
+        ),
         // an id longer than a PostgreSQL index entry can hold
         (long_id.as_str(), "inv.yaml:2: resource id 'h:xxxx"),
         // an empty (truncated?) file must not retire everything
@@ -286,7 +363,7 @@ async fn failed_runs_retire_nothing_and_write_nothing(url: String) {
         runs.iter()
             .filter(|r| r.status == RunStatus::Failed)
             .count(),
-        12
+        13
     );
     store.close().await;
 }

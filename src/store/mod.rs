@@ -72,20 +72,22 @@ fn server_said(err: sqlx::Error) -> anyhow::Error {
     }
 }
 
-/// An error's chain as text, a database's refusal in [`said`]'s words.
-pub(crate) fn error_text(err: &anyhow::Error) -> String {
-    err.chain()
-        .map(|c| {
-            match c
-                .downcast_ref::<sqlx::Error>()
-                .and_then(|e| e.as_database_error())
-            {
-                Some(db) => format!("the database refused: {}", said(db)),
-                None => c.to_string(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(": ")
+/// An error's chain as text, a database's refusal in [`said`]'s words and
+/// ending there (what follows it in the chain is the driver's own error,
+/// "at line N" included).
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for c in err.chain() {
+        if let Some(db) = c
+            .downcast_ref::<sqlx::Error>()
+            .and_then(|e| e.as_database_error())
+        {
+            parts.push(format!("the database refused: {}", said(db)));
+            break;
+        }
+        parts.push(c.to_string());
+    }
+    parts.join(": ")
 }
 
 impl Store {
@@ -404,16 +406,19 @@ impl Store {
 
     /// The run that retires everything `source` reports (as a complete run
     /// of that source that saw nothing would): what other sources report
-    /// stays, history is kept. An error naming the sources there are when
-    /// `source` reports nothing now.
-    pub async fn retire_source_input(&self, source: &str) -> anyhow::Result<RunInput> {
+    /// stays, history is kept. `Ok(Err(why))`, naming the sources there
+    /// are, when `source` reports nothing now.
+    pub async fn retire_source_input(
+        &self,
+        source: &str,
+    ) -> anyhow::Result<Result<RunInput, String>> {
         let sources = self.sources().await?;
         if !sources.iter().any(|s| s.source == source) {
             let mut known: Vec<&str> = sources.iter().map(|s| s.source.as_str()).collect();
             known.sort_unstable();
             let more = known.len().saturating_sub(20);
             known.truncate(20);
-            anyhow::bail!(
+            return Ok(Err(format!(
                 "source '{source}' reports nothing now; the sources that do: {}{}",
                 if known.is_empty() {
                     "none".to_string()
@@ -425,15 +430,18 @@ impl Store {
                 } else {
                     String::new()
                 }
-            );
+            )));
         }
         let (collector, scope) = source.split_once(':').unwrap_or((source, ""));
-        Ok(RunInput {
+        Ok(Ok(RunInput {
             collector: collector.to_string(),
             scope: scope.to_string(),
             started_at: crate::model::now_ms(),
             outcome: Ok(collectors::Collection {
-                notes: Vec::new(),
+                // Told apart from a run that found nothing, in `runs`.
+                notes: vec![
+                    "retired on request (retire-source): everything this source reported".into(),
+                ],
                 batches: vec![collectors::ScopeBatch {
                     scope: scope.to_string(),
                     complete: true,
@@ -443,7 +451,7 @@ impl Store {
             }),
             retract: Vec::new(),
             additive: false,
-        })
+        }))
     }
 
     /// One run by id.
@@ -576,10 +584,6 @@ fn normalize_url(url: &str) -> anyhow::Result<(Backend, String)> {
     )
 }
 
-/// Hides a password in a URL before it reaches a log or an error: the one
-/// in the user part (up to the last `@`, since an unescaped `@` may be in
-/// the password) and any query parameter whose name contains "password"
-/// (`?password=`, `?sslpassword=`, which the drivers accept too).
 /// Where a store is, for the log: a SQLite URL with its file's absolute
 /// path (a relative one is relative to the working directory, so the same
 /// config started elsewhere opens another file: the log says which), any
@@ -595,6 +599,10 @@ pub fn describe(url: &str) -> String {
     redact(url)
 }
 
+/// Hides a password in a URL before it reaches a log or an error: the one
+/// in the user part (up to the last `@`, since an unescaped `@` may be in
+/// the password) and any query parameter whose name contains "password"
+/// (`?password=`, `?sslpassword=`, which the drivers accept too).
 pub fn redact(url: &str) -> String {
     // The user part ends at the last `@` of the URL (an unescaped `?` or
     // `@` may be in the password); the query starts after it.

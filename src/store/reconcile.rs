@@ -179,8 +179,6 @@ fn read_back(got: anyhow::Result<Option<Run>>, id: i64) -> anyhow::Result<Run> {
 /// How long a SQLite run waits for another process's run to finish.
 pub const LOCKED_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
-/// Whether an error is SQLite's "database is locked" (SQLITE_BUSY, after
-/// the connection's busy timeout).
 /// The longest resource id, in bytes: a relation's key holds two, and a
 /// PostgreSQL index entry at most about 2,700 bytes.
 const MAX_ID_BYTES: usize = 1000;
@@ -229,6 +227,8 @@ fn nul_in_relation(r: &ObservedRelation) -> Option<&'static str> {
     }
 }
 
+/// Whether an error is SQLite's "database is locked" (SQLITE_BUSY, after
+/// the connection's busy timeout).
 fn is_locked(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<sqlx::Error>().is_some_and(|e| match e {
@@ -348,6 +348,9 @@ impl Store {
     }
 
     async fn record_failed(&self, input: &RunInput, error: String) -> anyhow::Result<Run> {
+        // The error may quote input with a NUL in it (an id), which
+        // PostgreSQL cannot store: the failure and its reason would be lost.
+        let error = error.replace('\0', "\\u0000");
         // Its own target, so that `infragraph collect`, which prints the
         // error itself, can leave this line out.
         tracing::warn!(target: "infragraph::run_failed", error = %error, "run failed; nothing written");
@@ -366,7 +369,8 @@ impl Store {
         .bind(error)
         .bind(serde_json::to_string(&warnings)?)
         .fetch_one(self.pool())
-        .await?;
+        .await
+        .map_err(|e| anyhow::anyhow!(super::error_text(&e.into())))?;
         let id: i64 = row.try_get(0)?;
         read_back(self.run(id).await, id)
     }
