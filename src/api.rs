@@ -859,54 +859,124 @@ fn field_types() -> &'static FieldTypes {
     })
 }
 
+/// Where the answer's errors are: a trie of their paths.
+#[derive(Default)]
+struct ErrorPaths(HashMap<Seg, ErrorPaths>);
+
+/// One step of an error's path (async-graphql's `PathSegment` is not Hash).
+#[derive(PartialEq, Eq, Hash)]
+enum Seg {
+    Field(String),
+    Index(usize),
+}
+
+impl From<&async_graphql::PathSegment> for Seg {
+    fn from(s: &async_graphql::PathSegment) -> Seg {
+        match s {
+            async_graphql::PathSegment::Field(k) => Seg::Field(k.clone()),
+            async_graphql::PathSegment::Index(i) => Seg::Index(*i),
+        }
+    }
+}
+
+impl ErrorPaths {
+    fn get(&self, seg: Seg) -> Option<&ErrorPaths> {
+        self.0.get(&seg)
+    }
+}
+
 /// Nulls propagated as GraphQL asks: a field that failed is null, and a
 /// null where the schema says there cannot be one makes its parent null,
 /// up to the nearest field that may be null, or the whole `data`.
-/// async-graphql stops at the field that failed: `{"spofs": [null]}` for a
-/// `[Spof!]!`, `{"impact": null}` for an `Impact!`, which typed clients
-/// reject. Walked only for a query whose answer has errors.
+/// async-graphql leaves a failed field's key out of its object (and nulls
+/// an object when none of its fields is left), and stops there:
+/// `{"spofs": [null]}` for a `[Spof!]!`, no `impact` key for an `Impact!`,
+/// which typed clients reject. Walked only for a query whose answer has
+/// errors with paths; a field is taken as failed only where an error's
+/// path says so.
 fn propagate_nulls(doc: Option<&QueryDoc>, answer: &mut async_graphql::Response) {
     use async_graphql::parser::types::OperationType;
-    if answer.errors.is_empty() {
+    use async_graphql::{PathSegment, Value};
+    let mut failed = ErrorPaths::default();
+    for e in &answer.errors {
+        let mut node = &mut failed;
+        for seg in &e.path {
+            node = node.0.entry(Seg::from(seg)).or_default();
+        }
+    }
+    if failed.0.is_empty() {
         return;
     }
-    let (Some(doc), async_graphql::Value::Object(_)) = (doc, &answer.data) else {
+    let Some(doc) = doc else {
         return;
     };
     let Some(op) = doc.operation().filter(|op| op.ty == OperationType::Query) else {
         return;
     };
+    // Each failed field's key, null, in its object (made an object again
+    // where async-graphql nulled it for having no field left).
+    for e in &answer.errors {
+        let Some((last, ancestors)) = e.path.split_last() else {
+            continue;
+        };
+        let mut cur = Some(&mut answer.data);
+        for seg in ancestors {
+            cur = cur.and_then(|v| {
+                if matches!(v, Value::Null) && matches!(seg, PathSegment::Field(_)) {
+                    *v = Value::Object(Default::default());
+                }
+                match (seg, v) {
+                    (PathSegment::Field(k), Value::Object(map)) => {
+                        map.get_mut(&async_graphql::Name::new(k))
+                    }
+                    (PathSegment::Index(i), Value::List(items)) => items.get_mut(*i),
+                    _ => None,
+                }
+            });
+        }
+        let Some(cur) = cur else {
+            continue;
+        };
+        if matches!(cur, Value::Null) {
+            *cur = Value::Object(Default::default());
+        }
+        if let (PathSegment::Field(k), Value::Object(map)) = (last, cur) {
+            map.entry(async_graphql::Name::new(k))
+                .or_insert(Value::Null);
+        }
+    }
     let vars = doc.vars_of(op);
     let q = KeyOrder {
         doc: &doc.doc,
         vars: &vars,
     };
     let plan = plan_of(&q, &[&op.selection_set.node]);
-    if object_violates(&q, &plan, "Query", &mut answer.data, field_types()) {
-        answer.data = async_graphql::Value::Null;
+    if object_violates(
+        &q,
+        &plan,
+        "Query",
+        &mut answer.data,
+        field_types(),
+        Some(&failed),
+    ) {
+        answer.data = Value::Null;
     }
 }
 
 /// Whether an object of type `ty` has a null where its type forbids one,
-/// once what may be null below it has been nulled.
+/// once what may be null below it has been nulled. `failed`: the errors
+/// at and below this object.
 fn object_violates<'a>(
     q: &KeyOrder<'a>,
     plan: &Plan<'a>,
     ty: &str,
     value: &mut async_graphql::Value,
     types: &FieldTypes,
+    failed: Option<&ErrorPaths>,
 ) -> bool {
     let (async_graphql::Value::Object(map), Some(fields)) = (value, types.get(ty)) else {
         return false;
     };
-    // async-graphql leaves a failed field's key out (and nulls the object
-    // only when every field failed): each field the query selects (those
-    // skipped by @skip/@include are not in the plan) is null where absent.
-    for (k, e) in plan {
-        if fields.contains_key(e.name.as_str()) && !map.contains_key(*k) {
-            map.insert((*k).clone(), async_graphql::Value::Null);
-        }
-    }
     for (k, v) in map.iter_mut() {
         // Introspection and __typename are not in the SDL: not checked.
         let Some((e, field_ty)) = plan
@@ -917,7 +987,8 @@ fn object_violates<'a>(
         };
         let below = (e.sets.iter().any(|s| !s.items.is_empty()))
             .then(|| e.below.get_or_init(|| plan_of(q, &e.sets)));
-        if value_violates(q, below, field_ty, v, types) {
+        let failed = failed.and_then(|f| f.get(Seg::Field(k.to_string())));
+        if value_violates(q, below, field_ty, v, types, failed) {
             return true;
         }
     }
@@ -926,24 +997,40 @@ fn object_violates<'a>(
 
 /// Whether `v`, of type `ty`, is null where `ty` forbids it, once what may
 /// be null within it has been nulled (a list with a null item its type
-/// forbids is null, and so is an object with such a field).
+/// forbids is null, and so is an object with such a field). A null that no
+/// error explains is async-graphql's for an object none of whose fields is
+/// left (all skipped): an empty object, not a failure.
 fn value_violates<'a>(
     q: &KeyOrder<'a>,
     below: Option<&Plan<'a>>,
     ty: &async_graphql::parser::types::Type,
     v: &mut async_graphql::Value,
     types: &FieldTypes,
+    failed: Option<&ErrorPaths>,
 ) -> bool {
     use async_graphql::parser::types::BaseType;
     if matches!(v, async_graphql::Value::Null) {
-        return !ty.nullable;
+        if ty.nullable {
+            return false;
+        }
+        if failed.is_none()
+            && let BaseType::Named(name) = &ty.base
+            && types.contains_key(name.as_str())
+        {
+            *v = async_graphql::Value::Object(Default::default());
+            return false;
+        }
+        return failed.is_some();
     }
     let bad = match (&ty.base, &mut *v) {
-        (BaseType::List(inner), async_graphql::Value::List(items)) => items
-            .iter_mut()
-            .any(|item| value_violates(q, below, inner, item, types)),
+        (BaseType::List(inner), async_graphql::Value::List(items)) => {
+            items.iter_mut().enumerate().any(|(i, item)| {
+                let failed = failed.and_then(|f| f.get(Seg::Index(i)));
+                value_violates(q, below, inner, item, types, failed)
+            })
+        }
         (BaseType::Named(name), async_graphql::Value::Object(_)) => {
-            below.is_some_and(|plan| object_violates(q, plan, name, v, types))
+            below.is_some_and(|plan| object_violates(q, plan, name, v, types, failed))
         }
         _ => false,
     };
@@ -1933,21 +2020,24 @@ enum ResourceField {
 }
 
 /// The fast path's reading of a selection: `None` when it needs the
-/// generic resolver (directives, arguments, other fields).
+/// generic resolver (directives, arguments, other fields, or a key named
+/// twice, `resource { id } resource { kind }`, whose selections GraphQL
+/// merges: the fast path kept only the last).
 fn simple_selection<T>(
     field: &async_graphql::SelectionField<'_>,
     mut pick: impl FnMut(&async_graphql::SelectionField<'_>) -> Option<T>,
 ) -> Option<Vec<(async_graphql::Name, T)>> {
-    let mut out = Vec::new();
+    let mut out: Vec<(async_graphql::Name, T)> = Vec::new();
     for f in field.selection_set() {
         if !f.directives().is_ok_and(|d| d.is_empty()) || !f.arguments().is_ok_and(|a| a.is_empty())
         {
             return None;
         }
-        out.push((
-            async_graphql::Name::new(f.alias().unwrap_or(f.name())),
-            pick(&f)?,
-        ));
+        let key = async_graphql::Name::new(f.alias().unwrap_or(f.name()));
+        if out.iter().any(|(k, _)| *k == key) {
+            return None;
+        }
+        out.push((key, pick(&f)?));
     }
     Some(out)
 }

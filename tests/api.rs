@@ -467,6 +467,36 @@ async fn limits_on_depth_and_body_size_and_the_edges() {
         v["errors"][0]["extensions"]["code"], "UNKNOWN_RESOURCE",
         "{v}"
     );
+    // Only what failed is null: a repeated key merges (the impact list's
+    // fast path kept only the last `resource`, and its missing `id` was
+    // then taken for a failure), and objects whose every field failed are
+    // objects again, with those fields null.
+    let repeated = r#"impact(failed: ["cache:sessions"]) { downCount down(first: 2) { resource { id } resource { kind } } }"#;
+    for q in [
+        format!("{{ {repeated} }}"),
+        format!(r#"{{ p: path(from: "nope", to: "x") {{ kind }} {repeated} }}"#),
+    ] {
+        let v = s.gql(&q, json!({})).await;
+        let first = &v["data"]["impact"]["down"][0]["resource"];
+        assert!(
+            first["id"].is_string() && first["kind"].is_string(),
+            "{q}: {v}"
+        );
+    }
+    let v = s
+        .gql(
+            r#"{ a: path(from: "nope", to: "x") { kind } b: path(from: "n2", to: "x") { kind } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(v["data"], json!({"a": null, "b": null}), "{v}");
+    let v = s
+        .gql(
+            r#"{ p: path(from: "nope", to: "x") { kind } resources(first: 1) { pageInfo @skip(if: true) { hasNextPage } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(v["data"], json!({"p": null, "resources": {}}), "{v}");
     // A field skipped by a variable's default is not run (async-graphql
     // read a missing variable as false).
     let v = s
