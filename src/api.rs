@@ -1481,7 +1481,7 @@ fn client_error(code: &'static str, message: impl Into<String>) -> async_graphql
 
 /// An internal error: logged in full once, shown to the client only as a reference.
 fn internal(err: anyhow::Error) -> async_graphql::Error {
-    tracing::error!(error = format!("{err:#}"), "request failed");
+    tracing::error!(error = crate::store::error_text(&err), "request failed");
     client_error("INTERNAL", "internal error; the server log has the details")
 }
 
