@@ -27,7 +27,97 @@ both_backends!(
     attributes_of_any_json_merge_without_erasing_other_sources,
     a_source_nothing_collects_any_more_is_listed_and_can_be_retired,
     placeholders_stored_before_migration_5_are_guesses,
+    a_load_sees_one_moment_while_runs_commit,
 );
+
+/// The graph is loaded as of one moment: a run that commits while the
+/// load reads (in chunks, and table after table) is wholly in it or wholly
+/// out. Another process rewrites every resource's name and every
+/// relation's attributes to its generation in one transaction, again and
+/// again; every load must see one generation everywhere.
+async fn a_load_sees_one_moment_while_runs_commit(url: String) {
+    use sqlx::Connection;
+    let store = Store::connect(&url).await.unwrap();
+    let n = 12_000; // more than two of the SQLite reader's chunks
+    let resources: Vec<ObservedResource> = (0..n)
+        .map(|i| ObservedResource::new(format!("h{i}"), "host"))
+        .collect();
+    let relations: Vec<ObservedRelation> = (1..n)
+        .map(|i| ObservedRelation::new(format!("h{i}"), format!("h{}", i / 2), "depends_on"))
+        .collect();
+    let run = apply(
+        &store,
+        vec![ScopeBatch {
+            scope: "bulk".into(),
+            complete: true,
+            resources,
+            relations,
+            gone: Vec::new(),
+        }],
+        vec![],
+    )
+    .await;
+    assert_eq!(run.status, RunStatus::Ok, "{:?}", run.error);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (first, first_done) = tokio::sync::oneshot::channel();
+    let writer = tokio::spawn({
+        let (url, stop) = (url.clone(), stop.clone());
+        let mut first = Some(first);
+        async move {
+            let url = if url.starts_with("sqlite") {
+                format!("{url}?mode=rw")
+            } else {
+                url
+            };
+            let mut other = sqlx::AnyConnection::connect(&url).await.unwrap();
+            let mut generation = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                generation += 1;
+                let mut txn = other.begin().await.unwrap();
+                sqlx::query("UPDATE resources SET name = $1")
+                    .bind(format!("g{generation}"))
+                    .execute(&mut *txn)
+                    .await
+                    .unwrap();
+                sqlx::query("UPDATE relations SET attributes = $1")
+                    .bind(format!("{{\"g\":{generation}}}"))
+                    .execute(&mut *txn)
+                    .await
+                    .unwrap();
+                txn.commit().await.unwrap();
+                if let Some(first) = first.take() {
+                    let _ = first.send(());
+                }
+            }
+            generation
+        }
+    });
+    first_done.await.unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..15 {
+        let (res, rels) = store.load_all().await.unwrap();
+        let names: std::collections::BTreeSet<&str> = res.iter().map(|r| r.name.as_str()).collect();
+        let attrs: std::collections::BTreeSet<String> =
+            rels.iter().map(|r| r.attributes.to_string()).collect();
+        assert_eq!(names.len(), 1, "one load saw resources of several runs");
+        assert_eq!(attrs.len(), 1, "one load saw relations of several runs");
+        let name = names.into_iter().next().unwrap().to_string();
+        let attr = attrs.into_iter().next().unwrap();
+        assert_eq!(
+            format!("{{\"g\":{}}}", &name[1..]),
+            attr,
+            "resources and relations of different runs"
+        );
+        seen.insert(name);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let generations = writer.await.unwrap();
+    assert!(
+        seen.len() >= 3 && generations >= 3,
+        "the writer committed {generations} times and the loads saw {seen:?}: too few to tell"
+    );
+    store.close().await;
+}
 
 /// A store written before `resource_sources.guess` (migration 0005): the
 /// services EC2 tags and agents named are marked guesses on upgrade, so a
@@ -365,6 +455,21 @@ async fn failed_runs_retire_nothing_and_write_nothing(url: String) {
             .count(),
         13
     );
+    // A source name too long for a PostgreSQL index entry beside two long
+    // ids: refused by name on both stores, nothing written.
+    let long = |c: &str| format!("h:{}", c.repeat(990));
+    let (a, b) = (long("a"), long("b"));
+    let mut big = batch(&"s".repeat(600), true, &[&a, &b]);
+    big.relations
+        .push(ObservedRelation::new(a.clone(), b.clone(), "depends_on"));
+    let run = apply(&store, vec![big], vec![]).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    let err = run.error.unwrap();
+    assert!(
+        err.contains("source 'test:sss") && err.contains("is 605 bytes long"),
+        "{err}"
+    );
+    assert_eq!(store.load_all().await.unwrap(), before);
     store.close().await;
 }
 

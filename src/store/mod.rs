@@ -176,23 +176,29 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// Every resource and relation, present and gone, with provenance. One
-    /// streamed row per resource and per relation (provenance comes from the
-    /// summary column the reconciler keeps).
+    /// Every resource and relation, present and gone, with provenance, as
+    /// of one moment: the reads run in one read-only transaction, so a run
+    /// that commits meanwhile is wholly in or wholly out (read
+    /// statement by statement, a relation could be read before a run
+    /// created its resource, and its edge would be missing from the graph
+    /// until the next refresh).
     #[tracing::instrument(skip_all)]
     pub async fn load_all(&self) -> anyhow::Result<(Vec<Resource>, Vec<Relation>)> {
         if self.backend == Backend::Sqlite {
             return self.load_all_sqlite().await;
         }
         use futures_util::TryStreamExt;
-        let mut conn = self.pool.acquire().await?;
+        let mut txn = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *txn)
+            .await?;
         let mut resources = Vec::new();
         {
             let mut rows = sqlx::query(
                 "SELECT id, kind, name, labels, attributes, status, first_seen, last_seen, gone_at, provenance \
                  FROM resources",
             )
-            .fetch(&mut *conn);
+            .fetch(&mut *txn);
             while let Some(row) = rows.try_next().await? {
                 resources.push(Resource {
                     id: row.try_get(0)?,
@@ -214,7 +220,7 @@ impl Store {
                 "SELECT from_id, to_id, kind, attributes, status, first_seen, last_seen, gone_at, provenance \
                  FROM relations",
             )
-            .fetch(&mut *conn);
+            .fetch(&mut *txn);
             while let Some(row) = rows.try_next().await? {
                 relations.push(Relation {
                     from: row.try_get(0)?,
@@ -229,108 +235,74 @@ impl Store {
                 });
             }
         }
+        txn.rollback().await?;
         Ok((resources, relations))
     }
 
     /// SQLite's driver hands every row from its worker thread to the async
     /// task; with 600k rows the context switches cost more than the reading.
-    /// So SQLite returns chunks of rows as one JSON array each.
+    /// So SQLite returns chunks of rows as one JSON array each, and a
+    /// blocking thread decodes chunk n while SQLite builds chunk n+1 on its
+    /// connection's thread: the two halves of the work overlap on two
+    /// cores. All chunks are read in one transaction (one WAL snapshot).
     async fn load_all_sqlite(&self) -> anyhow::Result<(Vec<Resource>, Vec<Relation>)> {
-        type ResRow = (
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            Millis,
-            Millis,
-            Option<Millis>,
-            String,
-        );
-        type RelRow = (
-            String,
-            String,
-            String,
-            String,
-            String,
-            Millis,
-            Millis,
-            Option<Millis>,
-            String,
-        );
         const CHUNK: i64 = 5_000;
-        let mut conn = self.pool.acquire().await?;
-        let mut resources = Vec::new();
-        let mut after = i64::MIN;
-        loop {
-            let row = sqlx::query(
-                "SELECT max(r), json_group_array(json_array(id, kind, name, labels, attributes, status, \
-                 first_seen, last_seen, gone_at, provenance)) FROM (SELECT rowid AS r, * FROM resources \
-                 WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
-            )
-            .bind(after)
-            .bind(CHUNK)
-            .fetch_one(&mut *conn)
-            .await?;
-            let Some(last) = row.try_get::<Option<i64>, _>(0)? else {
-                break;
-            };
-            after = last;
-            let chunk: Vec<ResRow> = serde_json::from_str(row.try_get_unchecked::<&str, _>(1)?)
-                .context("corrupt resource rows in database")?;
-            for (id, kind, name, labels, attributes, st, first_seen, last_seen, gone_at, prov) in
-                chunk
-            {
-                resources.push(Resource {
-                    id,
-                    kind,
-                    name,
-                    labels: parse_labels(&labels)?,
-                    attributes: parse_json(&attributes)?,
-                    status: Status::parse(&st)
-                        .with_context(|| format!("unknown status '{st}' in database"))?,
-                    first_seen,
-                    last_seen,
-                    gone_at,
-                    sources: parse_provenance(&prov)?,
-                });
+        let (chunks, mut inbox) = tokio::sync::mpsc::channel::<(bool, String)>(2);
+        let decoder = tokio::task::spawn_blocking(move || {
+            let mut resources = Vec::new();
+            let mut relations = Vec::new();
+            while let Some((is_relations, text)) = inbox.blocking_recv() {
+                if is_relations {
+                    decode_relations(&text, &mut relations)?;
+                } else {
+                    decode_resources(&text, &mut resources)?;
+                }
             }
-        }
-        let mut relations = Vec::new();
-        let mut after = i64::MIN;
-        loop {
-            let row = sqlx::query(
-                "SELECT max(r), json_group_array(json_array(from_id, to_id, kind, attributes, status, \
-                 first_seen, last_seen, gone_at, provenance)) FROM (SELECT rowid AS r, * FROM relations \
-                 WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
-            )
-            .bind(after)
-            .bind(CHUNK)
-            .fetch_one(&mut *conn)
-            .await?;
-            let Some(last) = row.try_get::<Option<i64>, _>(0)? else {
-                break;
-            };
-            after = last;
-            let chunk: Vec<RelRow> = serde_json::from_str(row.try_get_unchecked::<&str, _>(1)?)
-                .context("corrupt relation rows in database")?;
-            for (from, to, kind, attributes, st, first_seen, last_seen, gone_at, prov) in chunk {
-                relations.push(Relation {
-                    from,
-                    to,
-                    kind,
-                    attributes: parse_json(&attributes)?,
-                    status: Status::parse(&st)
-                        .with_context(|| format!("unknown status '{st}' in database"))?,
-                    first_seen,
-                    last_seen,
-                    gone_at,
-                    sources: parse_provenance(&prov)?,
-                });
+            anyhow::Ok((resources, relations))
+        });
+        let read = async {
+            let mut txn = self.pool.begin().await?;
+            for (is_relations, sql) in [
+                (
+                    false,
+                    "SELECT max(r), json_group_array(json_array(id, kind, name, labels, attributes, status, \
+                     first_seen, last_seen, gone_at, provenance)) FROM (SELECT rowid AS r, * FROM resources \
+                     WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
+                ),
+                (
+                    true,
+                    "SELECT max(r), json_group_array(json_array(from_id, to_id, kind, attributes, status, \
+                     first_seen, last_seen, gone_at, provenance)) FROM (SELECT rowid AS r, * FROM relations \
+                     WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
+                ),
+            ] {
+                let mut after = i64::MIN;
+                loop {
+                    let row = sqlx::query(sql)
+                        .bind(after)
+                        .bind(CHUNK)
+                        .fetch_one(&mut *txn)
+                        .await?;
+                    let Some(last) = row.try_get::<Option<i64>, _>(0)? else {
+                        break;
+                    };
+                    after = last;
+                    if chunks.send((is_relations, row.try_get(1)?)).await.is_err() {
+                        // The decoder stopped; its error says why.
+                        return anyhow::Ok(());
+                    }
+                }
             }
-        }
-        Ok((resources, relations))
+            txn.rollback().await?;
+            anyhow::Ok(())
+        };
+        let read = read.await;
+        drop(chunks);
+        let decoded = decoder
+            .await
+            .context("the decoder of the stored rows failed")??;
+        read?;
+        Ok(decoded)
     }
 
     /// A mark of the runs committed so far, to notice other processes'
@@ -654,6 +626,74 @@ fn status(row: &AnyRow, at: usize) -> anyhow::Result<Status> {
 }
 
 /// The provenance summary column: `[[source, status, first_seen, last_seen, gone_at], ...]`.
+/// One chunk of [`Store::load_all_sqlite`]'s resource rows.
+fn decode_resources(text: &str, out: &mut Vec<Resource>) -> anyhow::Result<()> {
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        Millis,
+        Millis,
+        Option<Millis>,
+        String,
+    );
+    let chunk: Vec<Row> =
+        serde_json::from_str(text).context("corrupt resource rows in database")?;
+    out.reserve(chunk.len());
+    for (id, kind, name, labels, attributes, st, first_seen, last_seen, gone_at, prov) in chunk {
+        out.push(Resource {
+            id,
+            kind,
+            name,
+            labels: parse_labels(&labels)?,
+            attributes: parse_json(&attributes)?,
+            status: Status::parse(&st)
+                .with_context(|| format!("unknown status '{st}' in database"))?,
+            first_seen,
+            last_seen,
+            gone_at,
+            sources: parse_provenance(&prov)?,
+        });
+    }
+    Ok(())
+}
+
+/// One chunk of [`Store::load_all_sqlite`]'s relation rows.
+fn decode_relations(text: &str, out: &mut Vec<Relation>) -> anyhow::Result<()> {
+    type Row = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        Millis,
+        Millis,
+        Option<Millis>,
+        String,
+    );
+    let chunk: Vec<Row> =
+        serde_json::from_str(text).context("corrupt relation rows in database")?;
+    out.reserve(chunk.len());
+    for (from, to, kind, attributes, st, first_seen, last_seen, gone_at, prov) in chunk {
+        out.push(Relation {
+            from,
+            to,
+            kind,
+            attributes: parse_json(&attributes)?,
+            status: Status::parse(&st)
+                .with_context(|| format!("unknown status '{st}' in database"))?,
+            first_seen,
+            last_seen,
+            gone_at,
+            sources: parse_provenance(&prov)?,
+        });
+    }
+    Ok(())
+}
+
 fn parse_provenance(s: &str) -> anyhow::Result<Vec<Provenance>> {
     type Row = (String, String, Millis, Millis, Option<Millis>);
     let rows: Vec<Row> =

@@ -183,6 +183,10 @@ pub const LOCKED_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 
 /// PostgreSQL index entry at most about 2,700 bytes.
 const MAX_ID_BYTES: usize = 1000;
 
+/// The longest source name (`collector:scope`), in bytes: a relation's
+/// source row is keyed by two ids, its kind (at most 64) and its source.
+const MAX_SOURCE_BYTES: usize = 512;
+
 /// Whether JSON holds a NUL character in a string or a key.
 fn json_has_nul(v: &Value) -> bool {
     match v {
@@ -573,6 +577,13 @@ async fn reconcile(
     let mut placeholder_only: HashSet<&str> = HashSet::default();
     for batch in &collection.batches {
         let source = source_name(&input.collector, &batch.scope);
+        if source.len() > MAX_SOURCE_BYTES {
+            return Err(Failure::Invalid(format!(
+                "source '{}…' is {} bytes long: a source name (collector:scope) may be at most {MAX_SOURCE_BYTES} bytes (PostgreSQL indexes cannot hold longer keys)",
+                source.chars().take(60).collect::<String>().escape_debug(),
+                source.len()
+            )));
+        }
         // Retirement by absence needs the whole run to be complete: a partial
         // run (any incomplete scope, any warning) retires nothing anywhere.
         if batch.complete && !input.additive && collection.is_complete() {
