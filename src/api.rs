@@ -904,15 +904,18 @@ fn propagate_nulls(doc: Option<&QueryDoc>, answer: &mut async_graphql::Response)
             node = node.0.entry(Seg::from(seg)).or_default();
         }
     }
-    if failed.0.is_empty() {
-        return;
-    }
     let Some(doc) = doc else {
         return;
     };
     let Some(op) = doc.operation().filter(|op| op.ty == OperationType::Query) else {
         return;
     };
+    // Without errors only an object all of whose fields were skipped can
+    // be null where it may not (async-graphql's doing): walked only when
+    // the document has a condition at all.
+    if failed.0.is_empty() && !has_conditions(&doc.doc) {
+        return;
+    }
     // Each failed field's key, null, in its object (made an object again
     // where async-graphql nulled it for having no field left).
     for e in &answer.errors {
@@ -961,6 +964,35 @@ fn propagate_nulls(doc: Option<&QueryDoc>, answer: &mut async_graphql::Response)
     ) {
         answer.data = Value::Null;
     }
+}
+
+/// Whether a document has an `@skip` or `@include` anywhere.
+fn has_conditions(doc: &async_graphql::parser::types::ExecutableDocument) -> bool {
+    use async_graphql::Positioned;
+    use async_graphql::parser::types::{Directive, Selection, SelectionSet};
+    fn conditional(directives: &[Positioned<Directive>]) -> bool {
+        directives
+            .iter()
+            .any(|d| matches!(d.node.name.node.as_str(), "skip" | "include"))
+    }
+    fn in_set(set: &SelectionSet) -> bool {
+        set.items.iter().any(|item| match &item.node {
+            Selection::Field(f) => {
+                conditional(&f.node.directives) || in_set(&f.node.selection_set.node)
+            }
+            Selection::FragmentSpread(s) => conditional(&s.node.directives),
+            Selection::InlineFragment(i) => {
+                conditional(&i.node.directives) || in_set(&i.node.selection_set.node)
+            }
+        })
+    }
+    doc.operations
+        .iter()
+        .any(|(_, op)| in_set(&op.node.selection_set.node))
+        || doc
+            .fragments
+            .values()
+            .any(|f| in_set(&f.node.selection_set.node))
 }
 
 /// Whether an object of type `ty` has a null where its type forbids one,

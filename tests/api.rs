@@ -497,6 +497,15 @@ async fn limits_on_depth_and_body_size_and_the_edges() {
         )
         .await;
     assert_eq!(v["data"], json!({"p": null, "resources": {}}), "{v}");
+    // The same without an error in the answer: an object whose every
+    // field is skipped is an empty object, not null (in a fragment too).
+    for q in [
+        r#"{ resources(first: 1) { pageInfo @skip(if: true) { hasNextPage } } }"#,
+        r#"query { ...F } fragment F on Query { resources(first: 1) { pageInfo @include(if: false) { hasNextPage } } }"#,
+    ] {
+        let v = s.gql(q, json!({})).await;
+        assert_eq!(v, json!({"data": {"resources": {}}}), "{q}: {v}");
+    }
     // A field skipped by a variable's default is not run (async-graphql
     // read a missing variable as false).
     let v = s
