@@ -18,9 +18,9 @@ use rand::{Rng, SeedableRng};
 pub enum Size {
     /// About 1,000 resources.
     Small,
-    /// About 100,000 resources and 500,000 relations.
+    /// About 100,000 resources and 520,000 relations.
     Medium,
-    /// About 1,000,000 resources and 5,000,000 relations.
+    /// About 1,000,000 resources and 5,200,000 relations.
     Large,
 }
 
@@ -43,7 +43,7 @@ pub struct Estate {
     pub relations: Vec<ObservedRelation>,
 }
 
-const PLATFORM: [&str; 5] = ["dns", "auth", "logging", "metrics", "config"];
+const PLATFORM: [&str; 6] = ["dns", "auth", "logging", "metrics", "config", "secrets"];
 
 struct Gen {
     rng: StdRng,
@@ -368,6 +368,19 @@ fn yaml_str(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 4's sizes: medium ≈ 100k resources and 500k–1M relations.
+    #[test]
+    fn medium_is_the_size_the_benchmarks_are_set_for() {
+        let m = generate(Size::Medium, 1);
+        assert!(
+            (95_000..=110_000).contains(&m.resources.len())
+                && (500_000..=1_000_000).contains(&m.relations.len()),
+            "{} resources, {} relations",
+            m.resources.len(),
+            m.relations.len()
+        );
+    }
 
     #[test]
     fn small_is_deterministic_consistent_and_parses_back() {

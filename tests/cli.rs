@@ -170,7 +170,7 @@ fn generated_estates_load_back_as_yaml_and_as_json() {
         let out = run(&db.url, &["collect", "inventory", path.to_str().unwrap()]);
         assert!(out.status.success(), "{name}: {}", text(&out.stderr));
         assert!(
-            text(&out.stdout).contains("ok — 1052 resources, 4361 relations"),
+            text(&out.stdout).contains("ok — 1071 resources, 4800 relations"),
             "{name}: {}",
             text(&out.stdout)
         );
