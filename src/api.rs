@@ -2399,7 +2399,7 @@ pub struct SelectorInput {
 impl SelectorInput {
     fn parse(&self) -> async_graphql::Result<Selector> {
         Ok(Selector {
-            kind: self.kind.clone(),
+            kind: self.kind.as_ref().map(|k| k.trim().to_string()),
             labels: self
                 .labels
                 .iter()
@@ -2409,6 +2409,35 @@ impl SelectorInput {
             contained_in: self.contained_in.as_ref().map(|c| c.to_string()),
         })
     }
+}
+
+/// `spofs` and `spofCount`: the whole answer, most critical taken down
+/// first.
+async fn spofs_of(
+    ctx: &Context<'_>,
+    snap: &Arc<Snapshot>,
+    scope: Option<SelectorInput>,
+    critical: Option<Vec<String>>,
+) -> async_graphql::Result<Vec<crate::graph::Spof>> {
+    let scope = scope.map(|s| s.parse()).transpose()?;
+    if critical.as_ref().is_some_and(|c| c.is_empty()) {
+        return Err(client_error(
+            "BAD_SELECTOR",
+            "critical must name at least one label selector (default: tier=1)",
+        ));
+    }
+    let critical = critical
+        .unwrap_or_else(|| vec!["tier=1".into()])
+        .iter()
+        .map(|s| LabelSelector::parse(s).map_err(|e| client_error("BAD_SELECTOR", e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let snap = snap.clone();
+    compute(ctx, move || snap.spofs(scope.as_ref(), &critical))
+        .await?
+        .map_err(|e| match e {
+            crate::graph::SpofError::UnknownResource(m) => client_error("UNKNOWN_RESOURCE", m),
+            crate::graph::SpofError::NoMatch(m) => client_error("BAD_SELECTOR", m),
+        })
 }
 
 /// A single point of failure.
@@ -2455,7 +2484,7 @@ impl Spof {
     }
 }
 
-/// A dependency cycle: resources that depend on each other in a loop.
+/// A dependency cycle: resources that need each other in a loop.
 pub struct Cycle {
     snap: Arc<Snapshot>,
     members: Vec<Ix>,
@@ -2476,7 +2505,9 @@ impl Cycle {
             })
             .collect())
     }
-    /// One cycle through the group's first resource, as depends_on relations.
+    /// One loop through the group's first resource, in "needs" order
+    /// (each relation as stored: an instance's `instance_of` points at the
+    /// service that needs it).
     async fn relations(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Relation>> {
         list(ctx, self.cycle.len())?;
         Ok(self
@@ -2947,10 +2978,11 @@ impl Query {
     }
 
     /// Single points of failure: resources whose failure alone takes down at
-    /// least one critical resource (label selectors in `critical`, default
-    /// `tier=1`), most critical resources taken down first. `scope` limits
-    /// which resources are tried; `first` limits the answer (default 100,
-    /// at most 1,000).
+    /// least one critical resource (label selectors in `critical`, ANDed,
+    /// default `tier=1`), most critical resources taken down first. `scope`
+    /// limits which resources are tried. A page of the answer: `first`
+    /// (default 100, at most 1,000; more is BAD_PAGE) after `offset`
+    /// (default 0); `spofCount` says how many there are in all.
     /// A critical set or scope that matches no present resource is an error
     /// (BAD_SELECTOR), not an empty answer.
     #[graphql(
@@ -2962,36 +2994,42 @@ impl Query {
         scope: Option<SelectorInput>,
         critical: Option<Vec<String>>,
         first: Option<i32>,
+        offset: Option<i32>,
     ) -> async_graphql::Result<Vec<Spof>> {
-        let snap = snap(ctx);
-        let scope = scope.map(|s| s.parse()).transpose()?;
-        if critical.as_ref().is_some_and(|c| c.is_empty()) {
+        let take = count_arg("first", first)?.unwrap_or(100);
+        if take > 1000 {
             return Err(client_error(
-                "BAD_SELECTOR",
-                "critical must name at least one label selector (default: tier=1)",
+                "BAD_PAGE",
+                format!(
+                    "first must be between 0 and 1000, not {take}: page with offset (spofCount gives the total)"
+                ),
             ));
         }
-        let critical = critical
-            .unwrap_or_else(|| vec!["tier=1".into()])
-            .iter()
-            .map(|s| LabelSelector::parse(s).map_err(|e| client_error("BAD_SELECTOR", e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let take = count_arg("first", first)?.unwrap_or(100).min(1000) as usize;
-        let snap2 = snap.clone();
-        let found = compute(ctx, move || snap2.spofs(scope.as_ref(), &critical))
-            .await?
-            .map_err(|e| match e {
-                crate::graph::SpofError::UnknownResource(m) => client_error("UNKNOWN_RESOURCE", m),
-                crate::graph::SpofError::NoMatch(m) => client_error("BAD_SELECTOR", m),
-            })?;
+        let skip = count_arg("offset", offset)?.unwrap_or(0) as usize;
+        let snap = snap(ctx);
+        let found = spofs_of(ctx, snap, scope, critical).await?;
         Ok(found
             .into_iter()
-            .take(take)
+            .skip(skip)
+            .take(take as usize)
             .map(|spof| Spof {
                 snap: snap.clone(),
                 spof,
             })
             .collect())
+    }
+
+    /// How many single points of failure `spofs` finds with the same
+    /// `scope` and `critical`, in all.
+    #[graphql(complexity = "SPOFS_COST")]
+    async fn spof_count(
+        &self,
+        ctx: &Context<'_>,
+        scope: Option<SelectorInput>,
+        critical: Option<Vec<String>>,
+    ) -> async_graphql::Result<i32> {
+        let found = spofs_of(ctx, snap(ctx), scope, critical).await?;
+        Ok(found.len() as i32)
     }
 
     /// How two resources are connected: the shortest chain of present
@@ -3140,8 +3178,10 @@ impl Query {
         })
     }
 
-    /// Dependency cycles: groups of resources that depend on each other
-    /// (depends_on) in a loop, largest first.
+    /// Dependency cycles: groups of resources that need each other in a
+    /// loop, along any relation a failure travels (depends_on, runs_on,
+    /// contained_in, attached_to, a service through its instances, a load
+    /// balancer through its targets), largest first.
     #[graphql(complexity = "DIAGRAM_COST + 10 * child_complexity")]
     async fn cycles(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Cycle>> {
         let snap = snap(ctx).clone();

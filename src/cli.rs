@@ -89,9 +89,9 @@ pub enum Command {
         collector: CollectCommand,
     },
     /// What is impacted if these resources fail.
+    #[command(group(clap::ArgGroup::new("failed").required(true).multiple(true).args(["ids", "where"])))]
     Impact {
         /// Resource ids
-        #[arg(required_unless_present = "where")]
         ids: Vec<String>,
         /// Also fail every present resource matching a selector, e.g.
         /// `contained_in=zone:eu-central-1a` or `kind=host,rack=r12`
@@ -120,8 +120,8 @@ pub enum Command {
     },
     /// Single points of failure: resources whose failure alone takes down a critical one.
     Spofs {
-        /// Which resources count as critical (label selectors, ANDed)
-        #[arg(long, default_value = "tier=1")]
+        /// Which resources count as critical: label selectors, ANDed, comma-separated or repeated
+        #[arg(long, default_value = "tier=1", value_delimiter = ',')]
         critical: Vec<String>,
         /// Only try resources matching this selector (see impact --where)
         #[arg(long, value_name = "SELECTOR")]
@@ -143,7 +143,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Dependency cycles (depends_on loops).
+    /// Dependency cycles: resources that need each other in a loop (through
+    /// depends_on, runs_on, instances, targets...).
     Cycles {
         /// Print JSON
         #[arg(long)]
@@ -767,6 +768,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     )?;
                 }
             }
+            if found.len() > first {
+                eprintln!(
+                    "listed {first} of {} single points of failure; --first {} lists all",
+                    found.len(),
+                    found.len()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Path { from, to, json } => {
@@ -817,14 +825,30 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 serde_json::to_writer_pretty(&mut out, &doc)?;
                 writeln!(out)?;
             } else {
-                writeln!(out, "{} dependency cycles:", cycles.len())?;
+                writeln!(
+                    out,
+                    "{} dependency cycles (groups of resources that need each other in a loop):",
+                    cycles.len()
+                )?;
                 for (members, cycle) in &cycles {
+                    let ids: Vec<&str> = members
+                        .iter()
+                        .take(20)
+                        .map(|&m| snap.resource(m).id.as_str())
+                        .collect();
+                    let more = members.len() - ids.len();
                     writeln!(
                         out,
-                        "  {} resources: {}",
+                        "  {} resources: {}{}",
                         members.len(),
-                        path_text(&snap, cycle)
+                        ids.join(", "),
+                        if more > 0 {
+                            format!(" and {more} more (--json lists all)")
+                        } else {
+                            String::new()
+                        }
                     )?;
+                    writeln!(out, "    one loop: {}", path_text(&snap, cycle))?;
                 }
             }
             Ok(ExitCode::SUCCESS)

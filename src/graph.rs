@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::visit::{EdgeFiltered, EdgeRef};
+use petgraph::visit::EdgeRef;
 use rustc_hash::FxHashMap;
 
 use crate::model::{ImpactRule, LabelSelector, Millis, Relation, Resource, Status};
@@ -95,13 +95,18 @@ impl Csr {
     }
 }
 
+type IdIndex = HashMap<String, Ix, foldhash::fast::RandomState>;
+
 /// An immutable view of the whole inventory.
 pub struct Snapshot {
     /// Every resource, present and gone, sorted by id.
     pub resources: Vec<Resource>,
     /// Every relation, present and gone, sorted by (from, to, kind).
     pub relations: Vec<Relation>,
-    index: HashMap<String, Ix>,
+    /// Id to index. foldhash: several times faster than the standard
+    /// SipHash on a million ids, and seeded at random per process (ids come
+    /// from agents and collectors: a fixed hash could be fed collisions).
+    index: IdIndex,
     /// Present relations between present resources, as stored (from → to).
     graph: DiGraph<(), RelIx, u32>,
     /// Impact edges in the failure direction (a failure of v reaches `other`).
@@ -1322,11 +1327,13 @@ impl Snapshot {
             n < NODE as usize,
             "{n} resources: more than the graph can number"
         );
-        let index: HashMap<String, Ix> = resources
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.id.clone(), i as Ix))
-            .collect();
+        let mut index = IdIndex::with_capacity_and_hasher(n, Default::default());
+        index.extend(
+            resources
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.id.clone(), i as Ix)),
+        );
         let mut present = vec![0u64; n.div_ceil(64)];
         for (i, r) in resources.iter().enumerate() {
             if r.status == Status::Present {
@@ -1343,11 +1350,21 @@ impl Snapshot {
         }
         let mut agg_total = vec![0u32; n];
         let mut edges: Vec<(u32, u32, u32, bool)> = Vec::with_capacity(present_rel);
+        // Relations are sorted by `from`: one lookup per run of them.
+        let mut last_from: Option<(&str, Option<Ix>)> = None;
         for (ri, rel) in relations.iter().enumerate() {
             if rel.status != Status::Present {
                 continue;
             }
-            let (Some(&f), Some(&t)) = (index.get(&rel.from), index.get(&rel.to)) else {
+            let from = match last_from {
+                Some((id, ix)) if id == rel.from => ix,
+                _ => {
+                    let ix = index.get(&rel.from).copied();
+                    last_from = Some((&rel.from, ix));
+                    ix
+                }
+            };
+            let (Some(f), Some(&t)) = (from, index.get(&rel.to)) else {
                 continue;
             };
             if resources[f as usize].status != Status::Present
@@ -2121,14 +2138,30 @@ impl Snapshot {
         None
     }
 
-    /// Dependency cycles: strongly connected groups of resources linked by
-    /// present `depends_on` relations, each with one cycle through its first
-    /// member as an explanation. Sorted by size, largest first.
+    /// Dependency cycles: strongly connected groups of resources that need
+    /// each other in a loop, along the relations a failure travels (the
+    /// impact rules' edges: `depends_on`, `runs_on`, `contained_in`,
+    /// `attached_to`, and a service through its instances, a load balancer
+    /// through its targets), so two services whose instances call each
+    /// other are one. Each comes with one cycle through its first member,
+    /// in "needs" order, as an explanation. Sorted by size, largest first.
     pub fn cycles(&self) -> Vec<(Vec<Ix>, Vec<RelIx>)> {
-        let deps = EdgeFiltered::from_fn(&self.graph, |e| {
-            self.relations[*e.weight() as usize].kind == "depends_on"
-        });
-        let mut out: Vec<(Vec<Ix>, Vec<RelIx>)> = petgraph::algo::tarjan_scc(&deps)
+        let n = self.resources.len();
+        // `rev` rows go from a resource to what it needs.
+        let mut needs: DiGraph<(), ()> = DiGraph::with_capacity(n, self.rev.rel.len());
+        for _ in 0..n {
+            needs.add_node(());
+        }
+        for v in 0..n as u32 {
+            for p in self.rev.range(v) {
+                needs.add_edge(
+                    NodeIndex::new(v as usize),
+                    NodeIndex::new(self.rev.to(p) as usize),
+                    (),
+                );
+            }
+        }
+        let mut out: Vec<(Vec<Ix>, Vec<RelIx>)> = petgraph::algo::tarjan_scc(&needs)
             .into_iter()
             .filter(|c| c.len() > 1)
             .map(|c| {
@@ -2141,15 +2174,8 @@ impl Snapshot {
                 let mut queue = VecDeque::from([start]);
                 let mut cycle = Vec::new();
                 'bfs: while let Some(u) = queue.pop_front() {
-                    for e in self
-                        .graph
-                        .edges_directed(NodeIndex::new(u as usize), Direction::Outgoing)
-                    {
-                        let rel = *e.weight();
-                        if self.relations[rel as usize].kind != "depends_on" {
-                            continue;
-                        }
-                        let v = e.target().index() as u32;
+                    for p in self.rev.range(u) {
+                        let (v, rel) = (self.rev.to(p), self.rev.rel[p]);
                         if !set.contains(&v) {
                             continue;
                         }

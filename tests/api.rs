@@ -811,6 +811,28 @@ async fn incident_queries_over_graphql() {
         !ids.contains(&"host:app-1"),
         "app-1 only hosts redundant instances: {ids:?}"
     );
+    // Paged: spofCount gives the total, offset the rest; past 1,000 at
+    // once is refused, not cut.
+    let v = s
+        .gql(
+            r#"{ n: spofCount(critical: ["tier=1"]) a: spofs(first: 2) { resource { id } } b: spofs(first: 1000, offset: 2) { resource { id } } }"#,
+            json!({}),
+        )
+        .await;
+    assert!(v["errors"].is_null(), "{v}");
+    let paged: Vec<&str> = ["a", "b"]
+        .iter()
+        .flat_map(|k| v["data"][k].as_array().unwrap())
+        .map(|x| x["resource"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(paged, ids, "{v}");
+    assert_eq!(v["data"]["n"], json!(ids.len()), "{v}");
+    let v = s.gql("{ spofs(first: 1001) { downCount } }", json!({})).await;
+    assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_PAGE", "{v}");
+    assert!(
+        error_message(&v).starts_with("first must be between 0 and 1000, not 1001"),
+        "{v}"
+    );
 
     let v = s
         .gql(

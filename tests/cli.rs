@@ -721,3 +721,65 @@ fn collect_warns_of_relation_kinds_without_impact() {
         ],
     );
 }
+
+/// `--critical` takes commas as `--where` does (its own header printed
+/// them and the flag refused them); `spofs` says on stderr when `--first`
+/// cut the list; `cycles` names every member of a group, not only those on
+/// the loop it shows; `impact` with nothing to fail says ids or `--where`.
+#[test]
+fn spofs_cycles_and_impact_say_what_they_mean() {
+    let db = common::TestDb::sqlite();
+    let files = common::Files::new();
+    let inv = files.write(
+        "inv.yaml",
+        "resources:
+  - {id: host:h, kind: host}
+  - {id: svc:a, kind: service, labels: {tier: \"1\", env: prod}}
+  - {id: svc:b, kind: service, labels: {tier: \"1\", env: dev}}
+  - {id: s1, kind: service}
+  - {id: s2, kind: service}
+  - {id: s3, kind: service}
+  - {id: s4, kind: service}
+relations:
+  - {from: svc:a, to: host:h, kind: runs_on}
+  - {from: svc:b, to: host:h, kind: runs_on}
+  - {from: s1, to: s2, kind: depends_on}
+  - {from: s2, to: s1, kind: depends_on}
+  - {from: s2, to: s3, kind: depends_on}
+  - {from: s3, to: s4, kind: depends_on}
+  - {from: s4, to: s2, kind: depends_on}
+",
+    );
+    let out = run(&db.url, &["collect", "inventory", inv.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let spofs = |args: &[&str]| {
+        let out = run(&db.url, &[&["spofs", "--json"], args].concat());
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let both = spofs(&["--critical", "tier=1,env=prod"]);
+    assert_eq!(both, spofs(&["--critical", "tier=1", "--critical", "env=prod"]));
+    assert_eq!(both[0]["id"], "host:h", "{both}");
+    assert_eq!(both[0]["takes_down"], json!(["svc:a"]), "{both}");
+    let out = run(&db.url, &["spofs", "--first", "0"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stderr).contains("listed 0 of ")
+            && text(&out.stderr).contains("single points of failure; --first "),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&db.url, &["cycles"]);
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("  4 resources: s1, s2, s3, s4\n    one loop: s1 -[depends_on]-> s2, s2 -[depends_on]-> s1\n"),
+        "{said}"
+    );
+    let out = run(&db.url, &["impact"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("<IDS>|--where <SELECTOR>"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1397,6 +1397,64 @@ fn a_resource_number_past_the_graph_panics_and_leaves_the_thread_able_to_answer(
     assert_eq!(y.down, ids(&["y", "x"]));
 }
 
+/// A loop is a loop whatever relations it passes through: two services
+/// whose instances call each other, a load balancer in front of one, and a
+/// host that needs the DNS service running on it. A service's instance on
+/// a host the service does not need is in no loop.
+#[test]
+fn cycles_pass_through_instances_targets_and_hosts() {
+    let s = graph(&[
+        ("svc:a@1", "instance_of", "svc:a"),
+        ("svc:a@1", "depends_on", "lb:b"),
+        ("lb:b", "routes_to", "svc:b@1"),
+        ("svc:b@1", "instance_of", "svc:b"),
+        ("svc:b@1", "depends_on", "svc:a"),
+        ("host:h", "depends_on", "svc:dns"),
+        ("svc:dns@h", "instance_of", "svc:dns"),
+        ("svc:dns@h", "runs_on", "host:h"),
+        ("svc:c@1", "instance_of", "svc:c"),
+        ("svc:c@1", "runs_on", "host:h"),
+    ]);
+    let found: Vec<(Vec<&str>, Vec<String>)> = s
+        .cycles()
+        .iter()
+        .map(|(members, cycle)| {
+            (
+                members.iter().map(|&m| s.resource(m).id.as_str()).collect(),
+                cycle
+                    .iter()
+                    .map(|&r| {
+                        let r = s.relation(r);
+                        format!("{} -[{}]-> {}", r.from, r.kind, r.to)
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (
+                vec!["lb:b", "svc:a", "svc:a@1", "svc:b@1"],
+                vec![
+                    "lb:b -[routes_to]-> svc:b@1".to_string(),
+                    "svc:b@1 -[depends_on]-> svc:a".into(),
+                    "svc:a@1 -[instance_of]-> svc:a".into(),
+                    "svc:a@1 -[depends_on]-> lb:b".into(),
+                ]
+            ),
+            (
+                vec!["host:h", "svc:dns", "svc:dns@h"],
+                vec![
+                    "host:h -[depends_on]-> svc:dns".to_string(),
+                    "svc:dns@h -[instance_of]-> svc:dns".into(),
+                    "svc:dns@h -[runs_on]-> host:h".into(),
+                ]
+            ),
+        ]
+    );
+}
+
 #[test]
 fn path_follows_relations_either_way_and_cycles_are_found() {
     let s = graph(&[
