@@ -18,3 +18,10 @@ pub mod incident;
 pub mod model;
 pub mod scheduler;
 pub mod store;
+
+/// mimalloc instead of glibc's malloc: loading a million resources and
+/// five million relations is mostly small allocations made on one thread
+/// and freed on another, where glibc's arenas spend their time
+/// consolidating (see ARCHITECTURE.md, session 25).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -827,7 +827,9 @@ async fn incident_queries_over_graphql() {
         .collect();
     assert_eq!(paged, ids, "{v}");
     assert_eq!(v["data"]["n"], json!(ids.len()), "{v}");
-    let v = s.gql("{ spofs(first: 1001) { downCount } }", json!({})).await;
+    let v = s
+        .gql("{ spofs(first: 1001) { downCount } }", json!({}))
+        .await;
     assert_eq!(v["errors"][0]["extensions"]["code"], "BAD_PAGE", "{v}");
     assert!(
         error_message(&v).starts_with("first must be between 0 and 1000, not 1001"),

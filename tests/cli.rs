@@ -758,7 +758,10 @@ relations:
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
     let both = spofs(&["--critical", "tier=1,env=prod"]);
-    assert_eq!(both, spofs(&["--critical", "tier=1", "--critical", "env=prod"]));
+    assert_eq!(
+        both,
+        spofs(&["--critical", "tier=1", "--critical", "env=prod"])
+    );
     assert_eq!(both[0]["id"], "host:h", "{both}");
     assert_eq!(both[0]["takes_down"], json!(["svc:a"]), "{both}");
     let out = run(&db.url, &["spofs", "--first", "0"]);
@@ -778,7 +781,7 @@ relations:
     let out = run(&db.url, &["impact"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("<IDS>|--where <SELECTOR>"),
+        text(&out.stderr).contains("<IDS|--where <SELECTOR>>"),
         "{}",
         text(&out.stderr)
     );

@@ -8,6 +8,7 @@
 
 mod reconcile;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
@@ -241,68 +242,101 @@ impl Store {
 
     /// SQLite's driver hands every row from its worker thread to the async
     /// task; with 600k rows the context switches cost more than the reading.
-    /// So SQLite returns chunks of rows as one JSON array each, and a
-    /// blocking thread decodes chunk n while SQLite builds chunk n+1 on its
-    /// connection's thread: the two halves of the work overlap on two
-    /// cores. All chunks are read in one transaction (one WAL snapshot).
+    /// So SQLite returns chunks of rows as one JSON array each, decoded on
+    /// blocking threads, two chunks at a time, while SQLite builds the next
+    /// on its connection's thread: decoding is the larger half of the work,
+    /// and the two cores share it. All chunks are read in one transaction
+    /// (one WAL snapshot).
     async fn load_all_sqlite(&self) -> anyhow::Result<(Vec<Resource>, Vec<Relation>)> {
         const CHUNK: i64 = 5_000;
-        let (chunks, mut inbox) = tokio::sync::mpsc::channel::<(bool, String)>(2);
-        let decoder = tokio::task::spawn_blocking(move || {
-            let mut resources = Vec::new();
-            let mut relations = Vec::new();
-            while let Some((is_relations, text)) = inbox.blocking_recv() {
-                if is_relations {
-                    decode_relations(&text, &mut relations)?;
-                } else {
-                    decode_resources(&text, &mut resources)?;
-                }
+        const DECODING: usize = 2;
+        enum Decoded {
+            Resources(Vec<Resource>),
+            Relations(Vec<Relation>),
+        }
+        let mut resources = Vec::new();
+        let mut relations = Vec::new();
+        // In chunk order, so the rows keep the store's order (the graph
+        // build's sorts find them nearly sorted).
+        let mut decoding = std::collections::VecDeque::new();
+        let mut txn = self.pool.begin().await?;
+        // Rows are never deleted, so the highest rowid is about the count:
+        // room for every row at once, instead of growing by doubling
+        // (copying a gigabyte of relations on large, onto fresh pages).
+        let sizes = sqlx::query(
+            "SELECT (SELECT max(rowid) FROM resources), (SELECT max(rowid) FROM relations)",
+        )
+        .fetch_one(&mut *txn)
+        .await?;
+        let room = |at: usize| -> anyhow::Result<usize> {
+            Ok(sizes
+                .try_get::<Option<i64>, _>(at)?
+                .unwrap_or(0)
+                .clamp(0, 1 << 27) as usize)
+        };
+        resources.reserve(room(0)?);
+        relations.reserve(room(1)?);
+        let mut take = |decoded: Result<anyhow::Result<Decoded>, tokio::task::JoinError>| {
+            match decoded.context("the decoder of the stored rows failed")?? {
+                Decoded::Resources(chunk) => resources.extend(chunk),
+                Decoded::Relations(chunk) => relations.extend(chunk),
             }
-            anyhow::Ok((resources, relations))
-        });
-        let read = async {
-            let mut txn = self.pool.begin().await?;
-            for (is_relations, sql) in [
-                (
-                    false,
-                    "SELECT max(r), json_group_array(json_array(id, kind, name, labels, attributes, status, \
-                     first_seen, last_seen, gone_at, provenance)) FROM (SELECT rowid AS r, * FROM resources \
-                     WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
-                ),
-                (
-                    true,
-                    "SELECT max(r), json_group_array(json_array(from_id, to_id, kind, attributes, status, \
-                     first_seen, last_seen, gone_at, provenance)) FROM (SELECT rowid AS r, * FROM relations \
-                     WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
-                ),
-            ] {
-                let mut after = i64::MIN;
-                loop {
-                    let row = sqlx::query(sql)
-                        .bind(after)
-                        .bind(CHUNK)
-                        .fetch_one(&mut *txn)
-                        .await?;
-                    let Some(last) = row.try_get::<Option<i64>, _>(0)? else {
-                        break;
-                    };
-                    after = last;
-                    if chunks.send((is_relations, row.try_get(1)?)).await.is_err() {
-                        // The decoder stopped; its error says why.
-                        return anyhow::Ok(());
-                    }
-                }
-            }
-            txn.rollback().await?;
             anyhow::Ok(())
         };
-        let read = read.await;
-        drop(chunks);
-        let decoded = decoder
-            .await
-            .context("the decoder of the stored rows failed")??;
-        read?;
-        Ok(decoded)
+        for (is_relations, sql) in [
+            (
+                false,
+                "SELECT max(r), json_group_array(json_array(id, kind, name, labels, attributes, status, \
+                 first_seen, last_seen, gone_at, provenance)) FROM (SELECT rowid AS r, * FROM resources \
+                 WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
+            ),
+            (
+                true,
+                "SELECT max(r), json_group_array(json_array(from_id, to_id, kind, attributes, status, \
+                 first_seen, last_seen, gone_at, provenance)) FROM (SELECT rowid AS r, * FROM relations \
+                 WHERE rowid > ?1 ORDER BY rowid LIMIT ?2)",
+            ),
+        ] {
+            let mut after = i64::MIN;
+            loop {
+                let fetch = sqlx::query(sql)
+                    .bind(after)
+                    .bind(CHUNK)
+                    .fetch_one(&mut *txn);
+                // The oldest decode is awaited while SQLite builds the next chunk.
+                let oldest = async {
+                    if decoding.len() >= DECODING {
+                        let oldest: tokio::task::JoinHandle<_> =
+                            decoding.pop_front().expect("a decode in flight");
+                        Some(oldest.await)
+                    } else {
+                        None
+                    }
+                };
+                let (row, done) = tokio::join!(fetch, oldest);
+                if let Some(done) = done {
+                    take(done)?;
+                }
+                let row = row?;
+                let Some(last) = row.try_get::<Option<i64>, _>(0)? else {
+                    break;
+                };
+                after = last;
+                let text: String = row.try_get(1)?;
+                decoding.push_back(tokio::task::spawn_blocking(move || {
+                    Ok(if is_relations {
+                        Decoded::Relations(decode_relations(&text)?)
+                    } else {
+                        Decoded::Resources(decode_resources(&text)?)
+                    })
+                }));
+            }
+        }
+        txn.rollback().await?;
+        while let Some(done) = decoding.pop_front() {
+            take(done.await)?;
+        }
+        Ok((resources, relations))
     }
 
     /// A mark of the runs committed so far, to notice other processes'
@@ -627,23 +661,13 @@ fn status(row: &AnyRow, at: usize) -> anyhow::Result<Status> {
 
 /// The provenance summary column: `[[source, status, first_seen, last_seen, gone_at], ...]`.
 /// One chunk of [`Store::load_all_sqlite`]'s resource rows.
-fn decode_resources(text: &str, out: &mut Vec<Resource>) -> anyhow::Result<()> {
-    type Row = (
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        Millis,
-        Millis,
-        Option<Millis>,
-        String,
-    );
-    let chunk: Vec<Row> =
+fn decode_resources(text: &str) -> anyhow::Result<Vec<Resource>> {
+    let chunk: Vec<ResourceRow> =
         serde_json::from_str(text).context("corrupt resource rows in database")?;
-    out.reserve(chunk.len());
-    for (id, kind, name, labels, attributes, st, first_seen, last_seen, gone_at, prov) in chunk {
+    let mut out = Vec::with_capacity(chunk.len());
+    for ResourceRow(id, kind, name, labels, attributes, st, first_seen, last_seen, gone_at, prov) in
+        chunk
+    {
         out.push(Resource {
             id,
             kind,
@@ -658,26 +682,47 @@ fn decode_resources(text: &str, out: &mut Vec<Resource>) -> anyhow::Result<()> {
             sources: parse_provenance(&prov)?,
         });
     }
-    Ok(())
+    Ok(out)
 }
 
+/// A resource row as [`Store::load_all_sqlite`] reads it: the columns
+/// parsed again (labels, attributes) or only looked at (status) are
+/// borrowed from the chunk's text where they need no unescaping, one
+/// allocation each fewer.
+#[derive(serde::Deserialize)]
+struct ResourceRow<'a>(
+    String,
+    String,
+    String,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Cow<'a, str>,
+    Millis,
+    Millis,
+    Option<Millis>,
+    #[serde(borrow)] Cow<'a, str>,
+);
+
+/// A relation row, as [`ResourceRow`].
+#[derive(serde::Deserialize)]
+struct RelationRow<'a>(
+    String,
+    String,
+    String,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Cow<'a, str>,
+    Millis,
+    Millis,
+    Option<Millis>,
+    #[serde(borrow)] Cow<'a, str>,
+);
+
 /// One chunk of [`Store::load_all_sqlite`]'s relation rows.
-fn decode_relations(text: &str, out: &mut Vec<Relation>) -> anyhow::Result<()> {
-    type Row = (
-        String,
-        String,
-        String,
-        String,
-        String,
-        Millis,
-        Millis,
-        Option<Millis>,
-        String,
-    );
-    let chunk: Vec<Row> =
+fn decode_relations(text: &str) -> anyhow::Result<Vec<Relation>> {
+    let chunk: Vec<RelationRow> =
         serde_json::from_str(text).context("corrupt relation rows in database")?;
-    out.reserve(chunk.len());
-    for (from, to, kind, attributes, st, first_seen, last_seen, gone_at, prov) in chunk {
+    let mut out = Vec::with_capacity(chunk.len());
+    for RelationRow(from, to, kind, attributes, st, first_seen, last_seen, gone_at, prov) in chunk {
         out.push(Relation {
             from,
             to,
@@ -691,18 +736,18 @@ fn decode_relations(text: &str, out: &mut Vec<Relation>) -> anyhow::Result<()> {
             sources: parse_provenance(&prov)?,
         });
     }
-    Ok(())
+    Ok(out)
 }
 
 fn parse_provenance(s: &str) -> anyhow::Result<Vec<Provenance>> {
-    type Row = (String, String, Millis, Millis, Option<Millis>);
+    type Row<'a> = (String, &'a str, Millis, Millis, Option<Millis>);
     let rows: Vec<Row> =
         serde_json::from_str(s).with_context(|| format!("corrupt provenance in database: {s}"))?;
     let mut out = rows
         .into_iter()
         .map(|(source, st, first_seen, last_seen, gone_at)| {
             Ok(Provenance {
-                status: Status::parse(&st)
+                status: Status::parse(st)
                     .with_context(|| format!("unknown status '{st}' in provenance"))?,
                 source,
                 first_seen,
