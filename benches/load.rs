@@ -63,7 +63,13 @@ async fn store_figures(name: &str, url: &str, batch: &ScopeBatch) -> Option<Snap
     let run = if store.last_run_id().await.unwrap() > 0 {
         // INFRAGRAPH_BENCH_SQLITE_FILE from an earlier run: read it back only.
         println!("{name}: the store already holds a run: first load skipped");
-        store.runs(1).await.unwrap().remove(0)
+        let run = store.runs(1).await.unwrap().remove(0);
+        assert_eq!(
+            (run.resources_seen as usize, run.relations_seen as usize),
+            (batch.resources.len(), batch.relations.len()),
+            "INFRAGRAPH_BENCH_SQLITE_FILE holds another estate (another size or seed)"
+        );
+        run
     } else {
         store.apply(input(batch)).await.unwrap()
     };

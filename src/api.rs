@@ -2399,14 +2399,22 @@ pub struct SelectorInput {
 impl SelectorInput {
     fn parse(&self) -> async_graphql::Result<Selector> {
         Ok(Selector {
-            kind: self.kind.as_ref().map(|k| k.trim().to_string()),
+            kind: match self.kind.as_deref().map(str::trim) {
+                Some("") => {
+                    return Err(client_error(
+                        "BAD_SELECTOR",
+                        "kind needs a value (leave it out to match every kind)",
+                    ));
+                }
+                kind => kind.map(str::to_string),
+            },
             labels: self
                 .labels
                 .iter()
                 .flatten()
                 .map(|s| LabelSelector::parse(s).map_err(|e| client_error("BAD_SELECTOR", e)))
                 .collect::<Result<_, _>>()?,
-            contained_in: self.contained_in.as_ref().map(|c| c.to_string()),
+            contained_in: self.contained_in.as_ref().map(|c| c.trim().to_string()),
         })
     }
 }
@@ -2981,7 +2989,7 @@ impl Query {
     /// least one critical resource (label selectors in `critical`, ANDed,
     /// default `tier=1`), most critical resources taken down first. `scope`
     /// limits which resources are tried. A page of the answer: `first`
-    /// (default 100, at most 1,000; more is BAD_PAGE) after `offset`
+    /// (default 100, at most 1,000: more is read as 1,000) after `offset`
     /// (default 0); `spofCount` says how many there are in all.
     /// A critical set or scope that matches no present resource is an error
     /// (BAD_SELECTOR), not an empty answer.
@@ -2996,15 +3004,9 @@ impl Query {
         first: Option<i32>,
         offset: Option<i32>,
     ) -> async_graphql::Result<Vec<Spof>> {
-        let take = count_arg("first", first)?.unwrap_or(100);
-        if take > 1000 {
-            return Err(client_error(
-                "BAD_PAGE",
-                format!(
-                    "first must be between 0 and 1000, not {take}: page with offset (spofCount gives the total)"
-                ),
-            ));
-        }
+        // Read as at most 1,000, as it always was (clients asking for more
+        // keep working); `offset` and `spofCount` page through the rest.
+        let take = count_arg("first", first)?.unwrap_or(100).min(1000);
         let skip = count_arg("offset", offset)?.unwrap_or(0) as usize;
         let snap = snap(ctx);
         let found = spofs_of(ctx, snap, scope, critical).await?;

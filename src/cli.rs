@@ -126,7 +126,7 @@ pub enum Command {
         /// Only try resources matching this selector (see impact --where)
         #[arg(long, value_name = "SELECTOR")]
         scope: Option<String>,
-        /// How many to list (as GraphQL's `spofs(first:)`)
+        /// How many to list (no upper bound here; GraphQL pages by 1,000)
         #[arg(long, default_value_t = 100)]
         first: usize,
         /// Print JSON
@@ -768,7 +768,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     )?;
                 }
             }
-            if found.len() > first {
+            if json && found.len() > first {
                 eprintln!(
                     "listed {first} of {} single points of failure; --first {} lists all",
                     found.len(),
@@ -848,7 +848,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                             String::new()
                         }
                     )?;
-                    writeln!(out, "    one loop: {}", path_text(&snap, cycle))?;
+                    writeln!(out, "    one loop: {}", loop_text(&snap, members[0], cycle))?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -1147,6 +1147,25 @@ fn path_json(snap: &Snapshot, path: &[u32]) -> Vec<serde_json::Value> {
             json!({"from": r.from, "to": r.to, "kind": r.kind, "sources": sources})
         })
         .collect()
+}
+
+/// A loop as one chain from `start`, each relation's arrow as stored:
+/// `svc:a <-[instance_of]- svc:a@1` where the loop goes from a service to
+/// the instance it needs.
+fn loop_text(snap: &Snapshot, start: u32, cycle: &[u32]) -> String {
+    let mut at = snap.resource(start).id.as_str();
+    let mut text = at.to_string();
+    for &r in cycle {
+        let r = snap.relation(r);
+        if r.from == at {
+            text.push_str(&format!(" -[{}]-> {}", r.kind, r.to));
+            at = &r.to;
+        } else {
+            text.push_str(&format!(" <-[{}]- {}", r.kind, r.from));
+            at = &r.from;
+        }
+    }
+    text
 }
 
 fn path_text(snap: &Snapshot, path: &[u32]) -> String {

@@ -104,8 +104,10 @@ pub struct Snapshot {
     /// Every relation, present and gone, sorted by (from, to, kind).
     pub relations: Vec<Relation>,
     /// Id to index. foldhash: several times faster than the standard
-    /// SipHash on a million ids, and seeded at random per process (ids come
-    /// from agents and collectors: a fixed hash could be fed collisions).
+    /// SipHash on a million ids. It is seeded at random per process but
+    /// only minimally resistant to crafted collisions; ids come from
+    /// collectors and token-holding agents, and the worst a flood could do
+    /// is slow this one map down.
     index: IdIndex,
     /// Present relations between present resources, as stored (from → to).
     graph: DiGraph<(), RelIx, u32>,

@@ -764,7 +764,7 @@ relations:
     );
     assert_eq!(both[0]["id"], "host:h", "{both}");
     assert_eq!(both[0]["takes_down"], json!(["svc:a"]), "{both}");
-    let out = run(&db.url, &["spofs", "--first", "0"]);
+    let out = run(&db.url, &["spofs", "--first", "0", "--json"]);
     assert!(out.status.success());
     assert!(
         text(&out.stderr).contains("listed 0 of ")
@@ -775,7 +775,7 @@ relations:
     let out = run(&db.url, &["cycles"]);
     let said = text(&out.stdout);
     assert!(
-        said.contains("  4 resources: s1, s2, s3, s4\n    one loop: s1 -[depends_on]-> s2, s2 -[depends_on]-> s1\n"),
+        said.contains("  4 resources: s1, s2, s3, s4\n    one loop: s1 -[depends_on]-> s2 -[depends_on]-> s1\n"),
         "{said}"
     );
     let out = run(&db.url, &["impact"]);

@@ -116,6 +116,25 @@ async fn a_load_sees_one_moment_while_runs_commit(url: String) {
         seen.len() >= 3 && generations >= 3,
         "the writer committed {generations} times and the loads saw {seen:?}: too few to tell"
     );
+    // A row that cannot be read (in the middle of the SQLite reader's
+    // chunks, decoded while others are): the load fails saying so.
+    sqlx::query("UPDATE resources SET labels = 'not json' WHERE id = 'h6000'")
+        .execute(
+            &mut sqlx::AnyConnection::connect(&if url.starts_with("sqlite") {
+                format!("{url}?mode=rw")
+            } else {
+                url.clone()
+            })
+            .await
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let err = format!("{:#}", store.load_all().await.unwrap_err());
+    assert!(
+        err.contains("corrupt labels in database: not json"),
+        "{err}"
+    );
     store.close().await;
 }
 

@@ -274,8 +274,10 @@ impl Store {
                 .unwrap_or(0)
                 .clamp(0, 1 << 27) as usize)
         };
-        resources.reserve(room(0)?);
-        relations.reserve(room(1)?);
+        // A hint only: a store whose rowids jumped (restored, edited by
+        // hand) must not abort the load for want of memory up front.
+        let _ = resources.try_reserve(room(0)?);
+        let _ = relations.try_reserve(room(1)?);
         let mut take = |decoded: Result<anyhow::Result<Decoded>, tokio::task::JoinError>| {
             match decoded.context("the decoder of the stored rows failed")?? {
                 Decoded::Resources(chunk) => resources.extend(chunk),

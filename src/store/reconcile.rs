@@ -579,7 +579,7 @@ async fn reconcile(
         let source = source_name(&input.collector, &batch.scope);
         if source.len() > MAX_SOURCE_BYTES {
             return Err(Failure::Invalid(format!(
-                "source '{}…' is {} bytes long: a source name (collector:scope) may be at most {MAX_SOURCE_BYTES} bytes (PostgreSQL indexes cannot hold longer keys)",
+                "source '{}…' is {} bytes long: a source name (collector:scope) may be at most {MAX_SOURCE_BYTES} bytes on either store (PostgreSQL indexes cannot hold longer keys; use a shorter path)",
                 source.chars().take(60).collect::<String>().escape_debug(),
                 source.len()
             )));
