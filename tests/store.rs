@@ -39,25 +39,7 @@ async fn a_load_sees_one_moment_while_runs_commit(url: String) {
     use sqlx::Connection;
     let store = Store::connect(&url).await.unwrap();
     let n = 12_000; // more than two of the SQLite reader's chunks
-    let resources: Vec<ObservedResource> = (0..n)
-        .map(|i| ObservedResource::new(format!("h{i}"), "host"))
-        .collect();
-    let relations: Vec<ObservedRelation> = (1..n)
-        .map(|i| ObservedRelation::new(format!("h{i}"), format!("h{}", i / 2), "depends_on"))
-        .collect();
-    let run = apply(
-        &store,
-        vec![ScopeBatch {
-            scope: "bulk".into(),
-            complete: true,
-            resources,
-            relations,
-            gone: Vec::new(),
-        }],
-        vec![],
-    )
-    .await;
-    assert_eq!(run.status, RunStatus::Ok, "{:?}", run.error);
+    bulk(&store, n).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (first, first_done) = tokio::sync::oneshot::channel();
     let writer = tokio::spawn({
@@ -780,9 +762,8 @@ async fn kind_conflict_between_sources_is_rejected(url: String) {
     store.close().await;
 }
 
-async fn bulk_load_spans_many_statements(url: String) {
-    let store = Store::connect(&url).await.unwrap();
-    let n = 5_000;
+/// `n` hosts h0..h{n-1}, each but h0 depending on h{i/2}, in one run.
+async fn bulk(store: &Store, n: usize) -> infragraph::model::Run {
     let resources: Vec<ObservedResource> = (0..n)
         .map(|i| ObservedResource::new(format!("h{i}"), "host"))
         .collect();
@@ -790,7 +771,7 @@ async fn bulk_load_spans_many_statements(url: String) {
         .map(|i| ObservedRelation::new(format!("h{i}"), format!("h{}", i / 2), "depends_on"))
         .collect();
     let run = apply(
-        &store,
+        store,
         vec![ScopeBatch {
             scope: "bulk".into(),
             complete: true,
@@ -802,6 +783,13 @@ async fn bulk_load_spans_many_statements(url: String) {
     )
     .await;
     assert_eq!(run.status, RunStatus::Ok, "{:?}", run.error);
+    run
+}
+
+async fn bulk_load_spans_many_statements(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let n = 5_000;
+    let run = bulk(&store, n).await;
     assert_eq!(run.created, (2 * n - 1) as i64);
     let (res, rels) = store.load_all().await.unwrap();
     assert_eq!((res.len(), rels.len()), (n, n - 1));
